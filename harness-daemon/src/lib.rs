@@ -1,0 +1,6 @@
+//! harness: enclose an AI agent, record everything it exchanges, prove the record intact.
+//!
+//! The modules follow the way of the data (see DESIGN.md):
+//! hook → accept/orig-dst → policy → (tls → http → semantics) → ledger → verify,
+//! composed in one place, [`engine`].
+pub mod ledger;

@@ -1,0 +1,4 @@
+//! The `harness` command.
+fn main() {
+    std::process::exit(2);
+}

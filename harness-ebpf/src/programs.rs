@@ -1,0 +1,424 @@
+//! The programs themselves (compiled only for the BPF target).
+use aya_ebpf::{
+    bindings::{bpf_sock, bpf_sock_addr, bpf_sock_ops},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::bpf_get_socket_cookie,
+    },
+    macros::{cgroup_sock, cgroup_sock_addr, map, sock_ops},
+    maps::{Array, HashMap, LruHashMap, RingBuf},
+    programs::{SockAddrContext, SockContext, SockOpsContext},
+};
+use aya_log_ebpf::debug;
+use harness_common::{
+    event, is_mapped_v4, mapped_v4, prefix_matches, EnclosureConfig, KernelEvent, KernelRule,
+    LearnedKey, LearnedVerdict, OrigDst, PeerKey, ACTION_ALLOW, ACTION_DENY, AF_INET, AF_INET6,
+    CONFIG_INDEX, MAX_CONNECTIONS, MAX_LEARNED, MAX_RULES, NO_RULE,
+};
+
+/// Return values of cgroup socket programs: 1 lets the call go on, 0 makes it fail with EPERM.
+const PROCEED: i32 = 1;
+const REFUSE: i32 = 0;
+
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
+const IPPROTO_IP: u32 = 0;
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
+const DNS_PORT: u16 = 53;
+const BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB: u32 = 4;
+
+#[map]
+static CONFIG: Array<EnclosureConfig> = Array::with_max_entries(1, 0);
+
+/// Socket cookie → where that socket was really going.
+#[map]
+static CONNECTIONS: LruHashMap<u64, OrigDst> = LruHashMap::with_max_entries(MAX_CONNECTIONS, 0);
+
+/// Enclosed socket's local address (the daemon's view of the peer) → original destination.
+#[map]
+static BY_PEER: LruHashMap<PeerKey, OrigDst> = LruHashMap::with_max_entries(MAX_CONNECTIONS, 0);
+
+#[map]
+static RULES: Array<KernelRule> = Array::with_max_entries(MAX_RULES, 0);
+
+/// Addresses DNS gave for host names that rules mention.
+#[map]
+static LEARNED: HashMap<LearnedKey, LearnedVerdict> = HashMap::with_max_entries(MAX_LEARNED, 0);
+
+/// Refusals, for the daemon to record.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+// === connect ===
+
+#[cgroup_sock_addr(connect4)]
+pub fn harness_connect4(ctx: SockAddrContext) -> i32 {
+    try_connect(&ctx, false).unwrap_or_else(|ret| ret)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn harness_connect6(ctx: SockAddrContext) -> i32 {
+    try_connect(&ctx, true).unwrap_or_else(|ret| ret)
+}
+
+fn try_connect(ctx: &SockAddrContext, v6: bool) -> Result<i32, i32> {
+    let config = config()?;
+    let sa = ctx.sock_addr;
+    // SAFETY: the kernel hands sock_addr programs a valid bpf_sock_addr for their whole run.
+    let (sock_type, protocol) = unsafe { ((*sa).type_, (*sa).protocol) };
+    let dst = read_user_dst(ctx, v6);
+    let orig = who_asked(ctx, dst.0, dst.1, if v6 { AF_INET6 } else { AF_INET });
+
+    if is_daemon(&config, &orig.addr, orig.port) {
+        report(ctx, event::LOOP_REFUSED, sock_type, protocol, NO_RULE, &orig);
+        return Ok(REFUSE);
+    }
+    if sock_type == SOCK_DGRAM && orig.port != DNS_PORT {
+        report(ctx, event::UDP_REFUSED, sock_type, protocol, NO_RULE, &orig);
+        return Ok(REFUSE);
+    }
+    if sock_type != SOCK_STREAM && sock_type != SOCK_DGRAM {
+        report(ctx, event::SOCKET_REFUSED, sock_type, protocol, NO_RULE, &orig);
+        return Ok(REFUSE);
+    }
+    // DNS is always answered by the daemon's resolver, which applies policy to names itself.
+    if sock_type == SOCK_STREAM {
+        let (action, rule) = decide(&config, &orig.addr, orig.port);
+        if action != ACTION_ALLOW {
+            debug!(ctx, "harness: connect denied by rule {}", rule);
+            report(ctx, event::CONNECT_DENIED, sock_type, protocol, rule, &orig);
+            return Ok(REFUSE);
+        }
+    }
+    CONNECTIONS.insert(&orig.cookie, &orig, 0).map_err(|_| REFUSE)?;
+    let port = if sock_type == SOCK_STREAM {
+        config.tcp_port
+    } else {
+        config.dns_port
+    };
+    write_user_dst(ctx, v6, &orig.addr, &config, port);
+    Ok(PROCEED)
+}
+
+// === sendmsg / recvmsg (unconnected UDP) ===
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn harness_sendmsg4(ctx: SockAddrContext) -> i32 {
+    try_sendmsg(&ctx, false).unwrap_or_else(|ret| ret)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn harness_sendmsg6(ctx: SockAddrContext) -> i32 {
+    try_sendmsg(&ctx, true).unwrap_or_else(|ret| ret)
+}
+
+fn try_sendmsg(ctx: &SockAddrContext, v6: bool) -> Result<i32, i32> {
+    let config = config()?;
+    let sa = ctx.sock_addr;
+    // SAFETY: valid context for the program's run (see try_connect).
+    let (sock_type, protocol) = unsafe { ((*sa).type_, (*sa).protocol) };
+    let dst = read_user_dst(ctx, v6);
+    let orig = who_asked(ctx, dst.0, dst.1, if v6 { AF_INET6 } else { AF_INET });
+    if orig.port != DNS_PORT || is_daemon(&config, &orig.addr, orig.port) {
+        report(ctx, event::UDP_REFUSED, sock_type, protocol, NO_RULE, &orig);
+        return Ok(REFUSE);
+    }
+    CONNECTIONS.insert(&orig.cookie, &orig, 0).map_err(|_| REFUSE)?;
+    write_user_dst(ctx, v6, &orig.addr, &config, config.dns_port);
+    Ok(PROCEED)
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn harness_recvmsg4(ctx: SockAddrContext) -> i32 {
+    restore_peer(&ctx, false);
+    PROCEED
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn harness_recvmsg6(ctx: SockAddrContext) -> i32 {
+    restore_peer(&ctx, true);
+    PROCEED
+}
+
+// === getpeername ===
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn harness_getpeername4(ctx: SockAddrContext) -> i32 {
+    restore_peer(&ctx, false);
+    PROCEED
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn harness_getpeername6(ctx: SockAddrContext) -> i32 {
+    restore_peer(&ctx, true);
+    PROCEED
+}
+
+/// Show the enclosed process the peer it asked for instead of the daemon.
+fn restore_peer(ctx: &SockAddrContext, v6: bool) {
+    let Ok(config) = config() else { return };
+    let (addr, port) = read_user_dst(ctx, v6);
+    if !is_daemon_any_port(&config, &addr) {
+        return;
+    }
+    // SAFETY: the context pointer is valid; the helper only reads the socket behind it.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    // SAFETY: the value is copied out at once; a concurrent LRU eviction can at worst give a
+    // stale copy of another socket's entry, and the cookie check below rejects it.
+    let Some(orig) = (unsafe { CONNECTIONS.get(&cookie) }).copied() else {
+        return;
+    };
+    if orig.cookie != cookie || (port != config.tcp_port && port != config.dns_port) {
+        return;
+    }
+    write_user_dst_exact(ctx, v6, &orig.addr, orig.port);
+}
+
+// === sock_ops: file the original destination under the daemon's view of the peer ===
+
+#[sock_ops]
+pub fn harness_sockops(ctx: SockOpsContext) -> u32 {
+    try_sockops(&ctx);
+    1
+}
+
+fn try_sockops(ctx: &SockOpsContext) {
+    if ctx.op() != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+        return;
+    }
+    // SAFETY: valid context for the program's run; the helper reads the socket's cookie.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast::<bpf_sock_ops>().cast()) };
+    // SAFETY: copied out at once (see restore_peer).
+    let Some(orig) = (unsafe { CONNECTIONS.get(&cookie) }).copied() else {
+        return;
+    };
+    let addr = if ctx.family() == u32::from(AF_INET) {
+        mapped_v4(u32::from_be(ctx.local_ip4()))
+    } else {
+        let raw = ctx.local_ip6();
+        [
+            u32::from_be(raw[0]),
+            u32::from_be(raw[1]),
+            u32::from_be(raw[2]),
+            u32::from_be(raw[3]),
+        ]
+    };
+    // local_port is in host order in bpf_sock_ops (unlike remote_port).
+    let key = PeerKey {
+        addr,
+        port: ctx.local_port(),
+    };
+    let _ = BY_PEER.insert(&key, &orig, 0);
+}
+
+// === sock_create: only TCP and UDP inside the enclosure ===
+
+#[cgroup_sock(sock_create)]
+pub fn harness_sock_create(ctx: SockContext) -> i32 {
+    let sk: *mut bpf_sock = ctx.sock;
+    // SAFETY: the kernel hands sock programs a valid bpf_sock for their whole run.
+    let (family, sock_type, protocol) = unsafe { ((*sk).family, (*sk).type_, (*sk).protocol) };
+    let allowed = match sock_type {
+        SOCK_STREAM => protocol == IPPROTO_TCP || protocol == IPPROTO_IP,
+        SOCK_DGRAM => protocol == IPPROTO_UDP || protocol == IPPROTO_IP,
+        _ => false,
+    };
+    if allowed {
+        return PROCEED;
+    }
+    let mut who = empty_orig();
+    who.family = family as u16;
+    fill_caller(&mut who);
+    emit(event::SOCKET_REFUSED, sock_type, protocol, NO_RULE, &who);
+    REFUSE
+}
+
+// === helpers ===
+
+fn config() -> Result<EnclosureConfig, i32> {
+    // An enclosure without configuration must not let anything out: refuse.
+    CONFIG.get(CONFIG_INDEX).copied().ok_or(REFUSE)
+}
+
+/// The destination the caller gave, as mapped-IPv6 words and a host-order port.
+fn read_user_dst(ctx: &SockAddrContext, v6: bool) -> ([u32; 4], u16) {
+    let sa: *mut bpf_sock_addr = ctx.sock_addr;
+    // SAFETY: valid context; user_ip4/user_ip6/user_port are readable in every sock_addr hook.
+    unsafe {
+        let port = u16::from_be((*sa).user_port as u16);
+        if v6 {
+            let raw = (*sa).user_ip6;
+            (
+                [
+                    u32::from_be(raw[0]),
+                    u32::from_be(raw[1]),
+                    u32::from_be(raw[2]),
+                    u32::from_be(raw[3]),
+                ],
+                port,
+            )
+        } else {
+            (mapped_v4(u32::from_be((*sa).user_ip4)), port)
+        }
+    }
+}
+
+/// Point the caller at the daemon: for an IPv6 socket aiming at a mapped IPv4 address, the
+/// daemon's IPv4 address mapped; for real IPv6, the daemon's IPv6 address.
+fn write_user_dst(
+    ctx: &SockAddrContext,
+    v6: bool,
+    orig: &[u32; 4],
+    config: &EnclosureConfig,
+    port: u16,
+) {
+    let target = if !v6 || is_mapped_v4(orig) {
+        mapped_v4(config.daemon_v4)
+    } else {
+        config.daemon_v6
+    };
+    write_user_dst_exact(ctx, v6, &target, port);
+}
+
+fn write_user_dst_exact(ctx: &SockAddrContext, v6: bool, addr: &[u32; 4], port: u16) {
+    let sa: *mut bpf_sock_addr = ctx.sock_addr;
+    // SAFETY: valid context; these fields are writable in connect, sendmsg, recvmsg and
+    // getpeername hooks (user_ip4 only in the *4 ones, user_ip6 only in the *6 ones).
+    unsafe {
+        if v6 {
+            (*sa).user_ip6 = [
+                addr[0].to_be(),
+                addr[1].to_be(),
+                addr[2].to_be(),
+                addr[3].to_be(),
+            ];
+        } else {
+            (*sa).user_ip4 = addr[3].to_be();
+        }
+        (*sa).user_port = u32::from(port.to_be());
+    }
+}
+
+fn is_daemon_any_port(config: &EnclosureConfig, addr: &[u32; 4]) -> bool {
+    *addr == mapped_v4(config.daemon_v4) || *addr == config.daemon_v6
+}
+
+fn is_daemon(config: &EnclosureConfig, addr: &[u32; 4], port: u16) -> bool {
+    is_daemon_any_port(config, addr) && (port == config.tcp_port || port == config.dns_port)
+}
+
+fn who_asked(ctx: &SockAddrContext, addr: [u32; 4], port: u16, family: u16) -> OrigDst {
+    let mut orig = empty_orig();
+    orig.addr = addr;
+    orig.port = port;
+    orig.family = family;
+    // SAFETY: valid context; the helper reads the socket's cookie.
+    orig.cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    fill_caller(&mut orig);
+    orig
+}
+
+fn fill_caller(orig: &mut OrigDst) {
+    // SAFETY: these helpers only read the current task; always valid in process context.
+    unsafe {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        orig.pid = (pid_tgid >> 32) as u32;
+        orig.tid = pid_tgid as u32;
+        orig.uid = bpf_get_current_uid_gid() as u32;
+        orig.cgroup_id = bpf_get_current_cgroup_id();
+    }
+}
+
+const fn empty_orig() -> OrigDst {
+    OrigDst {
+        addr: [0; 4],
+        port: 0,
+        family: 0,
+        pid: 0,
+        tid: 0,
+        uid: 0,
+        cgroup_id: 0,
+        cookie: 0,
+    }
+}
+
+/// Policy in the kernel: any matching deny refuses, else any matching allow admits, else the
+/// default. Returns the action and the deciding rule's index.
+fn decide(config: &EnclosureConfig, addr: &[u32; 4], port: u16) -> (u32, u32) {
+    let mut allow_rule = NO_RULE;
+    for any_port in [false, true] {
+        let key = LearnedKey {
+            addr: *addr,
+            port: if any_port { 0 } else { u32::from(port) },
+        };
+        // SAFETY: copied out at once (see restore_peer).
+        if let Some(v) = unsafe { LEARNED.get(&key) }.copied() {
+            if v.action == ACTION_DENY {
+                return (ACTION_DENY, v.rule_index);
+            }
+            allow_rule = v.rule_index;
+        }
+    }
+    let count = if config.rule_count > MAX_RULES {
+        MAX_RULES
+    } else {
+        config.rule_count
+    };
+    let mut i = 0;
+    while i < MAX_RULES {
+        if i >= count {
+            break;
+        }
+        if let Some(rule) = RULES.get(i) {
+            if (rule.port == 0 || rule.port == u32::from(port))
+                && prefix_matches(addr, &rule.addr, rule.prefix)
+            {
+                if rule.action == ACTION_DENY {
+                    return (ACTION_DENY, rule.rule_index);
+                }
+                allow_rule = rule.rule_index;
+            }
+        }
+        i += 1;
+    }
+    if allow_rule != NO_RULE {
+        (ACTION_ALLOW, allow_rule)
+    } else {
+        (config.default_action, NO_RULE)
+    }
+}
+
+fn report(
+    _ctx: &SockAddrContext,
+    kind: u32,
+    sock_type: u32,
+    protocol: u32,
+    rule_index: u32,
+    orig: &OrigDst,
+) {
+    emit(kind, sock_type, protocol, rule_index, orig);
+}
+
+fn emit(kind: u32, sock_type: u32, protocol: u32, rule_index: u32, dst: &OrigDst) {
+    // A full ring buffer loses the report, not the refusal: the connect still fails.
+    let _ = EVENTS.output::<KernelEvent>(
+        &KernelEvent {
+            kind,
+            sock_type,
+            protocol,
+            rule_index,
+            dst: *dst,
+        },
+        0,
+    );
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
