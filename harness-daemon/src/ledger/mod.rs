@@ -170,3 +170,56 @@ impl SessionWriter {
         self.append(Entry::SessionClose(close)).await
     }
 }
+
+/// One entry as read back from a session file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// Sequence number within the session.
+    pub seq: u64,
+    /// RFC 3339 UTC timestamp the writer gave it.
+    pub ts: String,
+    /// What happened.
+    pub entry: Entry,
+}
+
+/// Reads every entry of one session file, in order (no integrity checks: that is `verify`).
+pub fn read_session(path: &Path) -> Result<Vec<Recorded>, LedgerError> {
+    #[derive(serde::Deserialize)]
+    struct Owned {
+        seq: u64,
+        ts: String,
+        #[serde(flatten)]
+        entry: Entry,
+    }
+    let io = |source| LedgerError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    text.lines()
+        .map(|line| {
+            let o: Owned = serde_json::from_str(line)
+                .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+            Ok(Recorded {
+                seq: o.seq,
+                ts: o.ts,
+                entry: o.entry,
+            })
+        })
+        .collect()
+}
+
+/// The session files of a ledger directory, oldest first (ULIDs sort by time).
+pub fn session_files(dir: &Path) -> Result<Vec<PathBuf>, LedgerError> {
+    let io = |source| LedgerError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
