@@ -4,3 +4,5 @@
 //! hook → accept/orig-dst → policy → (tls → http → semantics) → ledger → verify,
 //! composed in one place, [`engine`].
 pub mod ledger;
+pub mod enclosure;
+pub mod hook;

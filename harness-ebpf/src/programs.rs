@@ -5,9 +5,9 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         generated::bpf_get_socket_cookie,
     },
-    macros::{cgroup_sock, cgroup_sock_addr, map, sock_ops},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, map, sock_ops},
     maps::{Array, HashMap, LruHashMap, RingBuf},
-    programs::{SockAddrContext, SockContext, SockOpsContext},
+    programs::{SkBuffContext, SockAddrContext, SockContext, SockOpsContext},
 };
 use aya_log_ebpf::debug;
 use harness_common::{
@@ -39,6 +39,10 @@ static CONNECTIONS: LruHashMap<u64, OrigDst> = LruHashMap::with_max_entries(MAX_
 #[map]
 static BY_PEER: LruHashMap<PeerKey, OrigDst> = LruHashMap::with_max_entries(MAX_CONNECTIONS, 0);
 
+/// DNS datagrams: sender's address as the daemon's resolver sees it → who sent it.
+#[map]
+static DNS_PEERS: LruHashMap<PeerKey, OrigDst> = LruHashMap::with_max_entries(MAX_CONNECTIONS, 0);
+
 #[map]
 static RULES: Array<KernelRule> = Array::with_max_entries(MAX_RULES, 0);
 
@@ -54,14 +58,15 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 #[cgroup_sock_addr(connect4)]
 pub fn harness_connect4(ctx: SockAddrContext) -> i32 {
-    try_connect(&ctx, false).unwrap_or_else(|ret| ret)
+    verdict(try_connect(&ctx, false))
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn harness_connect6(ctx: SockAddrContext) -> i32 {
-    try_connect(&ctx, true).unwrap_or_else(|ret| ret)
+    verdict(try_connect(&ctx, true))
 }
 
+#[inline(always)]
 fn try_connect(ctx: &SockAddrContext, v6: bool) -> Result<i32, i32> {
     let config = config()?;
     let sa = ctx.sock_addr;
@@ -105,14 +110,15 @@ fn try_connect(ctx: &SockAddrContext, v6: bool) -> Result<i32, i32> {
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn harness_sendmsg4(ctx: SockAddrContext) -> i32 {
-    try_sendmsg(&ctx, false).unwrap_or_else(|ret| ret)
+    verdict(try_sendmsg(&ctx, false))
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn harness_sendmsg6(ctx: SockAddrContext) -> i32 {
-    try_sendmsg(&ctx, true).unwrap_or_else(|ret| ret)
+    verdict(try_sendmsg(&ctx, true))
 }
 
+#[inline(always)]
 fn try_sendmsg(ctx: &SockAddrContext, v6: bool) -> Result<i32, i32> {
     let config = config()?;
     let sa = ctx.sock_addr;
@@ -196,13 +202,18 @@ fn try_sockops(ctx: &SockOpsContext) {
     let addr = if ctx.family() == u32::from(AF_INET) {
         mapped_v4(u32::from_be(ctx.local_ip4()))
     } else {
-        let raw = ctx.local_ip6();
-        [
-            u32::from_be(raw[0]),
-            u32::from_be(raw[1]),
-            u32::from_be(raw[2]),
-            u32::from_be(raw[3]),
-        ]
+        // Each word read on its own: the verifier refuses a load through a ctx pointer the
+        // compiler has offset (which an array copy produces).
+        let ops = ctx.ops;
+        // SAFETY: valid context for the program's run; local_ip6 is readable in sock_ops.
+        unsafe {
+            words_from_be([
+                core::ptr::read_volatile(&(*ops).local_ip6[0]),
+                core::ptr::read_volatile(&(*ops).local_ip6[1]),
+                core::ptr::read_volatile(&(*ops).local_ip6[2]),
+                core::ptr::read_volatile(&(*ops).local_ip6[3]),
+            ])
+        }
     };
     // local_port is in host order in bpf_sock_ops (unlike remote_port).
     let key = PeerKey {
@@ -210,6 +221,72 @@ fn try_sockops(ctx: &SockOpsContext) {
         port: ctx.local_port(),
     };
     let _ = BY_PEER.insert(&key, &orig, 0);
+}
+
+// === cgroup_skb egress: the second wall, and who sent each DNS datagram ===
+
+/// Every packet an enclosed socket sends must go to the daemon; anything else is dropped (a
+/// socket that somehow escaped the connect/sendmsg rewrite still cannot reach the network).
+/// DNS datagrams to the resolver are filed under their source so the resolver knows who asked.
+#[cgroup_skb(egress)]
+pub fn harness_egress(ctx: SkBuffContext) -> i32 {
+    verdict(try_egress(&ctx))
+}
+
+#[inline(always)]
+fn try_egress(ctx: &SkBuffContext) -> Result<i32, i32> {
+    let config = config()?;
+    let first: u8 = ctx.load(0).map_err(|_| REFUSE)?;
+    let (src, dst, proto, l4) = match first >> 4 {
+        4 => {
+            let ihl = usize::from(first & 0x0f) * 4;
+            let proto: u8 = ctx.load(9).map_err(|_| REFUSE)?;
+            let saddr: u32 = ctx.load(12).map_err(|_| REFUSE)?;
+            let daddr: u32 = ctx.load(16).map_err(|_| REFUSE)?;
+            (
+                mapped_v4(u32::from_be(saddr)),
+                mapped_v4(u32::from_be(daddr)),
+                proto,
+                ihl,
+            )
+        }
+        6 => {
+            let proto: u8 = ctx.load(6).map_err(|_| REFUSE)?;
+            let saddr: [u32; 4] = ctx.load(8).map_err(|_| REFUSE)?;
+            let daddr: [u32; 4] = ctx.load(24).map_err(|_| REFUSE)?;
+            (words_from_be(saddr), words_from_be(daddr), proto, 40)
+        }
+        _ => return Ok(REFUSE),
+    };
+    if !is_daemon_any_port(&config, &dst) {
+        return Ok(REFUSE);
+    }
+    if u32::from(proto) == IPPROTO_UDP {
+        let sport: u16 = ctx.load(l4).map_err(|_| REFUSE)?;
+        let dport: u16 = ctx.load(l4 + 2).map_err(|_| REFUSE)?;
+        if u16::from_be(dport) == config.dns_port {
+            // SAFETY: the helper reads the cookie of the skb's socket; the context is valid.
+            let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
+            // SAFETY: copied out at once (see restore_peer).
+            if let Some(orig) = (unsafe { CONNECTIONS.get(&cookie) }).copied() {
+                let key = PeerKey {
+                    addr: src,
+                    port: u32::from(u16::from_be(sport)),
+                };
+                let _ = DNS_PEERS.insert(&key, &orig, 0);
+            }
+        }
+    }
+    Ok(PROCEED)
+}
+
+fn words_from_be(raw: [u32; 4]) -> [u32; 4] {
+    [
+        u32::from_be(raw[0]),
+        u32::from_be(raw[1]),
+        u32::from_be(raw[2]),
+        u32::from_be(raw[3]),
+    ]
 }
 
 // === sock_create: only TCP and UDP inside the enclosure ===
@@ -236,6 +313,16 @@ pub fn harness_sock_create(ctx: SockContext) -> i32 {
 
 // === helpers ===
 
+/// The verifier must see the program return exactly 0 or 1, so the outcome becomes a literal
+/// here rather than flowing out of a `Result` through the stack.
+#[inline(always)]
+fn verdict(outcome: Result<i32, i32>) -> i32 {
+    match outcome {
+        Ok(PROCEED) => PROCEED,
+        _ => REFUSE,
+    }
+}
+
 fn config() -> Result<EnclosureConfig, i32> {
     // An enclosure without configuration must not let anything out: refuse.
     CONFIG.get(CONFIG_INDEX).copied().ok_or(REFUSE)
@@ -248,16 +335,14 @@ fn read_user_dst(ctx: &SockAddrContext, v6: bool) -> ([u32; 4], u16) {
     unsafe {
         let port = u16::from_be((*sa).user_port as u16);
         if v6 {
-            let raw = (*sa).user_ip6;
-            (
-                [
-                    u32::from_be(raw[0]),
-                    u32::from_be(raw[1]),
-                    u32::from_be(raw[2]),
-                    u32::from_be(raw[3]),
-                ],
-                port,
-            )
+            // Word by word: see try_sockops.
+            let raw = [
+                core::ptr::read_volatile(&(*sa).user_ip6[0]),
+                core::ptr::read_volatile(&(*sa).user_ip6[1]),
+                core::ptr::read_volatile(&(*sa).user_ip6[2]),
+                core::ptr::read_volatile(&(*sa).user_ip6[3]),
+            ];
+            (words_from_be(raw), port)
         } else {
             (mapped_v4(u32::from_be((*sa).user_ip4)), port)
         }
@@ -287,12 +372,11 @@ fn write_user_dst_exact(ctx: &SockAddrContext, v6: bool, addr: &[u32; 4], port: 
     // getpeername hooks (user_ip4 only in the *4 ones, user_ip6 only in the *6 ones).
     unsafe {
         if v6 {
-            (*sa).user_ip6 = [
-                addr[0].to_be(),
-                addr[1].to_be(),
-                addr[2].to_be(),
-                addr[3].to_be(),
-            ];
+            // Word by word: see try_sockops.
+            core::ptr::write_volatile(&mut (*sa).user_ip6[0], addr[0].to_be());
+            core::ptr::write_volatile(&mut (*sa).user_ip6[1], addr[1].to_be());
+            core::ptr::write_volatile(&mut (*sa).user_ip6[2], addr[2].to_be());
+            core::ptr::write_volatile(&mut (*sa).user_ip6[3], addr[3].to_be());
         } else {
             (*sa).user_ip4 = addr[3].to_be();
         }

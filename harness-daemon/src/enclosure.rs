@@ -1,0 +1,200 @@
+//! cgroup v2 enclosures: find the cgroup2 mount, create the enclosure an engine's eBPF programs
+//! hang on, and the per-session cgroups below it whose processes they govern.
+//!
+//! Layout: `<cgroup2>/harness/<engine>/` is the enclosure (programs attached here, inherited by
+//! everything below), `<cgroup2>/harness/<engine>/<session ULID>/` holds one session's processes.
+use std::fs;
+use std::io::{self, BufRead as _};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors about cgroups, each naming the path concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum EnclosureError {
+    /// No cgroup2 file system is mounted.
+    #[error("no cgroup2 file system is mounted (see /proc/self/mountinfo); harness needs cgroup v2 — mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`")]
+    NoCgroup2,
+    /// An operation on a cgroup path failed.
+    #[error("{path}: {what}: {source}")]
+    Io {
+        /// The cgroup file or directory.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Processes would not leave a cgroup being removed.
+    #[error("{path}: processes still present after kill; cgroup left in place")]
+    NotEmpty {
+        /// The cgroup directory.
+        path: PathBuf,
+    },
+}
+
+fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> EnclosureError + 'a {
+    move |source| EnclosureError::Io {
+        path: path.to_owned(),
+        what,
+        source,
+    }
+}
+
+/// The mount point of the cgroup2 file system, read from `/proc/self/mountinfo` (never assumed:
+/// hybrid hosts mount it at `/sys/fs/cgroup/unified`, unified ones at `/sys/fs/cgroup`).
+pub fn cgroup2_mount() -> Result<PathBuf, EnclosureError> {
+    let path = Path::new("/proc/self/mountinfo");
+    let file = fs::File::open(path).map_err(io_err(path, "reading mount table"))?;
+    for line in io::BufReader::new(file).lines() {
+        let line = line.map_err(io_err(path, "reading mount table"))?;
+        // Fields: id parent major:minor root mountpoint options [optional…] - fstype source super
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if right.split_whitespace().next() == Some("cgroup2") {
+            if let Some(mount_point) = left.split_whitespace().nth(4) {
+                return Ok(PathBuf::from(unescape_mount_path(mount_point)));
+            }
+        }
+    }
+    Err(EnclosureError::NoCgroup2)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
+fn unescape_mount_path(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The cgroup v2 id of a cgroup directory: its inode number, which is what
+/// `bpf_get_current_cgroup_id()` reports for tasks inside it.
+pub fn cgroup_id(path: &Path) -> Result<u64, EnclosureError> {
+    Ok(fs::metadata(path)
+        .map_err(io_err(path, "reading cgroup id"))?
+        .ino())
+}
+
+/// An engine's enclosure cgroup. Its eBPF programs govern every session cgroup created under it.
+#[derive(Debug, Clone)]
+pub struct Enclosure {
+    path: PathBuf,
+}
+
+impl Enclosure {
+    /// Creates (or adopts) `<cgroup2>/harness/<name>`.
+    pub fn create(name: &str) -> Result<Enclosure, EnclosureError> {
+        let root = cgroup2_mount()?.join("harness");
+        let path = root.join(name);
+        fs::create_dir_all(&path).map_err(io_err(&path, "creating enclosure cgroup"))?;
+        Ok(Enclosure { path })
+    }
+
+    /// The enclosure's cgroup directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the cgroup for one session.
+    pub fn create_session(&self, name: &str) -> Result<SessionCgroup, EnclosureError> {
+        let path = self.path.join(name);
+        fs::create_dir(&path).map_err(io_err(&path, "creating session cgroup"))?;
+        let id = cgroup_id(&path)?;
+        Ok(SessionCgroup { path, id })
+    }
+
+    /// Removes the enclosure cgroup (it must hold no sessions any more).
+    pub fn remove(&self) -> Result<(), EnclosureError> {
+        remove_cgroup_dir(&self.path)
+    }
+}
+
+/// One session's cgroup.
+#[derive(Debug, Clone)]
+pub struct SessionCgroup {
+    path: PathBuf,
+    id: u64,
+}
+
+impl SessionCgroup {
+    /// The cgroup directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The cgroup id the kernel side reports for the session's processes.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The `cgroup.procs` file a process writes `0` to in order to move itself in.
+    pub fn procs_file(&self) -> PathBuf {
+        self.path.join("cgroup.procs")
+    }
+
+    /// Process ids currently in the session.
+    pub fn pids(&self) -> Result<Vec<u32>, EnclosureError> {
+        let procs = self.procs_file();
+        let text = fs::read_to_string(&procs).map_err(io_err(&procs, "reading"))?;
+        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
+    /// Kills every process left in the session (the enclosed command's stragglers) and removes
+    /// the cgroup once it is empty.
+    pub async fn kill_and_remove(&self) -> Result<(), EnclosureError> {
+        for _ in 0..200 {
+            let pids = self.pids()?;
+            if pids.is_empty() {
+                return remove_cgroup_dir(&self.path);
+            }
+            let kill = self.path.join("cgroup.kill");
+            if fs::write(&kill, "1").is_err() {
+                // cgroup.kill is 5.14+; older kernels get SIGKILL per process.
+                for pid in pids {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(EnclosureError::NotEmpty {
+            path: self.path.clone(),
+        })
+    }
+}
+
+fn remove_cgroup_dir(path: &Path) -> Result<(), EnclosureError> {
+    match fs::remove_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path, "removing cgroup")(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_paths_are_unescaped() {
+        assert_eq!(unescape_mount_path(r"/a\040b"), "/a b");
+        assert_eq!(unescape_mount_path("/sys/fs/cgroup"), "/sys/fs/cgroup");
+        assert_eq!(unescape_mount_path(r"/x\"), r"/x\");
+    }
+}

@@ -1,0 +1,430 @@
+//! The kernel side, seen from userspace: load the harness eBPF object, attach its programs to an
+//! enclosure cgroup, pin the links, and give the daemon typed access to the maps.
+//!
+//! Links are pinned in a bpffs so that they outlive the daemon: if the daemon dies, the
+//! programs stay attached and keep rewriting connects to the daemon's (now closed) port, so an
+//! enclosed process gets `ECONNREFUSED` instead of a direct connection (fail closed). A clean
+//! shutdown unpins them.
+use crate::enclosure::Enclosure;
+use aya::maps::{Array, HashMap, MapData, RingBuf};
+use aya::programs::{
+    links::{FdLink, PinnedLink},
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, SockOps,
+};
+use aya::{Ebpf, EbpfLoader};
+use harness_common::{
+    EnclosureConfig, KernelRule, LearnedKey, LearnedVerdict, OrigDst, PeerKey, CONFIG_INDEX,
+};
+use std::fs;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The compiled eBPF object, built by build.rs (aya-build) for the BPF target.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/harness-ebpf"));
+
+/// Errors from loading or attaching the eBPF side, each naming the program or map.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The object could not be parsed or its maps created.
+    #[error("loading the harness eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+    /// The object lacks a program or map the daemon expects (a build mismatch).
+    #[error("the harness eBPF object has no {kind} named {name}")]
+    Missing {
+        /// "program" or "map".
+        kind: &'static str,
+        /// Its name.
+        name: &'static str,
+    },
+    /// The kernel refused a program (the verifier's message is in the source).
+    #[error("eBPF program {program}: {source}")]
+    Program {
+        /// Program name.
+        program: &'static str,
+        /// What the kernel said, including the verifier log.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A map operation failed.
+    #[error("eBPF map {map}: {source}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// The error.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Pinning or unpinning a link failed.
+    #[error("pinning eBPF link at {path}: {message}")]
+    Pin {
+        /// The bpffs path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// Opening the cgroup or the bpffs failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Attach points, in the order they are attached (the connect hooks last, so that by the time
+/// a connect is redirected everything that serves it is in place).
+const SOCK_ADDR_PROGRAMS: [&str; 8] = [
+    "harness_getpeername4",
+    "harness_getpeername6",
+    "harness_recvmsg4",
+    "harness_recvmsg6",
+    "harness_sendmsg4",
+    "harness_sendmsg6",
+    "harness_connect4",
+    "harness_connect6",
+];
+
+/// The enclosure's eBPF programs, attached and pinned, with the maps the daemon uses.
+pub struct Hook {
+    _ebpf: Ebpf,
+    pin_dir: PathBuf,
+    links: Vec<PinnedLink>,
+    by_peer: Mutex<HashMap<MapData, PeerKey, OrigDst>>,
+    dns_peers: Mutex<HashMap<MapData, PeerKey, OrigDst>>,
+    learned: Mutex<HashMap<MapData, LearnedKey, LearnedVerdict>>,
+    events: Option<RingBuf<MapData>>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hook").field("pin_dir", &self.pin_dir).finish()
+    }
+}
+
+impl Hook {
+    /// Loads the programs, writes `config` and `rules`, attaches everything to `enclosure` and
+    /// pins the links under `<bpffs>/harness/<engine>/`.
+    pub fn install(
+        enclosure: &Enclosure,
+        engine: &str,
+        config: EnclosureConfig,
+        rules: &[KernelRule],
+    ) -> Result<Hook, HookError> {
+        let pin_dir = bpffs()?.join("harness").join(engine);
+        remove_stale_pins(&pin_dir);
+        fs::create_dir_all(&pin_dir).map_err(|source| HookError::Io {
+            path: pin_dir.clone(),
+            source,
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .load(EBPF_OBJECT)
+            .map_err(HookError::Load)?;
+        // The eBPF side's own logging (aya-log); absent when the object logs nothing.
+        let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
+
+        let mut config_map: Array<&mut MapData, EnclosureConfig> = Array::try_from(
+            ebpf.map_mut("CONFIG").ok_or(HookError::Missing {
+                kind: "map",
+                name: "CONFIG",
+            })?,
+        )
+        .map_err(|source| HookError::Map {
+            map: "CONFIG",
+            source,
+        })?;
+        let mut config = config;
+        config.rule_count = rules.len() as u32;
+        config_map
+            .set(CONFIG_INDEX, config, 0)
+            .map_err(|source| HookError::Map {
+                map: "CONFIG",
+                source,
+            })?;
+        let mut rules_map: Array<&mut MapData, KernelRule> = Array::try_from(
+            ebpf.map_mut("RULES").ok_or(HookError::Missing {
+                kind: "map",
+                name: "RULES",
+            })?,
+        )
+        .map_err(|source| HookError::Map {
+            map: "RULES",
+            source,
+        })?;
+        for (i, rule) in rules.iter().enumerate() {
+            rules_map
+                .set(i as u32, *rule, 0)
+                .map_err(|source| HookError::Map {
+                    map: "RULES",
+                    source,
+                })?;
+        }
+
+        let cgroup = fs::File::open(enclosure.path()).map_err(|source| HookError::Io {
+            path: enclosure.path().to_owned(),
+            source,
+        })?;
+        let mut links = Vec::new();
+        let mut pin = |name: &'static str, link: FdLink| -> Result<(), HookError> {
+            let path = pin_dir.join(name);
+            let pinned = link.pin(&path).map_err(|e| HookError::Pin {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            links.push(pinned);
+            Ok(())
+        };
+        let program_err = |program: &'static str| {
+            move |source: aya::programs::ProgramError| HookError::Program { program, source }
+        };
+
+        {
+            let name = "harness_sock_create";
+            let prog: &mut CgroupSock = program(&mut ebpf, name)?;
+            prog.load().map_err(program_err(name))?;
+            let id = prog
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(program_err(name))?;
+            let link = prog.take_link(id).map_err(program_err(name))?;
+            pin(name, link.try_into().map_err(fd_link_err(name))?)?;
+        }
+        {
+            let name = "harness_egress";
+            let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
+            prog.load().map_err(program_err(name))?;
+            let id = prog
+                .attach(&cgroup, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+                .map_err(program_err(name))?;
+            let link = prog.take_link(id).map_err(program_err(name))?;
+            pin(name, link.try_into().map_err(fd_link_err(name))?)?;
+        }
+        {
+            let name = "harness_sockops";
+            let prog: &mut SockOps = program(&mut ebpf, name)?;
+            prog.load().map_err(program_err(name))?;
+            let id = prog
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(program_err(name))?;
+            let link = prog.take_link(id).map_err(program_err(name))?;
+            pin(name, link.try_into().map_err(fd_link_err(name))?)?;
+        }
+        for name in SOCK_ADDR_PROGRAMS {
+            let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            prog.load().map_err(program_err(name))?;
+            let id = prog
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(program_err(name))?;
+            let link = prog.take_link(id).map_err(program_err(name))?;
+            pin(name, link.try_into().map_err(fd_link_err(name))?)?;
+        }
+
+        let by_peer = take_hash(&mut ebpf, "BY_PEER")?;
+        let dns_peers = take_hash(&mut ebpf, "DNS_PEERS")?;
+        let learned = take_hash(&mut ebpf, "LEARNED")?;
+        let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(HookError::Missing {
+            kind: "map",
+            name: "EVENTS",
+        })?)
+        .map_err(|source| HookError::Map {
+            map: "EVENTS",
+            source,
+        })?;
+        Ok(Hook {
+            _ebpf: ebpf,
+            pin_dir,
+            links,
+            by_peer: Mutex::new(by_peer),
+            dns_peers: Mutex::new(dns_peers),
+            learned: Mutex::new(learned),
+            events: Some(events),
+            logger,
+        })
+    }
+
+    /// Where the enclosed socket whose local address the daemon sees as `peer` was really going.
+    /// The entry is removed: each accepted connection claims its own.
+    pub fn take_orig_dst(&self, peer: SocketAddr) -> Option<OrigDst> {
+        take(&self.by_peer, peer)
+    }
+
+    /// Who sent the DNS datagram that arrived from `peer`.
+    pub fn take_dns_sender(&self, peer: SocketAddr) -> Option<OrigDst> {
+        take(&self.dns_peers, peer)
+    }
+
+    /// Tells the kernel what host-name rules decided for addresses DNS just gave.
+    pub fn learn(&self, entries: &[(LearnedKey, LearnedVerdict)]) -> Result<(), HookError> {
+        let mut map = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, verdict) in entries {
+            map.insert(key, verdict, 0)
+                .map_err(|source| HookError::Map {
+                    map: "LEARNED",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The ring buffer of kernel refusals (taken once, by the event reader).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// The eBPF side's log reader (taken once, by the engine).
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.take()
+    }
+
+    /// Detaches everything: unpins the links (dropping them detaches the programs).
+    pub fn uninstall(self) {
+        for link in self.links {
+            let _ = link.unpin();
+        }
+        let _ = fs::remove_dir(&self.pin_dir);
+    }
+}
+
+fn take(map: &Mutex<HashMap<MapData, PeerKey, OrigDst>>, peer: SocketAddr) -> Option<OrigDst> {
+    let key = peer_key(peer);
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    let orig = map.get(&key, 0).ok()?;
+    let _ = map.remove(&key);
+    Some(orig)
+}
+
+/// The map key for a peer address: IPv4 mapped into IPv6, host-order words.
+pub fn peer_key(peer: SocketAddr) -> PeerKey {
+    PeerKey {
+        addr: ip_words(peer.ip()),
+        port: u32::from(peer.port()),
+    }
+}
+
+/// An address as four host-order words of its (IPv4-mapped) IPv6 form.
+pub fn ip_words(ip: IpAddr) -> [u32; 4] {
+    let v6 = match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    let n = u128::from(v6);
+    [(n >> 96) as u32, (n >> 64) as u32, (n >> 32) as u32, n as u32]
+}
+
+/// The address held in host-order words, IPv4-mapped addresses given back as IPv4.
+pub fn words_ip(words: [u32; 4]) -> IpAddr {
+    let n = (u128::from(words[0]) << 96)
+        | (u128::from(words[1]) << 64)
+        | (u128::from(words[2]) << 32)
+        | u128::from(words[3]);
+    let v6 = std::net::Ipv6Addr::from(n);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, HookError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(HookError::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|source| HookError::Program {
+            program: name,
+            source,
+        })
+}
+
+fn fd_link_err(program: &'static str) -> impl Fn(aya::programs::links::LinkError) -> HookError {
+    move |e| HookError::Pin {
+        path: PathBuf::from(program),
+        message: format!("link of {program} is not an fd link (kernel too old for bpf_link?): {e}"),
+    }
+}
+
+fn take_hash<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<MapData, K, V>, HookError> {
+    HashMap::try_from(ebpf.take_map(name).ok_or(HookError::Missing { kind: "map", name })?)
+        .map_err(|source| HookError::Map { map: name, source })
+}
+
+/// A mounted bpffs, mounting one at /sys/fs/bpf when the host has none (as systemd would).
+fn bpffs() -> Result<PathBuf, HookError> {
+    let mountinfo = Path::new("/proc/self/mountinfo");
+    let text = fs::read_to_string(mountinfo).map_err(|source| HookError::Io {
+        path: mountinfo.to_owned(),
+        source,
+    })?;
+    for line in text.lines() {
+        if let Some((left, right)) = line.split_once(" - ") {
+            if right.split_whitespace().next() == Some("bpf") {
+                if let Some(mp) = left.split_whitespace().nth(4) {
+                    return Ok(PathBuf::from(mp));
+                }
+            }
+        }
+    }
+    let target = PathBuf::from("/sys/fs/bpf");
+    fs::create_dir_all(&target).map_err(|source| HookError::Io {
+        path: target.clone(),
+        source,
+    })?;
+    nix::mount::mount(
+        Some("bpf"),
+        &target,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| HookError::Io {
+        path: target.clone(),
+        source: std::io::Error::from(e),
+    })?;
+    Ok(target)
+}
+
+/// Links pinned by an engine of the same name that died: unpinning detaches them, so the new
+/// programs can be attached in `Single` mode.
+fn remove_stale_pins(pin_dir: &Path) {
+    let Ok(entries) = fs::read_dir(pin_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match PinnedLink::from_pin(&path) {
+            Ok(link) => {
+                let _ = link.unpin();
+            }
+            Err(_) => {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip_through_words() {
+        for ip in ["127.0.0.1", "::1", "2001:db8::7", "::ffff:10.1.2.3"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let back = words_ip(ip_words(ip));
+            assert_eq!(back, ip.to_canonical());
+        }
+        assert_eq!(
+            ip_words("127.0.0.1".parse().unwrap()),
+            harness_common::mapped_v4(0x7f00_0001)
+        );
+    }
+}
