@@ -6,3 +6,11 @@
 pub mod ledger;
 pub mod enclosure;
 pub mod hook;
+pub mod accept;
+pub mod engine;
+pub mod forward;
+pub mod resolver;
+pub mod session;
+pub mod run;
+pub mod dns;
+pub mod policy;

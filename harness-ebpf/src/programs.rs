@@ -125,6 +125,11 @@ fn try_sendmsg(ctx: &SockAddrContext, v6: bool) -> Result<i32, i32> {
     // SAFETY: valid context for the program's run (see try_connect).
     let (sock_type, protocol) = unsafe { ((*sa).type_, (*sa).protocol) };
     let dst = read_user_dst(ctx, v6);
+    // A v6 socket connected to a mapped IPv4 resolver sends through the IPv4 path with the
+    // (already rewritten) connected address: it is going to our resolver, let it.
+    if is_daemon_any_port(&config, &dst.0) && dst.1 == config.dns_port {
+        return Ok(PROCEED);
+    }
     let orig = who_asked(ctx, dst.0, dst.1, if v6 { AF_INET6 } else { AF_INET });
     if orig.port != DNS_PORT || is_daemon(&config, &orig.addr, orig.port) {
         report(ctx, event::UDP_REFUSED, sock_type, protocol, NO_RULE, &orig);

@@ -1,1 +1,214 @@
-//! Test support.
+//! Support for the end-to-end tests: where the binaries are, the privileged-test gate, test
+//! peers on loopback, and running a command under `harness run`.
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+pub use harness::ledger::{read_session, session_files, Entry, Recorded};
+
+/// Whether privileged tests should run. They run when `HARNESS_PRIVILEGED_TESTS=1` (as
+/// `cargo xtask test` sets) and then must be root; otherwise each says loudly it was skipped.
+pub fn privileged(test: &str) -> bool {
+    if std::env::var("HARNESS_PRIVILEGED_TESTS").as_deref() != Ok("1") {
+        eprintln!("\n*** SKIPPED {test}: privileged test; run through `cargo xtask test` as root (HARNESS_PRIVILEGED_TESTS=1) ***\n");
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "HARNESS_PRIVILEGED_TESTS=1 but not root: privileged tests need root"
+    );
+    true
+}
+
+fn target_dir_bin(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps/; binaries one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    profile_dir.join(name)
+}
+
+/// The `harness` binary under test (`HARNESS_BIN`, else beside the test executable).
+pub fn harness_bin() -> PathBuf {
+    let path = std::env::var_os("HARNESS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir_bin("harness"));
+    assert!(
+        path.exists(),
+        "{}: no harness binary; build it (cargo build -p harness-daemon) or set HARNESS_BIN",
+        path.display()
+    );
+    path
+}
+
+/// The `probe` client binary (`HARNESS_PROBE`, else built alongside this test).
+pub fn probe_bin() -> PathBuf {
+    std::env::var_os("HARNESS_PROBE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir_bin("probe"))
+}
+
+/// A fresh empty directory under the system temp dir, world-traversable.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "harness-test-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A TCP test peer: answers every connection with `hello from <its address>` (HTTP/1.1 if the
+/// client spoke HTTP), and remembers what each client sent.
+pub struct Peer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What each connection sent, in order.
+    pub received: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Peer {
+    /// Starts a peer on `ip` (port chosen by the kernel).
+    pub fn start(ip: &str) -> Peer {
+        let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                        if got.ends_with(b"\r\n\r\n") || got.ends_with(b"hello\n") {
+                            break;
+                        }
+                    }
+                    let body = format!("hello from {addr}");
+                    let reply = if got.starts_with(b"GET ") {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    } else {
+                        body
+                    };
+                    let _ = stream.write_all(reply.as_bytes());
+                    log.lock().unwrap().push(got);
+                });
+            }
+        });
+        Peer { addr, received }
+    }
+}
+
+/// A DNS test server on loopback answering every A question with `answer` (TTL 60).
+pub fn dns_server(answer: [u8; 4]) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let q = &buf[..n];
+            if q.len() < 12 {
+                continue;
+            }
+            let mut end = 12;
+            while end < q.len() && q[end] != 0 {
+                end += 1 + q[end] as usize;
+            }
+            end += 5;
+            if end > q.len() {
+                continue;
+            }
+            let mut r = Vec::with_capacity(end + 16);
+            r.extend_from_slice(&q[..2]);
+            r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+            r.extend_from_slice(&q[12..end]);
+            r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+            r.extend_from_slice(&answer);
+            let _ = socket.send_to(&r, from);
+        }
+    });
+    addr
+}
+
+/// What one `harness run` did.
+pub struct Enclosed {
+    /// Its exit status and output.
+    pub output: Output,
+    /// The JSON objects the probe printed, one per line.
+    pub results: Vec<serde_json::Value>,
+    /// The entries of the session it recorded.
+    pub entries: Vec<Recorded>,
+}
+
+/// Runs `harness run --ledger <dir> --user nobody [extra…] -- <command…>` and reads back the
+/// one session it recorded.
+pub fn run_enclosed(ledger: &Path, extra: &[&str], command: &[&str]) -> Enclosed {
+    let mut cmd = Command::new(harness_bin());
+    cmd.arg("run")
+        .arg("--ledger")
+        .arg(ledger)
+        .args(["--user", "nobody"])
+        .args(extra)
+        .arg("--")
+        .args(command);
+    let output = cmd.output().expect("running harness");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let results = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let files = session_files(ledger).expect("listing sessions");
+    assert_eq!(
+        files.len(),
+        1,
+        "one session expected in {}; harness stderr: {}",
+        ledger.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let entries = read_session(&files[0]).expect("reading the session");
+    Enclosed {
+        output,
+        results,
+        entries,
+    }
+}
+
+/// Runs `probe ARGS…` enclosed (one result line expected).
+pub fn probe(ledger: &Path, extra: &[&str], args: &[&str]) -> (serde_json::Value, Vec<Recorded>) {
+    let probe = probe_bin();
+    let mut command = vec![probe.to_str().unwrap()];
+    command.extend_from_slice(args);
+    let run = run_enclosed(ledger, extra, &command);
+    assert!(
+        run.output.status.success(),
+        "harness run failed ({:?}): {}",
+        run.output.status,
+        String::from_utf8_lossy(&run.output.stderr)
+    );
+    let result = run.results.into_iter().next().unwrap_or_else(|| {
+        panic!(
+            "probe printed nothing; stderr: {}",
+            String::from_utf8_lossy(&run.output.stderr)
+        )
+    });
+    (result, run.entries)
+}

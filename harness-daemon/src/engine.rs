@@ -1,0 +1,471 @@
+//! The one place that composes the stages, in the order the data flows:
+//! hook (kernel) → accept/orig-dst → session → policy → ledger → forward;
+//! and for DNS: resolver → policy → ledger; and kernel refusals → ledger.
+use crate::accept::{self, Listeners, Redirected, Unattributed};
+use crate::enclosure::{Enclosure, EnclosureError};
+use crate::forward::{self, Counts};
+use crate::hook::{ip_words, Hook, HookError};
+use crate::ledger::{
+    ConnClose, ConnDenied, ConnOpen, Entry, ErrorEntry, Ledger, LedgerError, SessionClose,
+    SessionOpen,
+};
+use crate::policy::{Action, Policy, PolicyError};
+use crate::resolver;
+use crate::session::{Names, Session, Sessions};
+use harness_common::{event, EnclosureConfig, KernelEvent, NO_RULE};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::unix::AsyncFd;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+/// Errors starting or running the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// cgroup trouble.
+    #[error(transparent)]
+    Enclosure(#[from] EnclosureError),
+    /// eBPF trouble.
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    /// Ledger trouble.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The policy cannot be enforced.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Binding the daemon's listeners failed.
+    #[error("binding the daemon's loopback listeners: {0}")]
+    Listen(#[source] std::io::Error),
+}
+
+/// What an engine needs to start.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Engine name: its enclosure is `<cgroup2>/harness/<name>`, its pins `<bpffs>/harness/<name>`.
+    pub name: String,
+    /// Where sessions are recorded.
+    pub ledger: Ledger,
+    /// What may be reached.
+    pub policy: Arc<Policy>,
+    /// Send every DNS question here instead of to the server the enclosed process addressed.
+    pub dns_upstream: Option<SocketAddr>,
+}
+
+/// What `open_session` needs from the caller.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    /// Command and arguments.
+    pub command: Vec<String>,
+    /// User and group it runs as.
+    pub uid: u32,
+    /// Group id it runs as.
+    pub gid: u32,
+}
+
+/// A running engine: listeners, eBPF hook, sessions.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: EngineConfig,
+    pub(crate) enclosure: Enclosure,
+    pub(crate) hook: Hook,
+    pub(crate) sessions: Sessions,
+    pub(crate) names: Names,
+    pub(crate) daemon_addrs: [SocketAddr; 4],
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Engine {
+    /// Binds the listeners, creates the enclosure, installs the eBPF programs and starts serving.
+    pub async fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        let kernel = config.policy.kernel_rules()?;
+        let listeners = Listeners::bind().await.map_err(EngineError::Listen)?;
+        let (tcp_port, dns_port) = (listeners.tcp_port(), listeners.dns_port());
+        let enclosure = Enclosure::create(&config.name)?;
+        let kernel_config = EnclosureConfig {
+            daemon_v4: u32::from(Ipv4Addr::LOCALHOST),
+            tcp_port,
+            dns_port,
+            daemon_v6: ip_words(Ipv6Addr::LOCALHOST.into()),
+            default_action: kernel.default_action,
+            rule_count: 0,
+        };
+        let mut hook = match Hook::install(&enclosure, &config.name, kernel_config, &kernel.rules) {
+            Ok(hook) => hook,
+            Err(e) => {
+                let _ = enclosure.remove();
+                return Err(e.into());
+            }
+        };
+        let events = hook.take_events();
+        let logger = hook.take_logger();
+        let daemon_addrs = [
+            SocketAddr::from((Ipv4Addr::LOCALHOST, tcp_port)),
+            SocketAddr::from((Ipv6Addr::LOCALHOST, tcp_port)),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, dns_port)),
+            SocketAddr::from((Ipv6Addr::LOCALHOST, dns_port)),
+        ];
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                config,
+                enclosure,
+                hook,
+                sessions: Sessions::default(),
+                names: Names::default(),
+                daemon_addrs,
+                stop: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        };
+        let Listeners {
+            tcp_v4,
+            tcp_v6,
+            dns_v4,
+            dns_v6,
+        } = listeners;
+        for listener in [tcp_v4, tcp_v6] {
+            engine.spawn(engine.clone().accept_loop(listener));
+        }
+        for socket in [dns_v4, dns_v6] {
+            let inner = engine.inner.clone();
+            engine.spawn(resolver::serve(inner, Arc::new(socket)));
+        }
+        if let Some(events) = events {
+            engine.spawn(engine.clone().kernel_events(events));
+        }
+        if let Some(logger) = logger {
+            engine.spawn(ebpf_log(logger));
+        }
+        Ok(engine)
+    }
+
+    /// The enclosure cgroup.
+    pub fn enclosure(&self) -> &Enclosure {
+        &self.inner.enclosure
+    }
+
+    /// Creates a session: its cgroup under the enclosure and its ledger file, whose first entry
+    /// (`session_open`) is durable before this returns.
+    pub async fn open_session(&self, spec: SessionSpec) -> Result<Arc<Session>, EngineError> {
+        let name = ulid::Ulid::new().to_string();
+        let cgroup = self.inner.enclosure.create_session(&name)?;
+        let open = SessionOpen {
+            command: spec.command,
+            uid: spec.uid,
+            gid: spec.gid,
+            cgroup: cgroup.path().display().to_string(),
+            policy_sha256: self.inner.config.policy.sha256_hex(),
+            ca_fingerprint: None,
+            software: format!("harness {}", env!("CARGO_PKG_VERSION")),
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let writer = match self.inner.config.ledger.open_session(open).await {
+            Ok((writer, _durable)) => writer,
+            Err(e) => {
+                let _ = cgroup.kill_and_remove().await;
+                return Err(e.into());
+            }
+        };
+        let session = Arc::new(Session::new(writer, cgroup));
+        self.inner.sessions.insert(session.clone());
+        Ok(session)
+    }
+
+    /// Ends a session: kills what is left in its cgroup, ends its connections (each records its
+    /// close), writes `session_close` and removes the cgroup.
+    pub async fn close_session(
+        &self,
+        session: &Session,
+        close: SessionClose,
+    ) -> Result<(), EngineError> {
+        let killed = session.cgroup.kill_and_remove().await;
+        session.closing.cancel();
+        session.tasks.close();
+        session.tasks.wait().await;
+        self.inner.sessions.remove(session.cgroup.id());
+        session.writer.close(close).await?;
+        killed?;
+        Ok(())
+    }
+
+    /// Stops serving, detaches the eBPF programs and removes the enclosure.
+    pub async fn shutdown(self) -> Result<(), EngineError> {
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        let inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(_) => return Ok(()), // a clone is still alive; it owns the teardown
+        };
+        inner.hook.uninstall();
+        inner.enclosure.remove()?;
+        Ok(())
+    }
+
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, task: F) {
+        let stop = self.inner.stop.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = task => {}
+            }
+        });
+    }
+
+    // === TCP: accept → orig-dst → session → policy → ledger → forward ===
+
+    async fn accept_loop(self, listener: TcpListener) {
+        loop {
+            let (client, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!("accept on {:?}: {e}", listener.local_addr());
+                    continue;
+                }
+            };
+            match accept::recover(&self.inner.hook, client, peer) {
+                Ok(redirected) => self.admit(redirected),
+                Err(unattributed) => self.refuse_unattributed(unattributed),
+            }
+        }
+    }
+
+    fn admit(&self, conn: Redirected) {
+        let Some(session) = self.inner.sessions.get(conn.caller.cgroup_id) else {
+            // A process in the enclosure but in no session we know: nothing to record it in,
+            // so it gets nothing.
+            warn!(
+                "connection from cgroup {} (no session) to {} refused",
+                conn.caller.cgroup_id, conn.dst
+            );
+            return;
+        };
+        let engine = self.clone();
+        let closing = session.closing.clone();
+        let tasks = session.tasks.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = engine.serve(&session, conn) => {}
+                () = closing.cancelled() => {}
+            }
+        });
+    }
+
+    fn refuse_unattributed(&self, conn: Unattributed) {
+        drop(conn.client);
+        let entry = Entry::Error(ErrorEntry {
+            conn: None,
+            context: format!("accepting connection from {}", conn.peer),
+            message: "original destination not recoverable; connection closed, not forwarded"
+                .into(),
+        });
+        if let Some(session) = self.inner.sessions.only() {
+            let writer = session.writer.clone();
+            tokio::spawn(async move {
+                let _ = writer.append(entry).await;
+            });
+        } else {
+            warn!("{entry:?}");
+        }
+    }
+
+    async fn serve(&self, session: &Session, conn: Redirected) {
+        let number = session.next_number();
+        let host = self.inner.names.name_of(conn.dst.ip());
+        let decision = if self.inner.daemon_addrs.contains(&conn.dst) {
+            Err("loop: destination is the harness daemon itself".to_owned())
+        } else {
+            let d = self.inner.config.policy.decide(conn.dst, host.as_deref());
+            match d.action {
+                Action::Allow => Ok(d.rule),
+                Action::Deny => Err(d.reason),
+            }
+        };
+        let rule = match decision {
+            Ok(rule) => rule,
+            Err(reason) => {
+                drop(conn.client);
+                let _ = session
+                    .writer
+                    .append(Entry::ConnDenied(ConnDenied {
+                        conn: Some(number),
+                        proto: "tcp".into(),
+                        dst: Some(conn.dst),
+                        host,
+                        caller: Some(conn.caller),
+                        by: "daemon".into(),
+                        reason,
+                        rule: None,
+                    }))
+                    .await;
+                return;
+            }
+        };
+        // Recorded before anything is forwarded: if the ledger cannot take the entry, the
+        // destination is never contacted.
+        let opened = session
+            .writer
+            .append(Entry::ConnOpen(ConnOpen {
+                conn: number,
+                proto: "tcp".into(),
+                dst: conn.dst,
+                host,
+                src: conn.peer,
+                caller: conn.caller,
+                rule,
+            }))
+            .await;
+        if let Err(e) = opened {
+            warn!("ledger refused conn_open for {}: {e}; connection closed", conn.dst);
+            return;
+        }
+        let started = Instant::now();
+        let counts = Counts::default();
+        let result = match TcpStream::connect(conn.dst).await {
+            Ok(upstream) => {
+                let _ = upstream.set_nodelay(true);
+                let _ = conn.client.set_nodelay(true);
+                forward::relay(conn.client, upstream, &counts)
+                    .await
+                    .map_err(|e| format!("relay: {e}"))
+            }
+            Err(e) => {
+                // The enclosed process sees its connection reset, as it would have seen the
+                // destination refuse it.
+                let _ = conn.client.set_zero_linger();
+                Err(format!("connecting to {}: {e}", conn.dst))
+            }
+        };
+        let close = ConnClose {
+            conn: number,
+            bytes_up: counts.up.load(Ordering::Relaxed),
+            bytes_down: counts.down.load(Ordering::Relaxed),
+            duration_ms: started.elapsed().as_millis() as u64,
+            error: result.err(),
+        };
+        if let Err(e) = session.writer.append(Entry::ConnClose(close)).await {
+            warn!("ledger refused conn_close: {e}");
+        }
+    }
+
+    // === kernel refusals → ledger ===
+
+    async fn kernel_events(self, events: aya::maps::RingBuf<aya::maps::MapData>) {
+        // SAFETY: the ring buffer owns its map fd and keeps it open and unchanged until the
+        // AsyncFd (which owns the ring buffer) is dropped.
+        let mut events = match unsafe { AsyncFd::register(events) } {
+            Ok(fd) => fd,
+            Err(e) => {
+                warn!("watching the kernel event ring buffer: {e}");
+                return;
+            }
+        };
+        loop {
+            let mut guard = match events.readable_mut().await {
+                Ok(g) => g,
+                Err(e) => {
+                    warn!("kernel event ring buffer: {e}");
+                    return;
+                }
+            };
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                if item.len() < std::mem::size_of::<KernelEvent>() {
+                    continue;
+                }
+                // SAFETY: the kernel wrote a whole KernelEvent (length checked above); it is
+                // plain old data, read unaligned from the ring's bytes.
+                let ev: KernelEvent =
+                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<KernelEvent>()) };
+                self.record_kernel_event(ev);
+            }
+            guard.clear_ready();
+        }
+    }
+
+    fn record_kernel_event(&self, ev: KernelEvent) {
+        let Some(session) = self.inner.sessions.get(ev.dst.cgroup_id) else {
+            debug!("kernel event for cgroup {} without a session", ev.dst.cgroup_id);
+            return;
+        };
+        let dst = (ev.kind != event::SOCKET_REFUSED).then(|| accept::orig_socket_addr(&ev.dst));
+        let (proto, reason) = match ev.kind {
+            event::CONNECT_DENIED => (
+                proto_name(ev.sock_type, ev.protocol),
+                if ev.rule_index == NO_RULE {
+                    "denied by the policy's default".to_owned()
+                } else {
+                    format!("denied by policy rule {}", ev.rule_index)
+                },
+            ),
+            event::UDP_REFUSED => (
+                "udp".to_owned(),
+                "UDP other than DNS (port 53) is refused".to_owned(),
+            ),
+            event::LOOP_REFUSED => (
+                proto_name(ev.sock_type, ev.protocol),
+                "loop: destination is the harness daemon itself".to_owned(),
+            ),
+            _ => (
+                proto_name(ev.sock_type, ev.protocol),
+                "socket type not allowed in the enclosure (only TCP and UDP)".to_owned(),
+            ),
+        };
+        let host = dst.and_then(|d| self.inner.names.name_of(d.ip()));
+        let entry = Entry::ConnDenied(ConnDenied {
+            conn: None,
+            proto,
+            dst,
+            host,
+            caller: Some(accept::caller(&ev.dst)),
+            by: "kernel".into(),
+            reason,
+            rule: (ev.rule_index != NO_RULE).then_some(ev.rule_index),
+        });
+        let writer = session.writer.clone();
+        session.tasks.spawn(async move {
+            let _ = writer.append(entry).await;
+        });
+    }
+}
+
+/// A readable name for a socket's kind.
+fn proto_name(sock_type: u32, protocol: u32) -> String {
+    match (sock_type, protocol) {
+        (1, 0 | 6) => "tcp".into(),
+        (2, 0 | 17) => "udp".into(),
+        (_, 1) => "icmp".into(),
+        (_, 58) => "icmpv6".into(),
+        (_, 132) => "sctp".into(),
+        (_, 136) => "udplite".into(),
+        (_, 262) => "mptcp".into(),
+        (3, p) => format!("raw/{p}"),
+        (t, p) => format!("type{t}/proto{p}"),
+    }
+}
+
+/// Relays the eBPF programs' own log lines (aya-log) into our log.
+async fn ebpf_log(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its ring buffer's fd for as long as the AsyncFd owns the logger.
+    let Ok(mut fd) = (unsafe { AsyncFd::register(logger) }) else {
+        return;
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}

@@ -1,0 +1,262 @@
+//! `harness run`: enclose one command for its lifetime.
+//!
+//! Creates a session cgroup under the enclosure (starting an engine in-process when no daemon
+//! is running), starts the command *already inside* that cgroup and as the invoking user with
+//! no_new_privs, waits for it, then closes the session and exits with the command's status.
+use crate::engine::{Engine, EngineConfig, EngineError, SessionSpec};
+use crate::ledger::{Ledger, LedgerError, SessionClose};
+use crate::policy::{Policy, PolicyError};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What `harness run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Ledger directory.
+    pub ledger: PathBuf,
+    /// Policy file; none allows everything.
+    pub policy: Option<PathBuf>,
+    /// `--user`: name or uid to run the command as.
+    pub user: Option<String>,
+    /// Forward DNS here instead of to the server the command addressed.
+    pub dns_upstream: Option<SocketAddr>,
+    /// The command and its arguments.
+    pub command: Vec<OsString>,
+}
+
+/// Why `harness run` could not run the command (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Not root.
+    #[error("harness run must run as root (it creates cgroups and loads eBPF programs); try: sudo harness run …")]
+    NotRoot,
+    /// The command's user is unknown.
+    #[error("{0}")]
+    User(String),
+    /// Policy file problem.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Ledger problem.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Engine problem.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The command could not be started.
+    #[error("starting {command}: {source}")]
+    Spawn {
+        /// The command.
+        command: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Who the enclosed command runs as.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Name and home, when the user database knows them.
+    pub name: Option<String>,
+    /// Home directory.
+    pub home: Option<PathBuf>,
+}
+
+/// Resolves `--user` or the invoking user behind sudo. Root only when asked for by name.
+pub fn identity(user: Option<&str>) -> Result<Identity, RunError> {
+    use nix::unistd::{Gid, Uid, User};
+    let found = match user {
+        Some(spec) => {
+            let by_name = User::from_name(spec).ok().flatten();
+            let by_uid = spec
+                .parse::<u32>()
+                .ok()
+                .and_then(|uid| User::from_uid(Uid::from_raw(uid)).ok().flatten());
+            match by_name.or(by_uid) {
+                Some(u) => u,
+                None => match spec.parse::<u32>() {
+                    // A bare uid without a passwd entry runs with gid = uid.
+                    Ok(uid) => {
+                        return Ok(Identity {
+                            uid,
+                            gid: uid,
+                            name: None,
+                            home: None,
+                        })
+                    }
+                    Err(_) => return Err(RunError::User(format!("--user {spec}: no such user"))),
+                },
+            }
+        }
+        None => {
+            let uid = std::env::var("SUDO_UID").ok().and_then(|v| v.parse::<u32>().ok());
+            let gid = std::env::var("SUDO_GID").ok().and_then(|v| v.parse::<u32>().ok());
+            let (Some(uid), Some(gid)) = (uid, gid) else {
+                return Err(RunError::User(
+                    "no invoking user to run the command as (SUDO_UID/SUDO_GID unset): pass --user USER, or --user root to enclose a root command deliberately".into(),
+                ));
+            };
+            let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
+            return Ok(Identity {
+                uid,
+                gid: Gid::from_raw(gid).as_raw(),
+                name: user.as_ref().map(|u| u.name.clone()),
+                home: user.map(|u| u.dir),
+            });
+        }
+    };
+    Ok(Identity {
+        uid: found.uid.as_raw(),
+        gid: found.gid.as_raw(),
+        name: Some(found.name),
+        home: Some(found.dir),
+    })
+}
+
+/// Runs the command enclosed; returns the exit status `harness run` should exit with.
+pub async fn run(options: RunOptions) -> Result<i32, RunError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(RunError::NotRoot);
+    }
+    let who = identity(options.user.as_deref())?;
+    let policy = match &options.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::allow_all(),
+    };
+    let ledger = Ledger::open(&options.ledger)?;
+    let engine = Engine::start(EngineConfig {
+        name: format!("run-{}", ulid::Ulid::new()),
+        ledger,
+        policy: Arc::new(policy),
+        dns_upstream: options.dns_upstream,
+    })
+    .await?;
+    let result = run_in(&engine, &who, &options.command).await;
+    let shutdown = engine.shutdown().await;
+    let status = result?;
+    shutdown?;
+    Ok(status)
+}
+
+async fn run_in(engine: &Engine, who: &Identity, command: &[OsString]) -> Result<i32, RunError> {
+    let session = engine
+        .open_session(SessionSpec {
+            command: command
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            uid: who.uid,
+            gid: who.gid,
+        })
+        .await?;
+    let spawned = spawn_enclosed(session.cgroup.procs_file(), who, command);
+    let (exit_code, signal, spawn_error) = match spawned {
+        Ok(mut child) => {
+            let status = wait_forwarding_signals(&mut child).await;
+            (status.code(), status.signal(), None)
+        }
+        Err(e) => (None, None, Some(e)),
+    };
+    engine
+        .close_session(&session, SessionClose { exit_code, signal })
+        .await?;
+    if let Some(e) = spawn_error {
+        return Err(e);
+    }
+    Ok(exit_code.unwrap_or_else(|| 128 + signal.unwrap_or(0)))
+}
+
+/// Starts the command inside the session cgroup. The child moves itself into the cgroup, drops
+/// to the target user and sets no_new_privs between fork and exec, so not one instruction of
+/// the command runs outside the enclosure or with privileges it could regain.
+fn spawn_enclosed(
+    procs_file: PathBuf,
+    who: &Identity,
+    command: &[OsString],
+) -> Result<tokio::process::Child, RunError> {
+    let shown = command
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let spawn_err = |source| RunError::Spawn {
+        command: shown.clone(),
+        source,
+    };
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| spawn_err(std::io::Error::other("no command given")))?;
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&procs_file)
+        .map_err(|e| spawn_err(std::io::Error::new(e.kind(), format!("{}: {e}", procs_file.display()))))?;
+    let procs_fd = procs.as_raw_fd();
+    let (uid, gid) = (who.uid, who.gid);
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    if let Some(name) = &who.name {
+        cmd.env("USER", name).env("LOGNAME", name);
+    }
+    if let Some(home) = &who.home {
+        cmd.env("HOME", home);
+    }
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // system calls (write, setgroups, setgid, setuid, prctl) on values captured by copy; `procs`
+    // stays open in the parent until spawn returns, so `procs_fd` is valid in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let zero = b"0";
+            if libc::write(procs_fd, zero.as_ptr().cast(), zero.len()) != zero.len() as isize {
+                return Err(std::io::Error::last_os_error());
+            }
+            let groups = [gid];
+            if libc::setgroups(1, groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = tokio::process::Command::from(cmd)
+        .spawn()
+        .map_err(spawn_err)?;
+    drop(procs);
+    Ok(child)
+}
+
+/// Waits for the child, passing SIGINT, SIGTERM and SIGHUP on to it.
+async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    use tokio::signal::unix::{signal, SignalKind};
+    let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
+    let mut sigs = [
+        (SignalKind::interrupt(), nix::sys::signal::Signal::SIGINT),
+        (SignalKind::terminate(), nix::sys::signal::Signal::SIGTERM),
+        (SignalKind::hangup(), nix::sys::signal::Signal::SIGHUP),
+    ]
+    .map(|(kind, sig)| (signal(kind).ok(), sig));
+    loop {
+        let [(a, sa), (b, sb), (c, sc)] = &mut sigs;
+        let forwarded = tokio::select! {
+            status = child.wait() => {
+                return status.unwrap_or_else(|_| std::process::ExitStatus::from_raw(1 << 8));
+            }
+            Some(()) = async { a.as_mut()?.recv().await } => *sa,
+            Some(()) = async { b.as_mut()?.recv().await } => *sb,
+            Some(()) = async { c.as_mut()?.recv().await } => *sc,
+        };
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(pid, forwarded);
+        }
+    }
+}
