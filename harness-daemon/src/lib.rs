@@ -3,4 +3,6 @@
 //! The modules follow the way of the data (see DESIGN.md):
 //! hook → accept/orig-dst → policy → (tls → http → semantics) → ledger → verify,
 //! composed in one place, [`engine`].
+pub mod dns;
 pub mod ledger;
+pub mod policy;
