@@ -55,8 +55,8 @@ pub enum DnsError {
     QuestionCount(usize),
 }
 
-/// A DNS question, as the resolver needs it for policy and the ledger.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A DNS question, as the resolver needs it for policy and the ledger (hence serialisable).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Query {
     /// Message id, to match the answer.
     pub id: u16,
@@ -66,8 +66,9 @@ pub struct Query {
     pub qtype: String,
 }
 
-/// A DNS response, as the resolver needs it for the ledger and for learning addresses.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A DNS response, as the resolver needs it for the ledger (hence serialisable) and for
+/// learning addresses.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Answer {
     /// Message id.
     pub id: u16,

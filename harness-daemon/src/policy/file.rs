@@ -63,7 +63,7 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<(Action, Vec<Rule>), Pol
         Some(value) => parse_action(value.get_ref()).map_err(|reason| PolicyError::Syntax {
             origin: origin.to_owned(),
             location: at(value.span().start),
-            message: format!("default: {reason}"),
+            message: format!("default {reason}"),
         })?,
     };
 
@@ -83,7 +83,7 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<(Action, Vec<Rule>), Pol
                 ))
             }
             Some(value) => parse_action(value.get_ref())
-                .map_err(|reason| fail(Some(value.span().start), reason))?,
+                .map_err(|reason| fail(Some(value.span().start), format!("action {reason}")))?,
         };
         let target = match (&raw_rule.host, &raw_rule.cidr) {
             (Some(_), Some(cidr)) => {
@@ -143,9 +143,7 @@ fn parse_action(word: &str) -> Result<Action, String> {
     match word {
         "allow" => Ok(Action::Allow),
         "deny" => Ok(Action::Deny),
-        other => Err(format!(
-            "action must be \"allow\" or \"deny\", not {other:?}"
-        )),
+        other => Err(format!("must be \"allow\" or \"deny\", not {other:?}")),
     }
 }
 

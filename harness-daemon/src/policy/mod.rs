@@ -46,8 +46,10 @@ use sha2::{Digest, Sha256};
 
 pub use kernel::{ip_words, KernelProgram};
 
-/// What a policy decides for a destination.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What a policy decides for a destination. Serialises as `"allow"` / `"deny"`, the words of
+/// the file, so ledger entries read like the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Let the connection through (it is still recorded).
     Allow,
@@ -173,8 +175,8 @@ impl fmt::Display for Rule {
 }
 
 /// The outcome of evaluating a policy, carried into the ledger so that every refusal (and every
-/// admission) says which rule made it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// admission) says which rule made it (serialisable for that reason).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Decision {
     /// Allow or deny.
     pub action: Action,
@@ -371,7 +373,7 @@ impl Policy {
     /// The daemon's decision for a connection to `dst`, when the host name may be known (from
     /// DNS, TLS SNI or HTTP `Host`). Host rules only match when `host` is given; CIDR rules
     /// always see the address — so a name cannot launder a denied address, nor an address a
-    /// denied name.
+    /// denied name. `host` is a bare name (no `:port`, no brackets), as SNI gives it.
     pub fn decide(&self, dst: SocketAddr, host: Option<&str>) -> Decision {
         let host = host.map(normalize_host);
         let matching = self.rules.iter().enumerate().filter(|(_, rule)| {

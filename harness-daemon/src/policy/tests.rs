@@ -42,7 +42,7 @@ fn syntax_and_shape_errors_name_line_and_column() {
     );
     assert_eq!(
         error("default = \"maybe\"\n"),
-        "p.toml:1:11: default: action must be \"allow\" or \"deny\", not \"maybe\""
+        "p.toml:1:11: default must be \"allow\" or \"deny\", not \"maybe\""
     );
     let e = error("[[rule]\n");
     assert!(e.starts_with("p.toml:1:"), "{e}");
@@ -291,6 +291,15 @@ fn deny_wins_whatever_the_order() {
             "{dst} {host:?}"
         );
     }
+}
+
+#[test]
+fn decisions_serialise_for_the_ledger() {
+    let d = policy(MIXED).decide(sa("169.254.169.254:80"), None);
+    assert_eq!(
+        serde_json::to_value(&d).unwrap(),
+        serde_json::json!({"action": "deny", "rule": 1, "reason": "rule[2] deny cidr 169.254.0.0/16"})
+    );
 }
 
 #[test]
