@@ -91,7 +91,11 @@ pub struct Unattributed {
 }
 
 /// Looks up the original destination for a freshly accepted connection.
-pub fn recover(hook: &Hook, client: TcpStream, peer: SocketAddr) -> Result<Redirected, Unattributed> {
+pub fn recover(
+    hook: &Hook,
+    client: TcpStream,
+    peer: SocketAddr,
+) -> Result<Redirected, Unattributed> {
     match hook.take_orig_dst(peer) {
         Some(orig) => Ok(Redirected {
             client,

@@ -327,7 +327,10 @@ impl Engine {
             }))
             .await;
         if let Err(e) = opened {
-            warn!("ledger refused conn_open for {}: {e}; connection closed", conn.dst);
+            warn!(
+                "ledger refused conn_open for {}: {e}; connection closed",
+                conn.dst
+            );
             return;
         }
         let started = Instant::now();
@@ -396,7 +399,10 @@ impl Engine {
 
     fn record_kernel_event(&self, ev: KernelEvent) {
         let Some(session) = self.inner.sessions.get(ev.dst.cgroup_id) else {
-            debug!("kernel event for cgroup {} without a session", ev.dst.cgroup_id);
+            debug!(
+                "kernel event for cgroup {} without a session",
+                ev.dst.cgroup_id
+            );
             return;
         };
         let dst = (ev.kind != event::SOCKET_REFUSED).then(|| accept::orig_socket_addr(&ev.dst));

@@ -101,7 +101,9 @@ pub struct Hook {
 
 impl std::fmt::Debug for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hook").field("pin_dir", &self.pin_dir).finish()
+        f.debug_struct("Hook")
+            .field("pin_dir", &self.pin_dir)
+            .finish()
     }
 }
 
@@ -126,16 +128,15 @@ impl Hook {
         // The eBPF side's own logging (aya-log); absent when the object logs nothing.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
 
-        let mut config_map: Array<&mut MapData, EnclosureConfig> = Array::try_from(
-            ebpf.map_mut("CONFIG").ok_or(HookError::Missing {
+        let mut config_map: Array<&mut MapData, EnclosureConfig> =
+            Array::try_from(ebpf.map_mut("CONFIG").ok_or(HookError::Missing {
                 kind: "map",
                 name: "CONFIG",
-            })?,
-        )
-        .map_err(|source| HookError::Map {
-            map: "CONFIG",
-            source,
-        })?;
+            })?)
+            .map_err(|source| HookError::Map {
+                map: "CONFIG",
+                source,
+            })?;
         let mut config = config;
         config.rule_count = rules.len() as u32;
         config_map
@@ -144,16 +145,15 @@ impl Hook {
                 map: "CONFIG",
                 source,
             })?;
-        let mut rules_map: Array<&mut MapData, KernelRule> = Array::try_from(
-            ebpf.map_mut("RULES").ok_or(HookError::Missing {
+        let mut rules_map: Array<&mut MapData, KernelRule> =
+            Array::try_from(ebpf.map_mut("RULES").ok_or(HookError::Missing {
                 kind: "map",
                 name: "RULES",
-            })?,
-        )
-        .map_err(|source| HookError::Map {
-            map: "RULES",
-            source,
-        })?;
+            })?)
+            .map_err(|source| HookError::Map {
+                map: "RULES",
+                source,
+            })?;
         for (i, rule) in rules.iter().enumerate() {
             rules_map
                 .set(i as u32, *rule, 0)
@@ -196,7 +196,11 @@ impl Hook {
             let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
             prog.load().map_err(program_err(name))?;
             let id = prog
-                .attach(&cgroup, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+                .attach(
+                    &cgroup,
+                    CgroupSkbAttachType::Egress,
+                    CgroupAttachMode::Single,
+                )
                 .map_err(program_err(name))?;
             let link = prog.take_link(id).map_err(program_err(name))?;
             pin(name, link.try_into().map_err(fd_link_err(name))?)?;
@@ -310,7 +314,12 @@ pub fn ip_words(ip: IpAddr) -> [u32; 4] {
         IpAddr::V6(v6) => v6,
     };
     let n = u128::from(v6);
-    [(n >> 96) as u32, (n >> 64) as u32, (n >> 32) as u32, n as u32]
+    [
+        (n >> 96) as u32,
+        (n >> 64) as u32,
+        (n >> 32) as u32,
+        n as u32,
+    ]
 }
 
 /// The address held in host-order words, IPv4-mapped addresses given back as IPv4.
@@ -353,8 +362,11 @@ fn take_hash<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
     name: &'static str,
 ) -> Result<HashMap<MapData, K, V>, HookError> {
-    HashMap::try_from(ebpf.take_map(name).ok_or(HookError::Missing { kind: "map", name })?)
-        .map_err(|source| HookError::Map { map: name, source })
+    HashMap::try_from(
+        ebpf.take_map(name)
+            .ok_or(HookError::Missing { kind: "map", name })?,
+    )
+    .map_err(|source| HookError::Map { map: name, source })
 }
 
 /// A mounted bpffs, mounting one at /sys/fs/bpf when the host has none (as systemd would).

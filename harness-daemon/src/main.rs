@@ -6,7 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "harness", version, about = "Enclose an AI agent; record everything it exchanges; prove the record intact.")]
+#[command(
+    name = "harness",
+    version,
+    about = "Enclose an AI agent; record everything it exchanges; prove the record intact."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -118,21 +118,31 @@ pub(crate) async fn serve(engine: Arc<Inner>, socket: Arc<UdpSocket>) {
                 }
             };
             // Durable before the process sees a byte of it.
-            if session.writer.append(Entry::DnsAnswer(answer)).await.is_ok() {
+            if session
+                .writer
+                .append(Entry::DnsAnswer(answer))
+                .await
+                .is_ok()
+            {
                 let _ = socket.send_to(&reply, peer).await;
             }
         });
     }
 }
 
+/// Teaches the engine (names for the ledger and host rules) and the kernel (host-rule verdicts
+/// per address) what the answer says. Only names on the CNAME chain from the question count:
+/// an unrelated record smuggled into an answer is never credited to the name asked.
 fn learn(engine: &Inner, qname: &str, answer: &dns::Answer) {
-    let addrs: Vec<std::net::IpAddr> = answer.addresses.iter().map(|(_, ip)| *ip).collect();
-    for ip in &addrs {
-        engine.names.learn(*ip, qname);
+    for ip in answer.addresses_for(qname) {
+        engine.names.learn(ip, qname);
     }
-    let entries = engine.config.policy.learned_for(qname, &addrs);
-    if let Err(e) = engine.hook.learn(&entries) {
-        warn!("teaching the kernel addresses of {qname}: {e}");
+    for name in answer.chain() {
+        let addrs = answer.addresses_for(&name);
+        let entries = engine.config.policy.learned_for(&name, &addrs);
+        if let Err(e) = engine.hook.learn(&entries) {
+            warn!("teaching the kernel addresses of {name}: {e}");
+        }
     }
 }
 

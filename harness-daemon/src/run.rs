@@ -97,8 +97,12 @@ pub fn identity(user: Option<&str>) -> Result<Identity, RunError> {
             }
         }
         None => {
-            let uid = std::env::var("SUDO_UID").ok().and_then(|v| v.parse::<u32>().ok());
-            let gid = std::env::var("SUDO_GID").ok().and_then(|v| v.parse::<u32>().ok());
+            let uid = std::env::var("SUDO_UID")
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok());
+            let gid = std::env::var("SUDO_GID")
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok());
             let (Some(uid), Some(gid)) = (uid, gid) else {
                 return Err(RunError::User(
                     "no invoking user to run the command as (SUDO_UID/SUDO_GID unset): pass --user USER, or --user root to enclose a root command deliberately".into(),
@@ -197,7 +201,12 @@ fn spawn_enclosed(
     let procs = std::fs::OpenOptions::new()
         .write(true)
         .open(&procs_file)
-        .map_err(|e| spawn_err(std::io::Error::new(e.kind(), format!("{}: {e}", procs_file.display()))))?;
+        .map_err(|e| {
+            spawn_err(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", procs_file.display()),
+            ))
+        })?;
     let procs_fd = procs.as_raw_fd();
     let (uid, gid) = (who.uid, who.gid);
     let mut cmd = std::process::Command::new(program);

@@ -76,7 +76,14 @@ fn try_connect(ctx: &SockAddrContext, v6: bool) -> Result<i32, i32> {
     let orig = who_asked(ctx, dst.0, dst.1, if v6 { AF_INET6 } else { AF_INET });
 
     if is_daemon(&config, &orig.addr, orig.port) {
-        report(ctx, event::LOOP_REFUSED, sock_type, protocol, NO_RULE, &orig);
+        report(
+            ctx,
+            event::LOOP_REFUSED,
+            sock_type,
+            protocol,
+            NO_RULE,
+            &orig,
+        );
         return Ok(REFUSE);
     }
     if sock_type == SOCK_DGRAM && orig.port != DNS_PORT {
@@ -84,7 +91,14 @@ fn try_connect(ctx: &SockAddrContext, v6: bool) -> Result<i32, i32> {
         return Ok(REFUSE);
     }
     if sock_type != SOCK_STREAM && sock_type != SOCK_DGRAM {
-        report(ctx, event::SOCKET_REFUSED, sock_type, protocol, NO_RULE, &orig);
+        report(
+            ctx,
+            event::SOCKET_REFUSED,
+            sock_type,
+            protocol,
+            NO_RULE,
+            &orig,
+        );
         return Ok(REFUSE);
     }
     // DNS is always answered by the daemon's resolver, which applies policy to names itself.
@@ -96,7 +110,9 @@ fn try_connect(ctx: &SockAddrContext, v6: bool) -> Result<i32, i32> {
             return Ok(REFUSE);
         }
     }
-    CONNECTIONS.insert(&orig.cookie, &orig, 0).map_err(|_| REFUSE)?;
+    CONNECTIONS
+        .insert(&orig.cookie, &orig, 0)
+        .map_err(|_| REFUSE)?;
     let port = if sock_type == SOCK_STREAM {
         config.tcp_port
     } else {
@@ -135,7 +151,9 @@ fn try_sendmsg(ctx: &SockAddrContext, v6: bool) -> Result<i32, i32> {
         report(ctx, event::UDP_REFUSED, sock_type, protocol, NO_RULE, &orig);
         return Ok(REFUSE);
     }
-    CONNECTIONS.insert(&orig.cookie, &orig, 0).map_err(|_| REFUSE)?;
+    CONNECTIONS
+        .insert(&orig.cookie, &orig, 0)
+        .map_err(|_| REFUSE)?;
     write_user_dst(ctx, v6, &orig.addr, &config, config.dns_port);
     Ok(PROCEED)
 }

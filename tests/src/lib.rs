@@ -159,17 +159,15 @@ pub struct Enclosed {
     pub entries: Vec<Recorded>,
 }
 
-/// Runs `harness run --ledger <dir> --user nobody [extra…] -- <command…>` and reads back the
-/// one session it recorded.
+/// Runs `harness run --ledger <dir> [--user nobody] [extra…] -- <command…>` (as `nobody`
+/// unless `extra` names a user) and reads back the one session it recorded.
 pub fn run_enclosed(ledger: &Path, extra: &[&str], command: &[&str]) -> Enclosed {
     let mut cmd = Command::new(harness_bin());
-    cmd.arg("run")
-        .arg("--ledger")
-        .arg(ledger)
-        .args(["--user", "nobody"])
-        .args(extra)
-        .arg("--")
-        .args(command);
+    cmd.arg("run").arg("--ledger").arg(ledger);
+    if !extra.contains(&"--user") {
+        cmd.args(["--user", "nobody"]);
+    }
+    cmd.args(extra).arg("--").args(command);
     let output = cmd.output().expect("running harness");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let results = stdout

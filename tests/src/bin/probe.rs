@@ -6,7 +6,12 @@ use std::time::Duration;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["tcp", addr] => tcp(addr),
         ["udp", addr] => udp_sendto(addr),
         ["udp-connect", addr] => udp_connect(addr),
