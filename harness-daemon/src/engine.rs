@@ -199,9 +199,26 @@ impl Engine {
         Ok(())
     }
 
-    /// Stops serving, detaches the eBPF programs and removes the enclosure.
+    /// Stops serving, detaches the eBPF programs and removes the enclosure. Sessions still
+    /// open are closed first (their processes killed): detaching the programs while enclosed
+    /// processes live would let them out.
     pub async fn shutdown(self) -> Result<(), EngineError> {
+        let mut still_enclosed = None;
+        for session in self.inner.sessions.all() {
+            let close = SessionClose {
+                exit_code: None,
+                signal: None,
+            };
+            if let Err(e) = self.close_session(&session, close).await {
+                still_enclosed = Some(e);
+            }
+        }
         self.inner.stop.cancel();
+        if let Some(e) = still_enclosed {
+            // Processes survived: leave the programs pinned so they stay enclosed (and their
+            // connects keep failing) rather than detach and let them out.
+            return Err(e);
+        }
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
         let inner = match Arc::try_unwrap(self.inner) {

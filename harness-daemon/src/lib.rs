@@ -4,6 +4,8 @@
 //! hook → accept/orig-dst → policy → (tls → http → semantics) → ledger → verify,
 //! composed in one place, [`engine`].
 pub mod accept;
+pub mod control;
+pub mod daemon;
 pub mod dns;
 pub mod enclosure;
 pub mod engine;

@@ -20,9 +20,9 @@ struct Cli {
 enum Command {
     /// Run a command inside a new enclosure session (as root).
     Run {
-        /// Ledger directory.
-        #[arg(long, default_value = "/var/lib/harness/ledger")]
-        ledger: PathBuf,
+        /// Ledger directory [default: /var/lib/harness/ledger]; only without a running daemon.
+        #[arg(long)]
+        ledger: Option<PathBuf>,
         /// Policy file (TOML); without one every destination is allowed (and recorded).
         #[arg(long)]
         policy: Option<PathBuf>,
@@ -32,9 +32,30 @@ enum Command {
         /// Forward DNS questions to this resolver instead of the one the command addressed.
         #[arg(long)]
         dns_upstream: Option<SocketAddr>,
+        /// The daemon's control socket, used when a daemon listens there.
+        #[arg(long, default_value = harness::control::DEFAULT_SOCKET)]
+        control: PathBuf,
+        /// Embed an engine for this command even if a daemon is running.
+        #[arg(long)]
+        no_daemon: bool,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
+    },
+    /// Run the engine as a long-lived service that `harness run` uses (as root).
+    Daemon {
+        /// Ledger directory.
+        #[arg(long, default_value = "/var/lib/harness/ledger")]
+        ledger: PathBuf,
+        /// Policy file (TOML); without one every destination is allowed (and recorded).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Forward DNS questions to this resolver instead of the one a command addressed.
+        #[arg(long)]
+        dns_upstream: Option<SocketAddr>,
+        /// Control socket path.
+        #[arg(long, default_value = harness::control::DEFAULT_SOCKET)]
+        control: PathBuf,
     },
 }
 
@@ -53,6 +74,8 @@ fn main() {
             policy,
             user,
             dns_upstream,
+            control,
+            no_daemon,
             command,
         } => {
             let options = harness::run::RunOptions {
@@ -60,11 +83,30 @@ fn main() {
                 policy,
                 user,
                 dns_upstream,
+                control,
+                no_daemon,
                 command,
             };
             match runtime().block_on(harness::run::run(options)) {
                 Ok(status) => status,
                 Err(e) => fail("harness run", &e),
+            }
+        }
+        Command::Daemon {
+            ledger,
+            policy,
+            dns_upstream,
+            control,
+        } => {
+            let options = harness::daemon::DaemonOptions {
+                ledger,
+                policy,
+                dns_upstream,
+                control,
+            };
+            match runtime().block_on(harness::daemon::run(options)) {
+                Ok(()) => 0,
+                Err(e) => fail("harness daemon", &e),
             }
         }
     };

@@ -3,6 +3,7 @@
 //! Creates a session cgroup under the enclosure (starting an engine in-process when no daemon
 //! is running), starts the command *already inside* that cgroup and as the invoking user with
 //! no_new_privs, waits for it, then closes the session and exits with the command's status.
+use crate::control::{self, Request};
 use crate::engine::{Engine, EngineConfig, EngineError, SessionSpec};
 use crate::ledger::{Ledger, LedgerError, SessionClose};
 use crate::policy::{Policy, PolicyError};
@@ -13,17 +14,24 @@ use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Where `harness run` records when it embeds the engine and no `--ledger` is given.
+pub const DEFAULT_LEDGER: &str = "/var/lib/harness/ledger";
+
 /// What `harness run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Ledger directory.
-    pub ledger: PathBuf,
+    /// Ledger directory (embedded engine only; a daemon records to its own).
+    pub ledger: Option<PathBuf>,
     /// Policy file; none allows everything.
     pub policy: Option<PathBuf>,
     /// `--user`: name or uid to run the command as.
     pub user: Option<String>,
     /// Forward DNS here instead of to the server the command addressed.
     pub dns_upstream: Option<SocketAddr>,
+    /// The daemon's control socket.
+    pub control: PathBuf,
+    /// Never use a running daemon: embed an engine for this command.
+    pub no_daemon: bool,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -46,6 +54,17 @@ pub enum RunError {
     /// Engine problem.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A daemon is running but options only an embedded engine honours were given.
+    #[error("a harness daemon is running ({0}) and records with its own ledger and policy: drop --ledger/--policy/--dns-upstream, or pass --no-daemon")]
+    DaemonConflict(String),
+    /// The daemon refused or failed.
+    #[error("harness daemon ({socket}): {message}")]
+    Daemon {
+        /// Control socket path.
+        socket: String,
+        /// What it said.
+        message: String,
+    },
     /// The command could not be started.
     #[error("starting {command}: {source}")]
     Spawn {
@@ -131,11 +150,24 @@ pub async fn run(options: RunOptions) -> Result<i32, RunError> {
         return Err(RunError::NotRoot);
     }
     let who = identity(options.user.as_deref())?;
+    if !options.no_daemon {
+        if let Some(client) = control::Client::connect(&options.control).await {
+            if options.ledger.is_some()
+                || options.policy.is_some()
+                || options.dns_upstream.is_some()
+            {
+                return Err(RunError::DaemonConflict(
+                    options.control.display().to_string(),
+                ));
+            }
+            return run_via_daemon(client, &options.control, &who, &options.command).await;
+        }
+    }
     let policy = match &options.policy {
         Some(path) => Policy::load(path)?,
         None => Policy::allow_all(),
     };
-    let ledger = Ledger::open(&options.ledger)?;
+    let ledger = Ledger::open(options.ledger.as_deref().unwrap_or(DEFAULT_LEDGER.as_ref()))?;
     let engine = Engine::start(EngineConfig {
         name: format!("run-{}", ulid::Ulid::new()),
         ledger,
@@ -150,13 +182,63 @@ pub async fn run(options: RunOptions) -> Result<i32, RunError> {
     Ok(status)
 }
 
+async fn run_via_daemon(
+    mut client: control::Client,
+    socket: &std::path::Path,
+    who: &Identity,
+    command: &[OsString],
+) -> Result<i32, RunError> {
+    let daemon_err = |message: String| RunError::Daemon {
+        socket: socket.display().to_string(),
+        message,
+    };
+    let reply = client
+        .call(&Request::Open {
+            command: display_args(command),
+            uid: who.uid,
+            gid: who.gid,
+        })
+        .await
+        .map_err(|e| daemon_err(e.to_string()))?;
+    let procs = match (reply.ok, reply.procs) {
+        (true, Some(procs)) => procs,
+        _ => {
+            return Err(daemon_err(
+                reply.error.unwrap_or_else(|| "no session".into()),
+            ))
+        }
+    };
+    let (exit_code, signal, spawn_error) = match spawn_enclosed(procs, who, command) {
+        Ok(mut child) => {
+            let status = wait_forwarding_signals(&mut child).await;
+            (status.code(), status.signal(), None)
+        }
+        Err(e) => (None, None, Some(e)),
+    };
+    let reply = client
+        .call(&Request::Close { exit_code, signal })
+        .await
+        .map_err(|e| daemon_err(e.to_string()))?;
+    if let Some(e) = spawn_error {
+        return Err(e);
+    }
+    if !reply.ok {
+        return Err(daemon_err(reply.error.unwrap_or_default()));
+    }
+    Ok(exit_code.unwrap_or_else(|| 128 + signal.unwrap_or(0)))
+}
+
+fn display_args(command: &[OsString]) -> Vec<String> {
+    command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
 async fn run_in(engine: &Engine, who: &Identity, command: &[OsString]) -> Result<i32, RunError> {
     let session = engine
         .open_session(SessionSpec {
-            command: command
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
+            command: display_args(command),
             uid: who.uid,
             gid: who.gid,
         })

@@ -75,6 +75,16 @@ impl Sessions {
         self.write().remove(&cgroup_id)
     }
 
+    /// Every live session.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.by_cgroup
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Any one live session (where an unattributable event is recorded when there is exactly
     /// one, as under `harness run`).
     pub fn only(&self) -> Option<Arc<Session>> {

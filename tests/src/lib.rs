@@ -163,7 +163,10 @@ pub struct Enclosed {
 /// unless `extra` names a user) and reads back the one session it recorded.
 pub fn run_enclosed(ledger: &Path, extra: &[&str], command: &[&str]) -> Enclosed {
     let mut cmd = Command::new(harness_bin());
-    cmd.arg("run").arg("--ledger").arg(ledger);
+    cmd.arg("run")
+        .arg("--no-daemon")
+        .arg("--ledger")
+        .arg(ledger);
     if !extra.contains(&"--user") {
         cmd.args(["--user", "nobody"]);
     }

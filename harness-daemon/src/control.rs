@@ -1,0 +1,187 @@
+//! The daemon's control socket: how `harness run` asks a long-lived `harness daemon` for a
+//! session. One JSON object per line over a Unix socket that only root may use.
+//!
+//! ```text
+//! → {"op":"open","command":["agent","--x"],"uid":1000,"gid":1000}
+//! ← {"ok":true,"session":"01J…","procs":"/sys/fs/cgroup/…/cgroup.procs"}
+//!   (the client starts the command inside that cgroup, waits for it)
+//! → {"op":"close","exit_code":0,"signal":null}
+//! ← {"ok":true}
+//! ```
+//! A client that disconnects without `close` ends its session as if the command had vanished:
+//! what is left in the cgroup is killed and `session_close` is written.
+use crate::engine::{Engine, SessionSpec};
+use crate::ledger::SessionClose;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::warn;
+
+/// Default control socket path.
+pub const DEFAULT_SOCKET: &str = "/run/harness/control.sock";
+
+/// A request on the control socket.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Open a session for a command.
+    Open {
+        /// The command and its arguments.
+        command: Vec<String>,
+        /// User id it will run as.
+        uid: u32,
+        /// Group id it will run as.
+        gid: u32,
+    },
+    /// The command ended.
+    Close {
+        /// Its exit code.
+        exit_code: Option<i32>,
+        /// The signal that ended it.
+        signal: Option<i32>,
+    },
+}
+
+/// A reply on the control socket.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Reply {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// Session id (`open`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The session cgroup's `cgroup.procs` (`open`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub procs: Option<PathBuf>,
+    /// What went wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Serves the control socket at `path` until the engine stops.
+pub async fn serve(engine: Engine, path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client(engine, stream).await {
+                warn!("control client: {e}");
+            }
+        });
+    }
+}
+
+async fn client(engine: Engine, stream: UnixStream) -> std::io::Result<()> {
+    let root = stream.peer_cred().map(|c| c.uid() == 0).unwrap_or(false);
+    let (rd, mut wr) = stream.into_split();
+    let mut lines = BufReader::new(rd).lines();
+    let mut session = None;
+    while let Some(line) = lines.next_line().await? {
+        let reply = if !root {
+            Reply {
+                error: Some("only root may open sessions".into()),
+                ..Reply::default()
+            }
+        } else {
+            match (serde_json::from_str::<Request>(&line), &session) {
+                (Ok(Request::Open { command, uid, gid }), None) => {
+                    match engine.open_session(SessionSpec { command, uid, gid }).await {
+                        Ok(s) => {
+                            let reply = Reply {
+                                ok: true,
+                                session: Some(s.writer.id().to_string()),
+                                procs: Some(s.cgroup.procs_file()),
+                                error: None,
+                            };
+                            session = Some(s);
+                            reply
+                        }
+                        Err(e) => Reply {
+                            error: Some(e.to_string()),
+                            ..Reply::default()
+                        },
+                    }
+                }
+                (Ok(Request::Close { exit_code, signal }), Some(_)) => {
+                    let s = session.take().expect("matched Some");
+                    match engine
+                        .close_session(&s, SessionClose { exit_code, signal })
+                        .await
+                    {
+                        Ok(()) => Reply {
+                            ok: true,
+                            ..Reply::default()
+                        },
+                        Err(e) => Reply {
+                            error: Some(e.to_string()),
+                            ..Reply::default()
+                        },
+                    }
+                }
+                (Ok(_), _) => Reply {
+                    error: Some("open first, then close, one session per connection".into()),
+                    ..Reply::default()
+                },
+                (Err(e), _) => Reply {
+                    error: Some(format!("bad request: {e}")),
+                    ..Reply::default()
+                },
+            }
+        };
+        let mut out = serde_json::to_vec(&reply).expect("replies serialize");
+        out.push(b'\n');
+        wr.write_all(&out).await?;
+    }
+    if let Some(s) = session {
+        engine
+            .close_session(
+                &s,
+                SessionClose {
+                    exit_code: None,
+                    signal: None,
+                },
+            )
+            .await
+            .map_err(std::io::Error::other)?;
+    }
+    Ok(())
+}
+
+/// The client side, used by `harness run` when a daemon is listening.
+pub struct Client {
+    lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    wr: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Client {
+    /// Connects to a daemon, or `None` when none listens at `path`.
+    pub async fn connect(path: &Path) -> Option<Client> {
+        let stream = UnixStream::connect(path).await.ok()?;
+        let (rd, wr) = stream.into_split();
+        Some(Client {
+            lines: BufReader::new(rd).lines(),
+            wr,
+        })
+    }
+
+    /// Sends one request and reads the reply.
+    pub async fn call(&mut self, request: &Request) -> std::io::Result<Reply> {
+        let mut out = serde_json::to_vec(request).expect("requests serialize");
+        out.push(b'\n');
+        self.wr.write_all(&out).await?;
+        let line = self.lines.next_line().await?.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "daemon closed the socket",
+            )
+        })?;
+        serde_json::from_str(&line).map_err(std::io::Error::other)
+    }
+}
