@@ -104,6 +104,22 @@ impl Enclosure {
         Ok(Enclosure { path })
     }
 
+    /// Kills and removes session cgroups left by an engine of the same name that died. Done
+    /// before that engine's stale programs are detached, so its processes are never loose.
+    pub async fn reap_orphans(&self) -> Result<usize, EnclosureError> {
+        let entries = fs::read_dir(&self.path).map_err(io_err(&self.path, "listing enclosure"))?;
+        let mut reaped = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                let id = cgroup_id(&path)?;
+                SessionCgroup { path, id }.kill_and_remove().await?;
+                reaped += 1;
+            }
+        }
+        Ok(reaped)
+    }
+
     /// The enclosure's cgroup directory.
     pub fn path(&self) -> &Path {
         &self.path

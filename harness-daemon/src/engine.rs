@@ -91,6 +91,10 @@ impl Engine {
         let listeners = Listeners::bind().await.map_err(EngineError::Listen)?;
         let (tcp_port, dns_port) = (listeners.tcp_port(), listeners.dns_port());
         let enclosure = Enclosure::create(&config.name)?;
+        let orphans = enclosure.reap_orphans().await?;
+        if orphans > 0 {
+            warn!("killed {orphans} session(s) left by a previous engine {}", config.name);
+        }
         let kernel_config = EnclosureConfig {
             daemon_v4: u32::from(Ipv4Addr::LOCALHOST),
             tcp_port,
