@@ -8,7 +8,9 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("harness-daemon has no parent directory"))?
         .join("harness-ebpf");
-    let root_dir = ebpf_dir.to_str().context("harness-ebpf path is not UTF-8")?;
+    let root_dir = ebpf_dir
+        .to_str()
+        .context("harness-ebpf path is not UTF-8")?;
     println!("cargo:rerun-if-env-changed=HARNESS_EBPF_TOOLCHAIN");
     let toolchain = match std::env::var("HARNESS_EBPF_TOOLCHAIN") {
         Ok(name) => name,
@@ -31,7 +33,9 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::Custom(toolchain),
     )
-    .context("building the eBPF programs (run `cargo xtask setup` if bpf-linker or rust-src is missing)")
+    .context(
+        "building the eBPF programs (run `cargo xtask setup` if bpf-linker or rust-src is missing)",
+    )
 }
 
 fn nightly_installed() -> bool {
