@@ -306,6 +306,18 @@ impl Ledger {
     }
 }
 
+/// The canonical bytes (SPEC.md §3) of `entry` recorded as `seq` of `session` at `ts` after
+/// the entry whose hash is `prev`: what the writer writes as one line, without the newline.
+pub fn canonical_entry(
+    entry: &Entry,
+    session: &Ulid,
+    seq: u64,
+    ts: &str,
+    prev: &Hash,
+) -> Result<Vec<u8>, CanonError> {
+    canon::seal(canon::entry_object(entry)?, session, seq, ts, prev)
+}
+
 /// `hmac-sha256:<hex>` of `secret` under `key` (SPEC.md §7).
 pub fn fingerprint(key: &[u8], secret: &[u8]) -> String {
     let mut mac =

@@ -385,9 +385,12 @@ fn verify_session(
             .find_map(|r| r.as_ref().map(|c| c.seq + 1))
             .unwrap_or(0)
     };
+    let mut bad_seqs = std::collections::HashSet::new();
     for (i, reason) in &bad {
+        let seq = guess(&recs, *i);
+        bad_seqs.insert(seq);
         problem(
-            Some(guess(&recs, *i)),
+            Some(seq),
             ProblemKind::Edited,
             format!("line {}: not a valid entry: {reason}", i + 1),
         );
@@ -429,12 +432,12 @@ fn verify_session(
     let count = max.map_or(0, |m| m + 1);
     let mut s = 0;
     while s < count {
-        if by_seq.contains_key(&s) {
+        if by_seq.contains_key(&s) || bad_seqs.contains(&s) {
             s += 1;
             continue;
         }
         let start = s;
-        while s < count && !by_seq.contains_key(&s) {
+        while s < count && !by_seq.contains_key(&s) && !bad_seqs.contains(&s) {
             s += 1;
         }
         let reason = if s - start == 1 {
@@ -633,9 +636,8 @@ fn verify_session(
             .iter()
             .any(|p| p.file == file && p.seq.is_some_and(|s| s < size))
     };
-    for cp in &cps {
-        if cp.size > count {
-            problems.push(Problem {
+    if let Some(cp) = cps.last().filter(|cp| cp.size > count) {
+        problems.push(Problem {
                 file: file.to_owned(),
                 seq: Some(count),
                 kind: ProblemKind::TruncatedTail,
@@ -647,8 +649,8 @@ fn verify_session(
                     cp.size - 1
                 ),
             });
-            break;
-        }
+    }
+    for cp in &cps {
         if cp.size > contiguous {
             break; // Gaps below it are reported already.
         }
