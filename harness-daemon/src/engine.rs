@@ -93,7 +93,10 @@ impl Engine {
         let enclosure = Enclosure::create(&config.name)?;
         let orphans = enclosure.reap_orphans().await?;
         if orphans > 0 {
-            warn!("killed {orphans} session(s) left by a previous engine {}", config.name);
+            warn!(
+                "killed {orphans} session(s) left by a previous engine {}",
+                config.name
+            );
         }
         let kernel_config = EnclosureConfig {
             daemon_v4: u32::from(Ipv4Addr::LOCALHOST),

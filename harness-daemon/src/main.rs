@@ -1,6 +1,7 @@
 //! The `harness` command. Exit status: 0 success; 1 "the ledger is not intact" (verify);
 //! 2 usage or I/O error; `run` exits with the enclosed command's status.
 use clap::{Parser, Subcommand};
+use harness::ledger::cli;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +19,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Check a session file or ledger directory: chain, blobs, signed checkpoints.
+    /// Exit 0 intact, 1 not intact (one line per problem), 2 usage or I/O error.
+    Verify(cli::VerifyArgs),
+    /// Print a session's timeline (or one JSON object per entry with --json).
+    Log(cli::LogArgs),
+    /// Print an inclusion proof for one entry, or check one with --verify and --key.
+    Prove(cli::ProveArgs),
     /// Run a command inside a new enclosure session (as root).
     Run {
         /// Ledger directory [default: /var/lib/harness/ledger]; only without a running daemon.
@@ -60,7 +68,14 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version are successes; everything else is a usage error.
+            std::process::exit(if e.use_stderr() { cli::EXIT_ERROR } else { 0 });
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HARNESS_LOG")
@@ -69,6 +84,9 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let code = match cli.command {
+        Command::Verify(args) => cli::verify(&args),
+        Command::Log(args) => cli::log(&args),
+        Command::Prove(args) => cli::prove(&args),
         Command::Run {
             ledger,
             policy,

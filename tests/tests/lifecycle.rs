@@ -160,6 +160,11 @@ fn a_killed_engine_fails_closed() {
         Entry::SessionOpen(open) => PathBuf::from(&open.cgroup),
         other => panic!("first entry {other:?}"),
     };
+    wait_for("the probe to run inside the session", || {
+        std::fs::read_to_string(cgroup.join("cgroup.procs"))
+            .map(|s| !s.trim().is_empty())
+            .unwrap_or(false)
+    });
     // The engine dies without a chance to clean up.
     nix_kill(run.id(), libc::SIGKILL);
     run.wait().unwrap();

@@ -1,5 +1,7 @@
 //! The kinds of entry a session ledger holds. Field meanings are specified in SPEC.md; the
-//! envelope (`v`, `seq`, `ts`, `prev`, `session`) is added by the writer, not by callers.
+//! envelope (`v`, `seq`, `ts`, `prev`, `session`) is added by the writer, not by callers, and
+//! no entry kind may use those names for a field of its own.
+use super::body::Body;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -21,8 +23,267 @@ pub enum Entry {
     DnsQuery(DnsQuery),
     /// The answer given to a DNS question.
     DnsAnswer(DnsAnswer),
+    /// The head of an HTTP request the enclosed process sent.
+    HttpRequest(HttpRequest),
+    /// The body of an HTTP request (the exact bytes, after transfer decoding).
+    HttpRequestBody(HttpBody),
+    /// The head of an HTTP response the destination sent.
+    HttpResponse(HttpResponse),
+    /// The body of an HTTP response (the exact bytes, after transfer decoding).
+    HttpResponseBody(HttpBody),
+    /// One piece of a streamed body (an SSE event, a WebSocket message, an h2 DATA run).
+    StreamChunk(StreamChunk),
+    /// Bytes of a connection that is not HTTP, in one direction.
+    Data(Data),
+    /// A TLS handshake failed, on either side of the daemon.
+    TlsFailure(TlsFailure),
+    /// What an earlier entry means (an LLM call, a tool call, …), added by the semantics stage.
+    Annotation(Annotation),
+    /// The writer reopened the session after an unclean shutdown.
+    Recovery(Recovery),
     /// Something went wrong that a reader should know about.
     Error(ErrorEntry),
+}
+
+impl Entry {
+    /// The `kind` string this entry is written with.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Entry::SessionOpen(_) => "session_open",
+            Entry::SessionClose(_) => "session_close",
+            Entry::ConnOpen(_) => "conn_open",
+            Entry::ConnDenied(_) => "conn_denied",
+            Entry::ConnClose(_) => "conn_close",
+            Entry::DnsQuery(_) => "dns_query",
+            Entry::DnsAnswer(_) => "dns_answer",
+            Entry::HttpRequest(_) => "http_request",
+            Entry::HttpRequestBody(_) => "http_request_body",
+            Entry::HttpResponse(_) => "http_response",
+            Entry::HttpResponseBody(_) => "http_response_body",
+            Entry::StreamChunk(_) => "stream_chunk",
+            Entry::Data(_) => "data",
+            Entry::TlsFailure(_) => "tls_failure",
+            Entry::Annotation(_) => "annotation",
+            Entry::Recovery(_) => "recovery",
+            Entry::Error(_) => "error",
+        }
+    }
+
+    /// Every body this entry carries (to check blobs and inline hashes).
+    pub fn bodies(&self) -> Vec<&Body> {
+        match self {
+            Entry::HttpRequestBody(b) | Entry::HttpResponseBody(b) => vec![&b.body],
+            Entry::StreamChunk(c) => vec![&c.body],
+            Entry::Data(d) => vec![&d.bytes],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Which way bytes travelled.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// From the enclosed process towards the destination (requests).
+    Up,
+    /// From the destination towards the enclosed process (responses).
+    Down,
+}
+
+/// One header field. Exactly one of `value`, `value_b64`, `fingerprint` is present.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Field name as sent (HTTP/2 and HTTP/3 names are lower case).
+    pub name: String,
+    /// The value, when it is UTF-8 and not a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The value in base64, when it is not UTF-8 and not a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_b64: Option<String>,
+    /// The keyed fingerprint of a secret value (see [`crate::ledger::Ledger::fingerprint`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+impl Header {
+    /// A header whose value is written as is (UTF-8) or in base64.
+    pub fn new(name: impl Into<String>, value: &[u8]) -> Header {
+        let name = name.into();
+        match std::str::from_utf8(value) {
+            Ok(text) => Header {
+                name,
+                value: Some(text.to_owned()),
+                value_b64: None,
+                fingerprint: None,
+            },
+            Err(_) => {
+                use base64::Engine as _;
+                Header {
+                    name,
+                    value: None,
+                    value_b64: Some(base64::engine::general_purpose::STANDARD.encode(value)),
+                    fingerprint: None,
+                }
+            }
+        }
+    }
+
+    /// A header whose value is a secret, recorded only by its fingerprint.
+    pub fn secret(name: impl Into<String>, fingerprint: String) -> Header {
+        Header {
+            name: name.into(),
+            value: None,
+            value_b64: None,
+            fingerprint: Some(fingerprint),
+        }
+    }
+}
+
+/// Whether a header carries a credential that must never be written in clear
+/// (`authorization`, `proxy-authorization`, `x-api-key`, `api-key`, `x-goog-api-key`,
+/// `cookie`, `set-cookie`), compared case-insensitively.
+pub fn is_secret_header(name: &str) -> bool {
+    const SECRET: [&str; 7] = [
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "cookie",
+        "set-cookie",
+    ];
+    SECRET.iter().any(|s| s.eq_ignore_ascii_case(name))
+}
+
+/// `http_request`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HttpRequest {
+    /// Connection number from `conn_open`.
+    pub conn: u64,
+    /// Exchange number within the connection (h1: 0, 1, … in order; h2: the stream id).
+    pub exchange: u64,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+    pub version: String,
+    /// Request method.
+    pub method: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// `Host` / `:authority`, when present.
+    pub authority: Option<String>,
+    /// Path and query as sent; secret query parameters replaced by their fingerprint.
+    pub target: String,
+    /// Header fields in the order sent.
+    pub headers: Vec<Header>,
+}
+
+/// `http_response`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HttpResponse {
+    /// Connection number from `conn_open`.
+    pub conn: u64,
+    /// Exchange number of the request this answers.
+    pub exchange: u64,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+    pub version: String,
+    /// Status code.
+    pub status: u16,
+    /// Header fields in the order received.
+    pub headers: Vec<Header>,
+}
+
+/// `http_request_body` and `http_response_body`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HttpBody {
+    /// Connection number from `conn_open`.
+    pub conn: u64,
+    /// Exchange number of the request or response.
+    pub exchange: u64,
+    /// The exact body bytes.
+    pub body: Body,
+    /// Trailer fields, if any.
+    pub trailers: Vec<Header>,
+}
+
+/// `stream_chunk`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct StreamChunk {
+    /// Connection number from `conn_open`.
+    pub conn: u64,
+    /// Exchange number of the request or response the chunk belongs to.
+    pub exchange: u64,
+    /// Which body: `up` (request) or `down` (response).
+    pub direction: Direction,
+    /// 0, 1, 2, … within this exchange and direction.
+    pub index: u64,
+    /// The chunk's exact bytes.
+    pub body: Body,
+}
+
+/// `data`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Data {
+    /// Connection number from `conn_open`.
+    pub conn: u64,
+    /// `up` or `down`.
+    pub direction: Direction,
+    /// 0, 1, 2, … within this connection and direction.
+    pub index: u64,
+    /// Offset of the first byte within this direction of the connection.
+    pub offset: u64,
+    /// The exact bytes.
+    pub bytes: Body,
+}
+
+/// Which side of the daemon a TLS handshake failed on.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsSide {
+    /// Between the enclosed process and the daemon.
+    Client,
+    /// Between the daemon and the destination.
+    Upstream,
+}
+
+/// `tls_failure`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TlsFailure {
+    /// Connection number from `conn_open`.
+    pub conn: u64,
+    /// `client` or `upstream`.
+    pub side: TlsSide,
+    /// Server name the client asked for, when known.
+    pub sni: Option<String>,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// `annotation`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Annotation {
+    /// Sequence number of the (earlier) entry described.
+    pub of_seq: u64,
+    /// Entry hash (hex) of that entry.
+    pub of_hash: String,
+    /// What produced the annotation, e.g. `semantics/anthropic`.
+    pub by: String,
+    /// What it is about, e.g. `llm_request`, `tool_call`.
+    pub topic: String,
+    /// Free-form details (any JSON value).
+    pub data: serde_json::Value,
+}
+
+/// `recovery`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Recovery {
+    /// Why: `unclean shutdown` or `torn final line moved aside`.
+    pub reason: String,
+    /// Length of the torn final line that was moved aside, 0 if there was none.
+    pub torn_bytes: u64,
+    /// SHA-256 (hex) of those bytes, when there were some.
+    pub torn_sha256: Option<String>,
+    /// Where they were saved, relative to the ledger directory.
+    pub saved_as: Option<String>,
 }
 
 /// Who made a call, as the kernel saw it.

@@ -1,20 +1,48 @@
-//! The ledger: an append-only, durable record per session.
+//! The ledger: an append-only, hash-chained, durable record per session, with signed Merkle
+//! checkpoints. The format is specified in SPEC.md at the repository root; this module is the
+//! reference writer and verifier. It has no Linux-only dependency, so `harness verify` runs on
+//! any platform.
 //!
-//! PLACEHOLDER WRITER: this is the minimal append-only writer the enclosure work writes through
-//! until the real ledger (hash chain, group commit, checkpoints; issue "The ledger") lands
-//! behind the same API. Each entry is one JSON line, fdatasync'd before `append` returns.
+//! ```text
+//! Ledger::open(dir) ─► open_session(SessionOpen) ─► SessionWriter ─► append(Entry).await ─► Durable
+//!                                                        │ (one writer thread per session:
+//!                                                        │  group commit, one fdatasync a batch)
+//!                                                        └► close(SessionClose).await (final checkpoint)
+//! verify::verify_path(path) ─► Report { problems, … }
+//! ```
+//!
+//! A [`Durable`] can only be made by the writer once an entry is on stable storage; code that
+//! releases a response to the agent must hold one.
+#![forbid(unsafe_code)]
+
+mod body;
+mod canon;
+pub mod cli;
 mod entry;
+pub mod merkle;
+pub mod note;
+mod recover;
+pub mod verify;
+mod writer;
 
+pub use body::{blob_path, BlobWriter, Body, INLINE_MAX};
+pub use canon::{
+    format_ts, genesis, parse_line, sha256, CanonError, Hash, Line, FORMAT_VERSION,
+    MAX_SAFE_INTEGER,
+};
 pub use entry::*;
+pub use writer::{Durable, SessionWriter};
 
-use serde::Serialize;
+use hmac::{Hmac, Mac as _};
+use note::NoteSigner;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 use ulid::Ulid;
 
-/// Errors from the ledger, each naming the file it concerns.
+/// Errors from the ledger, each naming the file (and entry) it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     /// An I/O error on a ledger file.
@@ -27,46 +55,204 @@ pub enum LedgerError {
         source: std::io::Error,
     },
     /// The session stopped accepting entries after an earlier failure (fail-closed).
-    #[error("{path}: session ledger failed earlier and accepts no more entries")]
+    #[error("{path}: session ledger failed earlier and accepts no more entries ({reason})")]
     Failed {
         /// The session file.
         path: PathBuf,
+        /// The first failure.
+        reason: String,
+    },
+    /// The session was closed; it accepts no more entries.
+    #[error("{path}: session is closed")]
+    Closed {
+        /// The session file.
+        path: PathBuf,
+    },
+    /// An entry cannot be written (nothing was written; the session is unaffected).
+    #[error("{path}: entry cannot be recorded: {source}")]
+    Entry {
+        /// The session file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: CanonError,
+    },
+    /// A line of a session file is invalid and is not its last line: tampering or corruption.
+    /// The writer refuses to append to such a session.
+    #[error("{path}: seq {seq}: {reason}")]
+    Corrupt {
+        /// The session file.
+        path: PathBuf,
+        /// The sequence number the bad line holds or should hold.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A key file is unreadable or malformed.
+    #[error("{path}: {reason}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
 }
 
-/// Proof that an entry is durable on disk. Only the ledger can make one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Durable {
-    seq: u64,
-}
-
-impl Durable {
-    /// Sequence number of the durable entry.
-    pub fn seq(&self) -> u64 {
-        self.seq
+impl LedgerError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> LedgerError {
+        LedgerError::Io {
+            path: path.to_owned(),
+            source,
+        }
     }
 }
 
-/// A ledger directory.
-#[derive(Debug, Clone)]
-pub struct Ledger {
-    dir: PathBuf,
+/// When the writer signs a checkpoint (it always signs one when a session closes).
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// After this many entries since the last checkpoint.
+    pub checkpoint_every: u64,
+    /// After this long since the last checkpoint, if entries were added.
+    pub checkpoint_interval: Duration,
 }
 
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A ledger directory, opened for writing.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<LedgerInner>,
+}
+
+struct LedgerInner {
+    dir: PathBuf,
+    signer: NoteSigner,
+    fingerprint_key: [u8; 32],
+    options: Options,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("dir", &self.inner.dir)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Path of the checkpoint signing key in a ledger directory.
+pub const SIGNING_KEY: &str = "keys/checkpoint.key";
+/// Path of the checkpoint verifier (public) key in a ledger directory.
+pub const VERIFIER_KEY: &str = "keys/checkpoint.pub";
+/// Path of the fingerprint (HMAC) key in a ledger directory.
+pub const FINGERPRINT_KEY: &str = "keys/fingerprint.key";
+
 impl Ledger {
-    /// Opens (creating if needed) the ledger directory.
+    /// Opens (creating if needed) the ledger directory, its key files and subdirectories.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(dir, Options::default())
+    }
+
+    /// [`Ledger::open`] with explicit checkpoint options.
+    pub fn open_with(dir: impl Into<PathBuf>, options: Options) -> Result<Ledger, LedgerError> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|source| LedgerError::Io {
-            path: dir.clone(),
-            source,
+        for sub in ["", "blobs", "checkpoints", "recovery"] {
+            let d = dir.join(sub);
+            if !d.is_dir() {
+                std::fs::create_dir_all(&d).map_err(|e| LedgerError::io(&d, e))?;
+                if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fsync_dir(parent)?;
+                }
+            }
+        }
+        let keys = dir.join("keys");
+        if !keys.is_dir() {
+            std::fs::create_dir_all(&keys).map_err(|e| LedgerError::io(&keys, e))?;
+            set_mode(&keys, 0o700)?;
+            fsync_dir(&dir)?;
+        }
+        let signer_path = dir.join(SIGNING_KEY);
+        let text = create_once(&signer_path, 0o600, || {
+            let mut seed = [0u8; 32];
+            random(&mut seed);
+            let text = NoteSigner::from_seed(seed).to_text() + "\n";
+            seed.fill(0);
+            text
         })?;
-        Ok(Ledger { dir })
+        let signer = NoteSigner::parse(&text).map_err(|reason| LedgerError::Key {
+            path: signer_path.clone(),
+            reason,
+        })?;
+        let verifier_text = signer.verifier().to_text() + "\n";
+        create_once(&dir.join(VERIFIER_KEY), 0o644, || verifier_text.clone())?;
+        let fp_path = dir.join(FINGERPRINT_KEY);
+        let fp_text = create_once(&fp_path, 0o600, || {
+            let mut key = [0u8; 32];
+            random(&mut key);
+            hex::encode(key) + "\n"
+        })?;
+        let mut fingerprint_key = [0u8; 32];
+        hex::decode_to_slice(fp_text.trim(), &mut fingerprint_key).map_err(|_| {
+            LedgerError::Key {
+                path: fp_path,
+                reason: "fingerprint key is not 64 hex digits".into(),
+            }
+        })?;
+        Ok(Ledger {
+            inner: Arc::new(LedgerInner {
+                dir,
+                signer,
+                fingerprint_key,
+                options,
+            }),
+        })
     }
 
     /// The directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.inner.dir
+    }
+
+    /// The public key that checks this ledger's checkpoints, in signed-note verifier form.
+    pub fn verifier_key(&self) -> String {
+        self.inner.signer.verifier().to_text()
+    }
+
+    /// The keyed fingerprint of a secret: `hmac-sha256:` and the hex HMAC-SHA256 of `secret`
+    /// under this ledger's fingerprint key. Equal secrets give equal fingerprints within one
+    /// ledger; without the key, a fingerprint reveals nothing about the secret.
+    pub fn fingerprint(&self, secret: &[u8]) -> String {
+        fingerprint(&self.inner.fingerprint_key, secret)
+    }
+
+    /// A header as it may be recorded: secret headers ([`is_secret_header`]) by fingerprint.
+    pub fn header(&self, name: &str, value: &[u8]) -> Header {
+        if is_secret_header(name) {
+            Header::secret(name, self.fingerprint(value))
+        } else {
+            Header::new(name, value)
+        }
+    }
+
+    /// A body for `bytes`: inline up to [`INLINE_MAX`] bytes, else a durable blob.
+    pub fn body(&self, bytes: &[u8]) -> Result<Body, LedgerError> {
+        if bytes.len() <= INLINE_MAX {
+            Ok(Body::from_bytes(bytes))
+        } else {
+            body::write_blob(self.dir(), bytes)
+        }
+    }
+
+    /// A writer that streams a large body into a blob.
+    pub fn blob_writer(&self) -> Result<BlobWriter, LedgerError> {
+        BlobWriter::new(self.dir())
     }
 
     /// Starts a new session file whose first entry is `open`, durable on return.
@@ -75,100 +261,140 @@ impl Ledger {
         open: SessionOpen,
     ) -> Result<(SessionWriter, Durable), LedgerError> {
         let id = Ulid::new();
-        let path = self.dir.join(format!("{id}.jsonl"));
+        let path = self.session_path(&id);
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(&path)
-            .map_err(|source| LedgerError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        let writer = SessionWriter {
-            id,
-            inner: Arc::new(Mutex::new(Inner {
-                path,
-                file,
-                next_seq: 0,
-                failed: false,
-            })),
-        };
+            .map_err(|e| LedgerError::io(&path, e))?;
+        fsync_dir(self.dir())?;
+        let writer = SessionWriter::start(self.clone(), id, path, file, writer::Resume::new(&id))?;
         let durable = writer.append(Entry::SessionOpen(open)).await?;
         Ok((writer, durable))
     }
+
+    /// Reopens a session that was not closed (after a crash). A torn final line is moved aside
+    /// into `recovery/` and recorded by a `recovery` entry, which is durable on return. Refuses
+    /// with [`LedgerError::Corrupt`] if any other line is invalid, and with
+    /// [`LedgerError::Closed`] if the session was closed.
+    pub async fn reopen_session(&self, id: Ulid) -> Result<(SessionWriter, Durable), LedgerError> {
+        let this = self.clone();
+        let (file, resume, recovery) =
+            tokio::task::spawn_blocking(move || recover::recover(&this, &id))
+                .await
+                .map_err(|e| LedgerError::Failed {
+                    path: self.session_path(&id),
+                    reason: format!("recovery task: {e}"),
+                })??;
+        let path = self.session_path(&id);
+        let writer = SessionWriter::start(self.clone(), id, path, file, resume)?;
+        let durable = writer.append(Entry::Recovery(recovery)).await?;
+        Ok((writer, durable))
+    }
+
+    /// Path of session `id`'s file.
+    pub fn session_path(&self, id: &Ulid) -> PathBuf {
+        self.dir().join(format!("{id}.jsonl"))
+    }
+
+    pub(crate) fn signer(&self) -> &NoteSigner {
+        &self.inner.signer
+    }
+
+    pub(crate) fn options(&self) -> Options {
+        self.inner.options
+    }
 }
 
-struct Inner {
-    path: PathBuf,
-    file: File,
-    next_seq: u64,
-    failed: bool,
-}
-
-/// Appends entries to one session file. Cheap to clone; all clones share one writer.
-#[derive(Clone)]
-pub struct SessionWriter {
-    id: Ulid,
-    inner: Arc<Mutex<Inner>>,
-}
-
-#[derive(Serialize)]
-struct Line<'a> {
+/// The canonical bytes (SPEC.md §3) of `entry` recorded as `seq` of `session` at `ts` after
+/// the entry whose hash is `prev`: what the writer writes as one line, without the newline.
+pub fn canonical_entry(
+    entry: &Entry,
+    session: &Ulid,
     seq: u64,
-    ts: String,
-    #[serde(flatten)]
-    entry: &'a Entry,
+    ts: &str,
+    prev: &Hash,
+) -> Result<Vec<u8>, CanonError> {
+    canon::seal(canon::entry_object(entry)?, session, seq, ts, prev)
 }
 
-impl SessionWriter {
-    /// The session's id (its file name).
-    pub fn id(&self) -> Ulid {
-        self.id
-    }
+/// `hmac-sha256:<hex>` of `secret` under `key` (SPEC.md §7).
+pub fn fingerprint(key: &[u8], secret: &[u8]) -> String {
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
+    mac.update(secret);
+    format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
+}
 
-    /// Appends `entry`; resolves once it is durable.
-    pub async fn append(&self, entry: Entry) -> Result<Durable, LedgerError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
-            if inner.failed {
-                return Err(LedgerError::Failed {
-                    path: inner.path.clone(),
-                });
-            }
-            let seq = inner.next_seq;
-            let ts = time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-            let mut line = serde_json::to_vec(&Line {
-                seq,
-                ts,
-                entry: &entry,
-            })
-            .expect("entries always serialize");
-            line.push(b'\n');
-            let result = inner
-                .file
-                .write_all(&line)
-                .and_then(|()| inner.file.sync_data());
-            if let Err(source) = result {
-                inner.failed = true;
-                return Err(LedgerError::Io {
-                    path: inner.path.clone(),
-                    source,
-                });
-            }
-            inner.next_seq += 1;
-            Ok(Durable { seq })
-        })
-        .await
-        .expect("ledger append task panicked")
-    }
+fn random(buf: &mut [u8]) {
+    // The OS random source failing is not something a ledger can work around.
+    getrandom::fill(buf).expect("the operating system's random source failed");
+}
 
-    /// Writes `session_close`; the session accepts nothing after it.
-    pub async fn close(&self, close: SessionClose) -> Result<Durable, LedgerError> {
-        self.append(Entry::SessionClose(close)).await
+/// Creates `path` with `make()`'s contents unless it exists (never replacing it, even when two
+/// processes race), and returns the contents that are there.
+fn create_once(
+    path: &Path,
+    mode: u32,
+    make: impl FnOnce() -> String,
+) -> Result<String, LedgerError> {
+    if !path.exists() {
+        let tmp = path.with_extension(format!("tmp-{}", Ulid::new()));
+        let mut f = new_file(&tmp, mode)?;
+        f.write_all(make().as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| LedgerError::io(&tmp, e))?;
+        drop(f);
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(LedgerError::io(path, e)),
+        }
+        if let Some(parent) = path.parent() {
+            fsync_dir(parent)?;
+        }
     }
+    std::fs::read_to_string(path).map_err(|e| LedgerError::io(path, e))
+}
+
+fn new_file(path: &Path, mode: u32) -> Result<File, LedgerError> {
+    let mut o = OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    o.open(path).map_err(|e| LedgerError::io(path, e))
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), LedgerError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| LedgerError::io(path, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
+/// fsync a directory, so that names created in it are durable.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), LedgerError> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| LedgerError::io(dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// One entry as read back from a session file.
@@ -182,44 +408,42 @@ pub struct Recorded {
     pub entry: Entry,
 }
 
-/// Reads every entry of one session file, in order (no integrity checks: that is `verify`).
+/// Reads every entry of one session file, in order. Each line must be a well-formed entry, but
+/// the chain, blobs and checkpoints are not checked: that is [`verify`]. A torn final line
+/// (no newline) is ignored.
 pub fn read_session(path: &Path) -> Result<Vec<Recorded>, LedgerError> {
-    #[derive(serde::Deserialize)]
-    struct Owned {
-        seq: u64,
-        ts: String,
-        #[serde(flatten)]
-        entry: Entry,
+    let bytes = std::fs::read(path).map_err(|e| LedgerError::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        let Some(line) = line.strip_suffix(b"\n") else {
+            break;
+        };
+        let l = parse_line(line).map_err(|reason| LedgerError::Corrupt {
+            path: path.to_owned(),
+            seq: i as u64,
+            reason,
+        })?;
+        out.push(Recorded {
+            seq: l.seq,
+            ts: l.ts,
+            entry: l.entry,
+        });
     }
-    let io = |source| LedgerError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    text.lines()
-        .map(|line| {
-            let o: Owned = serde_json::from_str(line)
-                .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-            Ok(Recorded {
-                seq: o.seq,
-                ts: o.ts,
-                entry: o.entry,
-            })
-        })
-        .collect()
+    Ok(out)
 }
 
 /// The session files of a ledger directory, oldest first (ULIDs sort by time).
 pub fn session_files(dir: &Path) -> Result<Vec<PathBuf>, LedgerError> {
-    let io = |source| LedgerError::Io {
-        path: dir.to_owned(),
-        source,
-    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
+        .map_err(|e| LedgerError::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl") && p.is_file())
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// The session id a session file is named by.
+pub fn session_id(path: &Path) -> Option<Ulid> {
+    path.file_stem()?.to_str()?.parse().ok()
 }

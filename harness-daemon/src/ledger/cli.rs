@@ -1,0 +1,430 @@
+//! `harness verify`, `harness log` and `harness prove`: argument types and the functions
+//! `main` dispatches to. Each returns the process exit status (0 ok, 1 not intact / invalid,
+//! 2 usage or I/O error) and prints errors as one line on stderr.
+use super::canon::{parse_line, sha256};
+use super::merkle::{inclusion_proof, leaf_hash, root, root_from_inclusion};
+use super::note::{origin, Checkpoint, NoteVerifier};
+use super::verify::{verify_path, VerifyOptions};
+use super::{session_files, session_id, Entry, LedgerError, VERIFIER_KEY};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Exit status: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: the ledger (or proof) is not intact.
+pub const EXIT_NOT_INTACT: i32 = 1;
+/// Exit status: usage or I/O error.
+pub const EXIT_ERROR: i32 = 2;
+
+/// `harness verify PATH`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// A session file (`<ULID>.jsonl`) or a whole ledger directory.
+    pub path: PathBuf,
+    /// Public key to check checkpoints with (a file, or the key text NAME+ID+KEY). Default:
+    /// the ledger's own keys/checkpoint.pub.
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+/// `harness log PATH`.
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// A session file or a whole ledger directory.
+    pub path: PathBuf,
+    /// One JSON object per entry (the entry exactly as recorded) instead of a timeline.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `harness prove SESSION SEQ`, or `harness prove --verify PROOF --key KEY`.
+#[derive(Debug, clap::Args)]
+pub struct ProveArgs {
+    /// The session file (`<ULID>.jsonl`).
+    #[arg(required_unless_present = "verify")]
+    pub session: Option<PathBuf>,
+    /// The entry to prove.
+    #[arg(required_unless_present = "verify")]
+    pub seq: Option<u64>,
+    /// Check a proof (a file, `-` for stdin) instead of making one.
+    #[arg(long, value_name = "PROOF", conflicts_with_all = ["session", "seq"])]
+    pub verify: Option<PathBuf>,
+    /// Public key (a file, or the key text NAME+ID+KEY); required with --verify.
+    #[arg(long, requires = "verify")]
+    pub key: Option<String>,
+}
+
+fn fail(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("harness: {msg}");
+    EXIT_ERROR
+}
+
+fn load_key(arg: &str) -> Result<NoteVerifier, String> {
+    let p = Path::new(arg);
+    let text = if p.exists() {
+        std::fs::read_to_string(p).map_err(|e| format!("{arg}: {e}"))?
+    } else {
+        arg.to_owned()
+    };
+    NoteVerifier::parse(&text).map_err(|e| format!("{arg}: {e}"))
+}
+
+/// Runs `harness verify`.
+pub fn verify(args: &VerifyArgs) -> i32 {
+    let key = match args.key.as_deref().map(load_key).transpose() {
+        Ok(k) => k,
+        Err(e) => return fail(e),
+    };
+    let report = match verify_path(&args.path, &VerifyOptions { key }) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    if !report.intact() {
+        for p in &report.problems {
+            eprintln!("{p}");
+        }
+        println!(
+            "NOT INTACT: {} problem(s) in {} session(s), {} entries",
+            report.problems.len(),
+            report.sessions.len(),
+            report.entries()
+        );
+        return EXIT_NOT_INTACT;
+    }
+    println!(
+        "intact: {} entries in {} session(s)",
+        report.entries(),
+        report.sessions.len()
+    );
+    match report.sessions.iter().rfind(|s| s.checkpoint.is_some()) {
+        Some(s) => println!(
+            "last checkpoint: {} size {} root {}",
+            s.file.display(),
+            s.checkpoint.unwrap_or_default(),
+            s.checkpoint_root.as_deref().unwrap_or_default()
+        ),
+        None => println!("last checkpoint: none"),
+    }
+    for s in report.sessions.iter().filter(|s| !s.closed) {
+        println!(
+            "note: {} is not closed (still being written, or awaiting crash recovery); entries after its last checkpoint ({}) are not signed yet",
+            s.file.display(),
+            s.checkpoint.unwrap_or(0)
+        );
+    }
+    if let Some(k) = &report.key {
+        println!("key: {k}");
+    }
+    EXIT_OK
+}
+
+/// Runs `harness log`.
+pub fn log(args: &LogArgs) -> i32 {
+    match log_inner(args) {
+        Ok(()) => EXIT_OK,
+        Err(e) => fail(e),
+    }
+}
+
+fn log_inner(args: &LogArgs) -> Result<(), LedgerError> {
+    let files = if args.path.is_dir() {
+        session_files(&args.path)?
+    } else {
+        vec![args.path.clone()]
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let io = |e| LedgerError::io(Path::new("<stdout>"), e);
+    for file in files {
+        let bytes = std::fs::read(&file).map_err(|e| LedgerError::io(&file, e))?;
+        if !args.json {
+            writeln!(out, "== {}", file.display()).map_err(io)?;
+        }
+        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            if args.json {
+                if serde_json::from_slice::<serde_json::Value>(line).is_ok() {
+                    out.write_all(line).map_err(io)?;
+                    out.write_all(b"\n").map_err(io)?;
+                }
+                continue;
+            }
+            match parse_line(line) {
+                Ok(l) => writeln!(
+                    out,
+                    "{} #{:<5} {:<18} {}",
+                    l.ts,
+                    l.seq,
+                    l.entry.kind(),
+                    summary(&l.entry)
+                )
+                .map_err(io)?,
+                Err(e) => writeln!(out, "line {}: invalid entry: {e}", i + 1).map_err(io)?,
+            }
+        }
+    }
+    out.flush().map_err(io)
+}
+
+fn summary(e: &Entry) -> String {
+    match e {
+        Entry::SessionOpen(o) => format!("{} (uid {}) {}", o.command.join(" "), o.uid, o.software),
+        Entry::SessionClose(c) => match (c.exit_code, c.signal) {
+            (Some(code), _) => format!("exit {code}"),
+            (_, Some(sig)) => format!("signal {sig}"),
+            _ => String::new(),
+        },
+        Entry::ConnOpen(c) => format!(
+            "conn {} → {} {}",
+            c.conn,
+            c.dst,
+            c.host.as_deref().unwrap_or("")
+        ),
+        Entry::ConnDenied(d) => format!(
+            "{} {} denied by {}: {}",
+            d.proto,
+            d.dst.map(|d| d.to_string()).unwrap_or_default(),
+            d.by,
+            d.reason
+        ),
+        Entry::ConnClose(c) => format!(
+            "conn {} ↑{} ↓{} {}ms",
+            c.conn, c.bytes_up, c.bytes_down, c.duration_ms
+        ),
+        Entry::DnsQuery(q) => format!("{} {} #{}", q.qname, q.qtype, q.exchange),
+        Entry::DnsAnswer(a) => format!(
+            "#{} {} {}",
+            a.exchange,
+            a.rcode.as_deref().unwrap_or("-"),
+            a.answers.join(", ")
+        ),
+        Entry::HttpRequest(r) => format!(
+            "conn {} #{} {} {}{}",
+            r.conn,
+            r.exchange,
+            r.method,
+            r.authority.as_deref().unwrap_or(""),
+            r.target
+        ),
+        Entry::HttpResponse(r) => format!("conn {} #{} {}", r.conn, r.exchange, r.status),
+        Entry::HttpRequestBody(b) | Entry::HttpResponseBody(b) => {
+            format!("conn {} #{} {} bytes", b.conn, b.exchange, b.body.len())
+        }
+        Entry::StreamChunk(c) => format!(
+            "conn {} #{} {:?} [{}] {} bytes",
+            c.conn,
+            c.exchange,
+            c.direction,
+            c.index,
+            c.body.len()
+        ),
+        Entry::Data(d) => format!(
+            "conn {} {:?} @{} {} bytes",
+            d.conn,
+            d.direction,
+            d.offset,
+            d.bytes.len()
+        ),
+        Entry::TlsFailure(t) => format!("conn {} {:?}: {}", t.conn, t.side, t.reason),
+        Entry::Annotation(a) => format!("of #{} {} {}", a.of_seq, a.by, a.topic),
+        Entry::Recovery(r) => r.reason.clone(),
+        Entry::Error(e) => format!("{}: {}", e.context, e.message),
+    }
+}
+
+/// An inclusion proof: `entry` (its canonical bytes) is leaf `seq` of the tree the signed
+/// `checkpoint` commits to. SPEC.md §9.3.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Proof {
+    /// `harness-inclusion-proof/1`.
+    pub format: String,
+    /// The session.
+    pub session: String,
+    /// The entry's seq (= its leaf index).
+    pub seq: u64,
+    /// The entry's canonical bytes.
+    pub entry: String,
+    /// The tree size of `checkpoint`.
+    pub tree_size: u64,
+    /// RFC 9162 inclusion path, base64 hashes, leaf to root.
+    pub path: Vec<String>,
+    /// The signed checkpoint note.
+    pub checkpoint: String,
+}
+
+/// The proof format tag.
+pub const PROOF_FORMAT: &str = "harness-inclusion-proof/1";
+
+/// Runs `harness prove`.
+pub fn prove(args: &ProveArgs) -> i32 {
+    if let Some(proof) = &args.verify {
+        let Some(key) = &args.key else {
+            return fail("prove --verify needs --key (the ledger's public key)");
+        };
+        let key = match load_key(key) {
+            Ok(k) => k,
+            Err(e) => return fail(e),
+        };
+        let text = if proof.as_os_str() == "-" {
+            let mut s = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
+                return fail(format!("<stdin>: {e}"));
+            }
+            s
+        } else {
+            match std::fs::read_to_string(proof) {
+                Ok(s) => s,
+                Err(e) => return fail(format!("{}: {e}", proof.display())),
+            }
+        };
+        return match check_proof(&text, &key) {
+            Ok(msg) => {
+                println!("{msg}");
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("{}: proof is not valid: {e}", proof.display());
+                EXIT_NOT_INTACT
+            }
+        };
+    }
+    let (Some(session), Some(seq)) = (&args.session, args.seq) else {
+        return fail("usage: harness prove SESSION SEQ | harness prove --verify PROOF --key KEY");
+    };
+    match make_proof(session, seq) {
+        Ok(p) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&p).expect("a proof always serializes")
+            );
+            EXIT_OK
+        }
+        Err((code, msg)) => {
+            eprintln!("{}: seq {seq}: {msg}", session.display());
+            code
+        }
+    }
+}
+
+/// Makes the inclusion proof of entry `seq` of `session` against the smallest signed
+/// checkpoint that covers it.
+pub fn make_proof(session: &Path, seq: u64) -> Result<Proof, (i32, String)> {
+    let id = session_id(session).ok_or((EXIT_ERROR, "file name is not <ULID>.jsonl".into()))?;
+    let dir = match session.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let bytes = std::fs::read(session).map_err(|e| (EXIT_ERROR, e.to_string()))?;
+    let lines: Vec<&[u8]> = bytes
+        .split_inclusive(|b| *b == b'\n')
+        .filter_map(|l| l.strip_suffix(b"\n"))
+        .collect();
+    let entry = *lines.get(seq as usize).ok_or((
+        EXIT_ERROR,
+        format!("the session has {} entries", lines.len()),
+    ))?;
+    let key_text = std::fs::read_to_string(dir.join(VERIFIER_KEY))
+        .map_err(|e| (EXIT_ERROR, format!("{VERIFIER_KEY}: {e}")))?;
+    let key = NoteVerifier::parse(&key_text).map_err(|e| (EXIT_ERROR, e))?;
+    let cp_dir = dir.join("checkpoints").join(id.to_string());
+    let mut notes: Vec<(u64, PathBuf)> = std::fs::read_dir(&cp_dir)
+        .map_err(|e| (EXIT_ERROR, format!("{}: {e}", cp_dir.display())))?
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let size = p.file_stem()?.to_str()?.parse().ok()?;
+            (p.extension()? == "note").then_some((size, p))
+        })
+        .filter(|(size, _)| *size > seq)
+        .collect();
+    notes.sort();
+    let (_, note_path) = notes.first().ok_or((
+        EXIT_ERROR,
+        "no signed checkpoint covers this entry yet".to_string(),
+    ))?;
+    let note = std::fs::read_to_string(note_path).map_err(|e| (EXIT_ERROR, e.to_string()))?;
+    let cp = Checkpoint::open(&note, &key)
+        .map_err(|e| (EXIT_NOT_INTACT, format!("{}: {e}", note_path.display())))?;
+    let size = cp.size as usize;
+    if lines.len() < size {
+        return Err((
+            EXIT_NOT_INTACT,
+            format!(
+                "the file holds {} entries, the checkpoint {size}",
+                lines.len()
+            ),
+        ));
+    }
+    let leaves: Vec<_> = lines[..size]
+        .iter()
+        .map(|l| leaf_hash(&sha256(l)))
+        .collect();
+    if root(&leaves) != cp.root {
+        return Err((
+            EXIT_NOT_INTACT,
+            "entries do not match the signed checkpoint (run harness verify)".into(),
+        ));
+    }
+    let path = inclusion_proof(seq as usize, &leaves)
+        .iter()
+        .map(|h| B64.encode(h))
+        .collect();
+    Ok(Proof {
+        format: PROOF_FORMAT.into(),
+        session: id.to_string(),
+        seq,
+        entry: String::from_utf8_lossy(entry).into_owned(),
+        tree_size: cp.size,
+        path,
+        checkpoint: note,
+    })
+}
+
+/// Checks a proof with nothing but the public key.
+pub fn check_proof(text: &str, key: &NoteVerifier) -> Result<String, String> {
+    let p: Proof = serde_json::from_str(text).map_err(|e| format!("not a proof: {e}"))?;
+    if p.format != PROOF_FORMAT {
+        return Err(format!("unknown format {:?}", p.format));
+    }
+    let cp = Checkpoint::open(&p.checkpoint, key).map_err(|e| format!("checkpoint: {e}"))?;
+    let id: ulid::Ulid = p.session.parse().map_err(|_| "session is not a ULID")?;
+    if cp.origin != origin(&id) {
+        return Err(format!(
+            "checkpoint is for {}, not {}",
+            cp.origin, p.session
+        ));
+    }
+    if cp.size != p.tree_size {
+        return Err("tree_size differs from the checkpoint's".into());
+    }
+    let line = parse_line(p.entry.as_bytes()).map_err(|e| format!("entry: {e}"))?;
+    if line.seq != p.seq || line.session != p.session {
+        return Err("entry's seq or session differ from the proof's".into());
+    }
+    let path = p
+        .path
+        .iter()
+        .map(|h| {
+            B64.decode(h)
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .ok_or("path: not 32-byte base64 hashes")
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let leaf = leaf_hash(&sha256(p.entry.as_bytes()));
+    match root_from_inclusion(p.seq, cp.size, &leaf, &path) {
+        Some(r) if r == cp.root => Ok(format!(
+            "proof ok: seq {} ({}) of session {} is in the checkpoint of size {} signed by {}",
+            p.seq,
+            line.entry.kind(),
+            p.session,
+            cp.size,
+            key.name
+        )),
+        _ => Err("inclusion path does not lead to the signed root".into()),
+    }
+}

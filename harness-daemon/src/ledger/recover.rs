@@ -1,0 +1,167 @@
+//! Crash recovery when a session is reopened: check every line, move a torn final line aside
+//! (never delete it), refuse if anything before it is invalid. SPEC.md §11.
+use super::canon::{self, parse_line};
+use super::merkle::leaf_hash;
+use super::writer::Resume;
+use super::{fsync_dir, Entry, Ledger, LedgerError, Recovery};
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::Path;
+use ulid::Ulid;
+
+/// The valid prefix of a session file, and what follows it.
+pub(crate) struct Scan {
+    pub resume: Resume,
+    /// Whether the last valid entry is `session_close`.
+    pub closed: bool,
+    /// Bytes after the valid prefix (a torn final line), with the reason they are invalid.
+    pub torn: Option<(Vec<u8>, String)>,
+}
+
+/// Scans `bytes` of session `id`. Errors if an invalid line is followed by another line.
+pub(crate) fn scan(path: &Path, id: &Ulid, bytes: &[u8]) -> Result<Scan, LedgerError> {
+    let mut resume = Resume::new(id);
+    let mut closed = false;
+    let mut offset = 0usize;
+    let session = id.to_string();
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        let (line, next) = match rest.iter().position(|b| *b == b'\n') {
+            Some(n) => (&rest[..n], offset + n + 1),
+            None => (rest, bytes.len()),
+        };
+        let complete = bytes[next - 1] == b'\n';
+        let checked = if complete {
+            check(line, &session, &resume, closed)
+        } else {
+            Err("no newline at the end (torn write)".into())
+        };
+        match checked {
+            Ok(l) => {
+                closed = matches!(l.entry, Entry::SessionClose(_));
+                resume.next_seq += 1;
+                resume.prev = l.hash;
+                resume.last_ts = l.ts;
+                resume.frontier.push(leaf_hash(&l.hash));
+                resume.len = next as u64;
+                offset = next;
+            }
+            Err(reason) if next >= bytes.len() => {
+                return Ok(Scan {
+                    resume,
+                    closed,
+                    torn: Some((rest.to_vec(), reason)),
+                });
+            }
+            Err(reason) => {
+                return Err(LedgerError::Corrupt {
+                    path: path.to_owned(),
+                    seq: resume.next_seq,
+                    reason: format!("{reason}; later lines follow, so this is not a torn write"),
+                });
+            }
+        }
+    }
+    Ok(Scan {
+        resume,
+        closed,
+        torn: None,
+    })
+}
+
+fn check(line: &[u8], session: &str, r: &Resume, closed: bool) -> Result<canon::Line, String> {
+    let l = parse_line(line)?;
+    if l.session != session {
+        return Err(format!("belongs to session {}", l.session));
+    }
+    if l.seq != r.next_seq {
+        return Err(format!("has seq {} where {} belongs", l.seq, r.next_seq));
+    }
+    if l.prev != r.prev {
+        return Err("prev does not match the previous entry's hash".into());
+    }
+    if l.ts < r.last_ts {
+        return Err("timestamp earlier than the previous entry's".into());
+    }
+    if closed {
+        return Err("entry after session_close".into());
+    }
+    if (l.seq == 0) != matches!(l.entry, Entry::SessionOpen(_)) {
+        return Err("session_open must be the first entry and only the first".into());
+    }
+    Ok(l)
+}
+
+/// Recovers session `id` for appending: returns the file (positioned for append), where the
+/// chain resumes, and the `recovery` entry to write first.
+pub(crate) fn recover(ledger: &Ledger, id: &Ulid) -> Result<(File, Resume, Recovery), LedgerError> {
+    let path = ledger.session_path(id);
+    let bytes = std::fs::read(&path).map_err(|e| LedgerError::io(&path, e))?;
+    let Scan {
+        mut resume,
+        closed,
+        torn,
+    } = scan(&path, id, &bytes)?;
+    if closed {
+        return Err(LedgerError::Closed { path });
+    }
+    if resume.next_seq == 0 {
+        return Err(LedgerError::Corrupt {
+            path,
+            seq: 0,
+            reason: "session_open never became durable; nothing to reopen".into(),
+        });
+    }
+    resume.checkpointed = last_checkpoint_size(ledger.dir(), id);
+    let file = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| LedgerError::io(&path, e))?;
+    let recovery = match torn {
+        None => Recovery {
+            reason: "unclean shutdown".into(),
+            torn_bytes: 0,
+            torn_sha256: None,
+            saved_as: None,
+        },
+        Some((torn, why)) => {
+            let dir = ledger.dir().join("recovery");
+            let name = format!("{id}.{}.torn", resume.len);
+            let saved = dir.join(&name);
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&saved)
+                .map_err(|e| LedgerError::io(&saved, e))?;
+            f.write_all(&torn)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| LedgerError::io(&saved, e))?;
+            fsync_dir(&dir)?;
+            // Only the torn line goes: the valid prefix is kept byte for byte.
+            file.set_len(resume.len)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| LedgerError::io(&path, e))?;
+            Recovery {
+                reason: format!("torn final line moved aside: {why}"),
+                torn_bytes: torn.len() as u64,
+                torn_sha256: Some(hex::encode(canon::sha256(&torn))),
+                saved_as: Some(format!("recovery/{name}")),
+            }
+        }
+    };
+    Ok((file, resume, recovery))
+}
+
+/// Size of the largest checkpoint of session `id` (by file name), 0 if none.
+pub(crate) fn last_checkpoint_size(dir: &Path, id: &Ulid) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir.join("checkpoints").join(id.to_string())) else {
+        return 0;
+    };
+    rd.filter_map(|e| {
+        let name = e.ok()?.file_name();
+        name.to_str()?.strip_suffix(".note")?.parse::<u64>().ok()
+    })
+    .max()
+    .unwrap_or(0)
+}

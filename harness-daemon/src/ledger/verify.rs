@@ -1,0 +1,698 @@
+//! The verifier: checks every session file's lines, chain, bodies and blobs, and its signed
+//! checkpoints, and reports each problem with the file, the `seq` and the reason. Read-only;
+//! needs nothing but the files and the public key. SPEC.md §12.
+use super::canon::{genesis, parse_line, Hash};
+use super::merkle::{leaf_hash, Frontier};
+use super::note::{origin, Checkpoint, NoteVerifier};
+use super::{session_files, session_id, Body, Entry, LedgerError, VERIFIER_KEY};
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::path::{Path, PathBuf};
+use ulid::Ulid;
+
+/// What kind of problem a verifier found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    /// An entry's bytes changed (invalid, not canonical, or its hash no longer chains).
+    Edited,
+    /// Entries are missing from the middle of a session, or a whole session file is gone.
+    Deleted,
+    /// Entries are out of order.
+    Reordered,
+    /// An entry that the writer did not write was added.
+    Inserted,
+    /// Entries are missing from the end: a signed checkpoint covers more than the file holds.
+    TruncatedTail,
+    /// The final line is incomplete (a crash the writer has not recovered from yet).
+    TornLine,
+    /// A checkpoint's signature is invalid (or it cannot be checked).
+    BadSignature,
+    /// A validly signed checkpoint does not match the entries (history rewritten).
+    CheckpointMismatch,
+    /// A closed session lacks its final checkpoint.
+    CheckpointMissing,
+    /// A blob an entry refers to is missing.
+    BlobMissing,
+    /// A blob an entry refers to does not have the recorded length or SHA-256.
+    BlobAltered,
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProblemKind::Edited => "edited",
+            ProblemKind::Deleted => "deleted",
+            ProblemKind::Reordered => "reordered",
+            ProblemKind::Inserted => "inserted",
+            ProblemKind::TruncatedTail => "truncated tail",
+            ProblemKind::TornLine => "torn line",
+            ProblemKind::BadSignature => "bad signature",
+            ProblemKind::CheckpointMismatch => "checkpoint mismatch",
+            ProblemKind::CheckpointMissing => "checkpoint missing",
+            ProblemKind::BlobMissing => "missing blob",
+            ProblemKind::BlobAltered => "altered blob",
+        })
+    }
+}
+
+/// One thing wrong with a ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file concerned.
+    pub file: PathBuf,
+    /// The entry concerned, when there is one.
+    pub seq: Option<u64>,
+    /// What kind of problem.
+    pub kind: ProblemKind,
+    /// Details.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file.display())?;
+        if let Some(seq) = self.seq {
+            write!(f, "seq {seq}: ")?;
+        }
+        write!(f, "{}: {}", self.kind, self.reason)
+    }
+}
+
+/// What the verifier found in one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionReport {
+    /// The session file.
+    pub file: PathBuf,
+    /// Entries read (valid or not).
+    pub entries: u64,
+    /// Whether the last entry is `session_close`.
+    pub closed: bool,
+    /// Size of the largest checkpoint whose signature is valid.
+    pub checkpoint: Option<u64>,
+    /// Root (base64) of that checkpoint.
+    pub checkpoint_root: Option<String>,
+}
+
+/// The verifier's findings.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// One per session file checked.
+    pub sessions: Vec<SessionReport>,
+    /// Everything wrong; empty means intact.
+    pub problems: Vec<Problem>,
+    /// The checkpoint key used, in verifier-key form.
+    pub key: Option<String>,
+}
+
+impl Report {
+    /// Whether no problem was found.
+    pub fn intact(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Total entries in all sessions.
+    pub fn entries(&self) -> u64 {
+        self.sessions.iter().map(|s| s.entries).sum()
+    }
+}
+
+/// How to verify.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// The public key to check checkpoints with. Default: `keys/checkpoint.pub` in the ledger
+    /// directory (which whoever can rewrite the ledger can also replace: pass the key you
+    /// trust when it matters).
+    pub key: Option<NoteVerifier>,
+}
+
+/// Verifies a session file or a whole ledger directory. `Err` only for I/O or usage errors;
+/// problems with the ledger's content are in the report.
+pub fn verify_path(path: &Path, opts: &VerifyOptions) -> Result<Report, LedgerError> {
+    let meta = std::fs::metadata(path).map_err(|e| LedgerError::io(path, e))?;
+    let (dir, files) = if meta.is_dir() {
+        (path.to_owned(), session_files(path)?)
+    } else {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        (dir, vec![path.to_owned()])
+    };
+    let mut report = Report::default();
+    let key = match &opts.key {
+        Some(k) => Some(k.clone()),
+        None => {
+            let kp = dir.join(VERIFIER_KEY);
+            match std::fs::read_to_string(&kp) {
+                Ok(text) => match NoteVerifier::parse(&text) {
+                    Ok(k) => Some(k),
+                    Err(reason) => {
+                        report.problems.push(Problem {
+                            file: kp,
+                            seq: None,
+                            kind: ProblemKind::BadSignature,
+                            reason,
+                        });
+                        None
+                    }
+                },
+                Err(_) => None,
+            }
+        }
+    };
+    report.key = key.as_ref().map(NoteVerifier::to_text);
+    let mut blobs = BlobCache::default();
+    for file in &files {
+        let s = verify_session(file, &dir, key.as_ref(), &mut blobs, &mut report.problems)?;
+        report.sessions.push(s);
+    }
+    if meta.is_dir() {
+        // A session whose file is gone but whose checkpoints remain was deleted.
+        if let Ok(rd) = std::fs::read_dir(dir.join("checkpoints")) {
+            let mut gone: Vec<String> = rd
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.parse::<Ulid>().is_ok() && !dir.join(format!("{n}.jsonl")).exists())
+                .collect();
+            gone.sort();
+            for n in gone {
+                report.problems.push(Problem {
+                    file: dir.join(format!("{n}.jsonl")),
+                    seq: None,
+                    kind: ProblemKind::Deleted,
+                    reason: "session file is missing but its signed checkpoints exist".into(),
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// What the verifier keeps of one line.
+struct Checked {
+    hash: Hash,
+    seq: u64,
+    session_ok: bool,
+    ts: [u8; 27],
+    prev: Hash,
+    what: What,
+    blobs: Vec<(String, u64)>,
+    body_error: Option<String>,
+}
+
+enum What {
+    Open,
+    Close,
+    Annotation { of_seq: u64, of_hash: String },
+    Other,
+}
+
+enum Parsed {
+    Ok(Box<Checked>),
+    Bad(String),
+}
+
+fn check_line(line: &[u8], session: &str) -> Parsed {
+    let l = match parse_line(line) {
+        Ok(l) => l,
+        Err(e) => return Parsed::Bad(e),
+    };
+    let mut ts = [0u8; 27];
+    ts.copy_from_slice(l.ts.as_bytes());
+    let mut blobs = Vec::new();
+    let mut body_error = None;
+    for b in l.entry.bodies() {
+        if let Body::Blob { len, sha256 } = b {
+            blobs.push((sha256.clone(), *len));
+        } else if let Err(e) = b.check_inline() {
+            body_error = Some(e);
+        }
+    }
+    let what = match l.entry {
+        Entry::SessionOpen(_) => What::Open,
+        Entry::SessionClose(_) => What::Close,
+        Entry::Annotation(a) => What::Annotation {
+            of_seq: a.of_seq,
+            of_hash: a.of_hash,
+        },
+        _ => What::Other,
+    };
+    Parsed::Ok(Box::new(Checked {
+        hash: l.hash,
+        seq: l.seq,
+        session_ok: l.session == session,
+        ts,
+        prev: l.prev,
+        what,
+        blobs,
+        body_error,
+    }))
+}
+
+/// Parses `lines` on all cores.
+fn check_lines(lines: &[Vec<u8>], session: &str) -> Vec<Parsed> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads == 1 || lines.len() < 1024 {
+        return lines.iter().map(|l| check_line(l, session)).collect();
+    }
+    let per = lines.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = lines
+            .chunks(per)
+            .map(|chunk| s.spawn(move || chunk.iter().map(|l| check_line(l, session)).collect()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| -> Vec<Parsed> {
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })
+            .collect()
+    })
+}
+
+#[derive(Default)]
+struct BlobCache {
+    checked: HashMap<String, Result<u64, (ProblemKind, String)>>,
+}
+
+impl BlobCache {
+    fn check(&mut self, dir: &Path, sha: &str) -> Result<u64, (ProblemKind, String)> {
+        self.checked
+            .entry(sha.to_owned())
+            .or_insert_with(|| {
+                let path = super::blob_path(dir, sha);
+                let f = std::fs::File::open(&path)
+                    .map_err(|e| (ProblemKind::BlobMissing, format!("blob {sha}: {e}")))?;
+                let mut r = BufReader::new(f);
+                let mut h = Sha256::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut len = 0u64;
+                loop {
+                    let n = r
+                        .read(&mut buf)
+                        .map_err(|e| (ProblemKind::BlobMissing, format!("blob {sha}: {e}")))?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                    len += n as u64;
+                }
+                if hex::encode(h.finalize()) != sha {
+                    return Err((
+                        ProblemKind::BlobAltered,
+                        format!("blob {sha}: content does not match its SHA-256"),
+                    ));
+                }
+                Ok(len)
+            })
+            .clone()
+    }
+}
+
+/// Lines read per parallel batch.
+const CHUNK: usize = 1 << 16;
+
+fn verify_session(
+    file: &Path,
+    dir: &Path,
+    key: Option<&NoteVerifier>,
+    blobs: &mut BlobCache,
+    problems: &mut Vec<Problem>,
+) -> Result<SessionReport, LedgerError> {
+    let mut problem = |seq: Option<u64>, kind: ProblemKind, reason: String| {
+        problems.push(Problem {
+            file: file.to_owned(),
+            seq,
+            kind,
+            reason,
+        })
+    };
+    let id = session_id(file);
+    if id.is_none() {
+        problem(
+            None,
+            ProblemKind::Inserted,
+            "file name is not <ULID>.jsonl".into(),
+        );
+    }
+    let session = id.map(|i| i.to_string()).unwrap_or_default();
+
+    // 1. Every line on its own (in parallel), keeping a compact record of each.
+    let f = std::fs::File::open(file).map_err(|e| LedgerError::io(file, e))?;
+    let mut reader = BufReader::with_capacity(1 << 20, f);
+    let mut recs: Vec<Option<Box<Checked>>> = Vec::new();
+    let mut bad: Vec<(usize, String)> = Vec::new();
+    let mut torn = false;
+    loop {
+        let mut lines = Vec::with_capacity(CHUNK);
+        while lines.len() < CHUNK {
+            let mut line = Vec::new();
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| LedgerError::io(file, e))?;
+            if n == 0 {
+                break;
+            }
+            if line.pop() != Some(b'\n') {
+                torn = true;
+                break;
+            }
+            lines.push(line);
+        }
+        let done = lines.len() < CHUNK;
+        for p in check_lines(&lines, &session) {
+            match p {
+                Parsed::Ok(c) => recs.push(Some(c)),
+                Parsed::Bad(reason) => {
+                    bad.push((recs.len(), reason));
+                    recs.push(None);
+                }
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    let lines_read = recs.len() as u64;
+
+    // 2. Lines that are not valid entries: name the seq they stand where.
+    let guess = |recs: &[Option<Box<Checked>>], i: usize| -> u64 {
+        recs[..i]
+            .iter()
+            .rev()
+            .find_map(|r| r.as_ref().map(|c| c.seq + 1))
+            .unwrap_or(0)
+    };
+    let mut bad_seqs = std::collections::HashSet::new();
+    for (i, reason) in &bad {
+        let seq = guess(&recs, *i);
+        bad_seqs.insert(seq);
+        problem(
+            Some(seq),
+            ProblemKind::Edited,
+            format!("line {}: not a valid entry: {reason}", i + 1),
+        );
+    }
+    if torn {
+        problem(
+            Some(guess(&recs, recs.len())),
+            ProblemKind::TornLine,
+            "final line is incomplete (crash not yet recovered; reopening the session moves it aside)"
+                .into(),
+        );
+    }
+    let good: Vec<&Checked> = recs.iter().flatten().map(|b| &**b).collect();
+    for c in &good {
+        if !c.session_ok {
+            problem(
+                Some(c.seq),
+                ProblemKind::Inserted,
+                "entry belongs to another session".into(),
+            );
+        }
+    }
+
+    // 3. Order, gaps and duplicates.
+    for w in good.windows(2) {
+        if w[1].seq < w[0].seq {
+            problem(
+                Some(w[1].seq),
+                ProblemKind::Reordered,
+                format!("seq {} appears after seq {}", w[1].seq, w[0].seq),
+            );
+        }
+    }
+    let mut by_seq: BTreeMap<u64, Vec<&Checked>> = BTreeMap::new();
+    for c in &good {
+        by_seq.entry(c.seq).or_default().push(c);
+    }
+    let max = by_seq.keys().next_back().copied();
+    let count = max.map_or(0, |m| m + 1);
+    let mut s = 0;
+    while s < count {
+        if by_seq.contains_key(&s) || bad_seqs.contains(&s) {
+            s += 1;
+            continue;
+        }
+        let start = s;
+        while s < count && !by_seq.contains_key(&s) && !bad_seqs.contains(&s) {
+            s += 1;
+        }
+        let reason = if s - start == 1 {
+            format!("seq {start} is missing")
+        } else {
+            format!("seq {start}..{} are missing", s - 1)
+        };
+        problem(Some(start), ProblemKind::Deleted, reason);
+    }
+    // The genuine entry of a duplicated seq is the one the next entry chains to.
+    let mut canon: BTreeMap<u64, &Checked> = BTreeMap::new();
+    for (&seq, v) in &by_seq {
+        if v.len() == 1 {
+            canon.insert(seq, v[0]);
+            continue;
+        }
+        let next_prev = by_seq
+            .get(&(seq + 1))
+            .and_then(|n| (n.len() == 1).then(|| n[0].prev));
+        let genuine = v.iter().position(|c| Some(c.hash) == next_prev);
+        for (i, c) in v.iter().enumerate() {
+            if Some(i) == genuine {
+                canon.insert(seq, c);
+            } else {
+                problem(
+                    Some(seq),
+                    ProblemKind::Inserted,
+                    format!(
+                        "seq {seq} appears {} times; this one is not in the chain",
+                        v.len()
+                    ),
+                );
+            }
+        }
+    }
+
+    // 4. The chain, timestamps and structure, in seq order.
+    let gen = id.map(|i| genesis(&i));
+    let last = canon.keys().next_back().copied();
+    for (&seq, c) in &canon {
+        if seq == 0 {
+            if gen.is_some_and(|g| g != c.prev) {
+                problem(
+                    Some(0),
+                    ProblemKind::Edited,
+                    "prev is not the session's genesis hash".into(),
+                );
+            }
+            if !matches!(c.what, What::Open) {
+                problem(
+                    Some(0),
+                    ProblemKind::Edited,
+                    "first entry is not session_open".into(),
+                );
+            }
+        } else {
+            if let Some(p) = canon.get(&(seq - 1)) {
+                if p.hash != c.prev {
+                    problem(
+                        Some(seq - 1),
+                        ProblemKind::Edited,
+                        format!("entry hash does not match the prev of seq {seq}"),
+                    );
+                }
+                if c.ts < p.ts {
+                    problem(
+                        Some(seq),
+                        ProblemKind::Reordered,
+                        format!("timestamp is earlier than seq {}'s", seq - 1),
+                    );
+                }
+            }
+            if matches!(c.what, What::Open) {
+                problem(
+                    Some(seq),
+                    ProblemKind::Inserted,
+                    "session_open after seq 0".into(),
+                );
+            }
+        }
+        if matches!(c.what, What::Close) && Some(seq) != last {
+            problem(
+                Some(seq + 1),
+                ProblemKind::Inserted,
+                "entries follow session_close".into(),
+            );
+        }
+        if let What::Annotation { of_seq, of_hash } = &c.what {
+            let ok = *of_seq < seq
+                && canon
+                    .get(of_seq)
+                    .is_some_and(|t| hex::encode(t.hash) == *of_hash);
+            if !ok {
+                problem(
+                    Some(seq),
+                    ProblemKind::Edited,
+                    format!("annotation refers to seq {of_seq}, whose hash is not {of_hash}"),
+                );
+            }
+        }
+        if let Some(e) = &c.body_error {
+            problem(Some(seq), ProblemKind::Edited, e.clone());
+        }
+        for (sha, len) in &c.blobs {
+            match blobs.check(dir, sha) {
+                Ok(n) if n == *len => {}
+                Ok(n) => problem(
+                    Some(seq),
+                    ProblemKind::BlobAltered,
+                    format!("blob {sha} has {n} bytes, entry says {len}"),
+                ),
+                Err((kind, reason)) => problem(Some(seq), kind, reason),
+            }
+        }
+    }
+    let closed = last
+        .and_then(|l| canon.get(&l))
+        .is_some_and(|c| matches!(c.what, What::Close));
+
+    // 5. Checkpoints.
+    let mut cps: Vec<Checkpoint> = Vec::new();
+    let cp_dir = dir.join("checkpoints").join(&session);
+    let mut names: Vec<PathBuf> = match std::fs::read_dir(&cp_dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "note"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    let mut cp_problem = |path: &Path, seq: Option<u64>, kind, reason: String| {
+        problems.push(Problem {
+            file: path.to_owned(),
+            seq,
+            kind,
+            reason,
+        })
+    };
+    for path in &names {
+        let named: Option<u64> = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse().ok());
+        let seq = named.map(|n| n.saturating_sub(1));
+        let Some(key) = key else {
+            cp_problem(
+                path,
+                seq,
+                ProblemKind::BadSignature,
+                format!("cannot check: no public key ({VERIFIER_KEY} missing; pass --key)"),
+            );
+            continue;
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                cp_problem(
+                    path,
+                    seq,
+                    ProblemKind::BadSignature,
+                    format!("unreadable: {e}"),
+                );
+                continue;
+            }
+        };
+        match Checkpoint::open(&text, key) {
+            Ok(cp) => {
+                if id.is_some_and(|i| cp.origin != origin(&i)) {
+                    cp_problem(
+                        path,
+                        seq,
+                        ProblemKind::CheckpointMismatch,
+                        format!("checkpoint is for {}, not this session", cp.origin),
+                    );
+                } else if named != Some(cp.size) {
+                    cp_problem(
+                        path,
+                        seq,
+                        ProblemKind::CheckpointMismatch,
+                        format!("file name does not match its size {}", cp.size),
+                    );
+                } else {
+                    cps.push(cp);
+                }
+            }
+            Err(reason) => cp_problem(path, seq, ProblemKind::BadSignature, reason),
+        }
+    }
+    cps.sort_by_key(|c| c.size);
+    let contiguous = (0..).take_while(|s| canon.contains_key(s)).count() as u64;
+    let mut frontier = Frontier::new();
+    let mut leaves = canon.values();
+    let mut last_ok = 0u64;
+    let explained_below = |problems: &Vec<Problem>, size: u64| {
+        problems
+            .iter()
+            .any(|p| p.file == file && p.seq.is_some_and(|s| s < size))
+    };
+    if let Some(cp) = cps.last().filter(|cp| cp.size > count) {
+        problems.push(Problem {
+                file: file.to_owned(),
+                seq: Some(count),
+                kind: ProblemKind::TruncatedTail,
+                reason: format!(
+                    "a signed checkpoint covers {} entries but the file ends at seq {}; seq {}..{} were cut off",
+                    cp.size,
+                    count as i64 - 1,
+                    count,
+                    cp.size - 1
+                ),
+            });
+    }
+    for cp in &cps {
+        if cp.size > contiguous {
+            break; // Gaps below it are reported already.
+        }
+        while frontier.size() < cp.size {
+            match leaves.next() {
+                Some(c) => frontier.push(leaf_hash(&c.hash)),
+                None => break,
+            }
+        }
+        if frontier.root() != cp.root {
+            if !explained_below(problems, cp.size) {
+                problems.push(Problem {
+                    file: file.to_owned(),
+                    seq: Some(last_ok),
+                    kind: ProblemKind::CheckpointMismatch,
+                    reason: format!(
+                        "entries seq {last_ok}..{} do not match the signed checkpoint of size {} (history rewritten)",
+                        cp.size - 1,
+                        cp.size
+                    ),
+                });
+            }
+            break;
+        }
+        last_ok = cp.size;
+    }
+    let best = cps.last();
+    if closed && key.is_some() && best.map(|c| c.size) != Some(count) {
+        problems.push(Problem {
+            file: file.to_owned(),
+            seq: Some(best.map_or(0, |c| c.size)),
+            kind: ProblemKind::CheckpointMissing,
+            reason: format!(
+                "session is closed but no valid checkpoint covers all {count} entries (the final checkpoint was removed?)"
+            ),
+        });
+    }
+    Ok(SessionReport {
+        file: file.to_owned(),
+        entries: lines_read,
+        closed,
+        checkpoint: best.map(|c| c.size),
+        checkpoint_root: best.map(|c| base64::engine::general_purpose::STANDARD.encode(c.root)),
+    })
+}

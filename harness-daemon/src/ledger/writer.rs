@@ -1,0 +1,423 @@
+//! One writer per session: a dedicated thread that takes every entry queued since its last
+//! sync, chains them in order, writes them with one `write` and makes them durable with one
+//! `fdatasync` (group commit), then resolves each caller's future with a [`Durable`]. The first
+//! failed write or sync fails every waiter and ends the session (fail-closed; a failed sync is
+//! never retried). SPEC.md §10.
+use super::canon::{self, Hash};
+use super::merkle::{leaf_hash, Frontier};
+use super::note::{origin, Checkpoint};
+use super::{fsync_dir, Entry, Ledger, LedgerError, SessionClose};
+use serde_json::{Map, Value};
+use std::fs::File;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::oneshot;
+use ulid::Ulid;
+
+/// Most entries one batch takes (bounds the write buffer).
+const MAX_BATCH: usize = 4096;
+
+/// Proof that an entry is durable on disk. Only the ledger can make one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durable {
+    seq: u64,
+    hash: Hash,
+}
+
+impl Durable {
+    /// Sequence number of the durable entry.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Entry hash: SHA-256 of the entry's canonical bytes.
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+
+    /// Entry hash in lower-case hex (as `prev` and `of_hash` hold it).
+    pub fn hash_hex(&self) -> String {
+        hex::encode(self.hash)
+    }
+}
+
+/// Where a writer resumes: the state of the chain after the file's last valid entry.
+#[derive(Debug, Clone)]
+pub(crate) struct Resume {
+    pub next_seq: u64,
+    pub prev: Hash,
+    pub last_ts: String,
+    pub frontier: Frontier,
+    pub len: u64,
+    pub checkpointed: u64,
+}
+
+impl Resume {
+    pub fn new(id: &Ulid) -> Resume {
+        Resume {
+            next_seq: 0,
+            prev: canon::genesis(id),
+            last_ts: String::new(),
+            frontier: Frontier::new(),
+            len: 0,
+            checkpointed: 0,
+        }
+    }
+}
+
+struct Submit {
+    object: Map<String, Value>,
+    close: bool,
+    done: oneshot::Sender<Result<Durable, LedgerError>>,
+}
+
+#[derive(Clone)]
+enum End {
+    Failed(String),
+    Closed,
+}
+
+/// Appends entries to one session file. Cheap to clone; all clones share one writer thread.
+/// When the last clone is dropped without [`SessionWriter::close`], the thread signs a final
+/// checkpoint and stops; the session stays unclosed (and can be reopened).
+#[derive(Clone)]
+pub struct SessionWriter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    id: Ulid,
+    path: PathBuf,
+    ledger: Ledger,
+    tx: mpsc::Sender<Submit>,
+    end: Arc<Mutex<Option<End>>>,
+}
+
+impl std::fmt::Debug for SessionWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionWriter")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionWriter {
+    pub(crate) fn start(
+        ledger: Ledger,
+        id: Ulid,
+        path: PathBuf,
+        file: File,
+        resume: Resume,
+    ) -> Result<SessionWriter, LedgerError> {
+        let (tx, rx) = mpsc::channel();
+        let end = Arc::new(Mutex::new(None));
+        let thread = Thread {
+            id,
+            path: path.clone(),
+            ledger: ledger.clone(),
+            file,
+            st: resume,
+            cp_time: Instant::now(),
+            end: end.clone(),
+            closed: false,
+            buf: Vec::new(),
+        };
+        std::thread::Builder::new()
+            .name(format!("ledger-{id}"))
+            .spawn(move || thread.run(rx))
+            .map_err(|e| LedgerError::io(&path, e))?;
+        Ok(SessionWriter {
+            shared: Arc::new(Shared {
+                id,
+                path,
+                ledger,
+                tx,
+                end,
+            }),
+        })
+    }
+
+    /// The session's id (its file name).
+    pub fn id(&self) -> Ulid {
+        self.shared.id
+    }
+
+    /// The session file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.shared.path
+    }
+
+    /// The ledger this session belongs to (for bodies, blobs and fingerprints).
+    pub fn ledger(&self) -> &Ledger {
+        &self.shared.ledger
+    }
+
+    /// Appends `entry`; resolves once it is durable, or with the error that ended the session.
+    /// An entry whose future is dropped before it resolves may or may not be written.
+    pub async fn append(&self, entry: Entry) -> Result<Durable, LedgerError> {
+        self.submit(entry, false).await
+    }
+
+    /// Writes `session_close` and a final signed checkpoint; resolves when both are durable.
+    /// The session accepts nothing after it.
+    pub async fn close(&self, close: SessionClose) -> Result<Durable, LedgerError> {
+        self.submit(Entry::SessionClose(close), true).await
+    }
+
+    async fn submit(&self, entry: Entry, close: bool) -> Result<Durable, LedgerError> {
+        if let Some(end) = self.ended() {
+            return Err(self.end_error(end));
+        }
+        let object = canon::entry_object(&entry).map_err(|source| LedgerError::Entry {
+            path: self.shared.path.clone(),
+            source,
+        })?;
+        let (done, rx) = oneshot::channel();
+        if self
+            .shared
+            .tx
+            .send(Submit {
+                object,
+                close,
+                done,
+            })
+            .is_err()
+        {
+            return Err(self.gone());
+        }
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => Err(self.gone()),
+        }
+    }
+
+    fn ended(&self) -> Option<End> {
+        lock(&self.shared.end).clone()
+    }
+
+    fn gone(&self) -> LedgerError {
+        let end = self
+            .ended()
+            .unwrap_or_else(|| End::Failed("ledger writer thread ended".into()));
+        self.end_error(end)
+    }
+
+    fn end_error(&self, end: End) -> LedgerError {
+        let path = self.shared.path.clone();
+        match end {
+            End::Failed(reason) => LedgerError::Failed { path, reason },
+            End::Closed => LedgerError::Closed { path },
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded value is a plain Option that a panic cannot leave half-updated.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// === impl Thread ===
+
+struct Thread {
+    id: Ulid,
+    path: PathBuf,
+    ledger: Ledger,
+    file: File,
+    st: Resume,
+    cp_time: Instant,
+    end: Arc<Mutex<Option<End>>>,
+    closed: bool,
+    buf: Vec<u8>,
+}
+
+type Waiter = (oneshot::Sender<Result<Durable, LedgerError>>, Durable);
+
+impl Thread {
+    fn run(mut self, rx: mpsc::Receiver<Submit>) {
+        let interval = self.ledger.options().checkpoint_interval;
+        let mut batch = Vec::new();
+        loop {
+            let first = if self.st.frontier.size() > self.st.checkpointed {
+                match rx.recv_timeout(interval.saturating_sub(self.cp_time.elapsed())) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Err(e) = self.checkpoint() {
+                            self.fail(&e.to_string());
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                }
+            };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            if !self.commit(&mut batch) {
+                // Fail-closed: dropping `rx` fails everything still queued.
+                return;
+            }
+        }
+        if self.st.frontier.size() > self.st.checkpointed {
+            if let Err(e) = self.checkpoint() {
+                self.fail(&e.to_string());
+            }
+        }
+    }
+
+    /// Writes one batch. Returns false when the session has failed.
+    fn commit(&mut self, batch: &mut Vec<Submit>) -> bool {
+        self.buf.clear();
+        let mut waiters: Vec<Waiter> = Vec::with_capacity(batch.len());
+        let mut close_waiter = None;
+        let mut leaves = Vec::with_capacity(batch.len());
+        for m in batch.drain(..) {
+            if self.closed {
+                let _ = m.done.send(Err(LedgerError::Closed {
+                    path: self.path.clone(),
+                }));
+                continue;
+            }
+            let seq = self.st.next_seq;
+            let ts = self.next_ts();
+            let bytes = match canon::seal(m.object, &self.id, seq, &ts, &self.st.prev) {
+                Ok(b) => b,
+                Err(source) => {
+                    let _ = m.done.send(Err(LedgerError::Entry {
+                        path: self.path.clone(),
+                        source,
+                    }));
+                    continue;
+                }
+            };
+            let hash = canon::sha256(&bytes);
+            self.buf.extend_from_slice(&bytes);
+            self.buf.push(b'\n');
+            self.st.prev = hash;
+            self.st.next_seq += 1;
+            self.st.last_ts = ts;
+            leaves.push(leaf_hash(&hash));
+            let durable = Durable { seq, hash };
+            if m.close {
+                self.closed = true;
+                close_waiter = Some((m.done, durable));
+            } else {
+                waiters.push((m.done, durable));
+            }
+        }
+        if leaves.is_empty() {
+            return true;
+        }
+        let written = self
+            .file
+            .write_all(&self.buf)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            let reason = e.to_string();
+            // Best effort: drop the bytes nobody was told are durable. Never retry the sync.
+            let _ = self.file.set_len(self.st.len);
+            self.fail(&reason);
+            for (done, _) in waiters.into_iter().chain(close_waiter) {
+                let _ = done.send(Err(LedgerError::Io {
+                    path: self.path.clone(),
+                    source: std::io::Error::new(e.kind(), reason.clone()),
+                }));
+            }
+            return false;
+        }
+        self.st.len += self.buf.len() as u64;
+        for l in leaves {
+            self.st.frontier.push(l);
+        }
+        for (done, durable) in waiters {
+            let _ = done.send(Ok(durable));
+        }
+        let opts = self.ledger.options();
+        let due = self.closed
+            || self.st.frontier.size() - self.st.checkpointed >= opts.checkpoint_every
+            || self.cp_time.elapsed() >= opts.checkpoint_interval;
+        if due {
+            if let Err(e) = self.checkpoint() {
+                let reason = e.to_string();
+                self.fail(&reason);
+                if let Some((done, _)) = close_waiter {
+                    let _ = done.send(Err(e));
+                }
+                return false;
+            }
+        }
+        if let Some((done, durable)) = close_waiter {
+            *lock(&self.end) = Some(End::Closed);
+            let _ = done.send(Ok(durable));
+        }
+        true
+    }
+
+    fn next_ts(&self) -> String {
+        let now = canon::format_ts(time::OffsetDateTime::now_utc());
+        // Fixed-width UTC: string order is time order. Timestamps never go backwards.
+        if now < self.st.last_ts {
+            self.st.last_ts.clone()
+        } else {
+            now
+        }
+    }
+
+    fn fail(&mut self, reason: &str) {
+        let mut end = lock(&self.end);
+        if end.is_none() {
+            *end = Some(End::Failed(reason.to_owned()));
+        }
+    }
+
+    /// Signs and durably writes a checkpoint for everything committed so far.
+    fn checkpoint(&mut self) -> Result<(), LedgerError> {
+        let size = self.st.frontier.size();
+        let cp = Checkpoint {
+            origin: origin(&self.id),
+            size,
+            root: self.st.frontier.root(),
+        };
+        let note = self.ledger.signer().sign(&cp.body());
+        write_checkpoint(self.ledger.dir(), &self.id, size, &note)?;
+        self.st.checkpointed = size;
+        self.cp_time = Instant::now();
+        Ok(())
+    }
+}
+
+/// Writes `checkpoints/<id>/<size, 20 digits>.note` atomically and durably.
+fn write_checkpoint(
+    dir: &std::path::Path,
+    id: &Ulid,
+    size: u64,
+    note: &str,
+) -> Result<(), LedgerError> {
+    let cps = dir.join("checkpoints");
+    let sdir = cps.join(id.to_string());
+    if !sdir.is_dir() {
+        std::fs::create_dir_all(&sdir).map_err(|e| LedgerError::io(&sdir, e))?;
+        fsync_dir(&cps)?;
+    }
+    let path = sdir.join(format!("{size:020}.note"));
+    let tmp = sdir.join(format!(".tmp-{size:020}"));
+    let mut f = File::create(&tmp).map_err(|e| LedgerError::io(&tmp, e))?;
+    f.write_all(note.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| LedgerError::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|e| LedgerError::io(&path, e))?;
+    fsync_dir(&sdir)
+}
