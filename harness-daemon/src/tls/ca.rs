@@ -137,6 +137,16 @@ impl HarnessCa {
     /// - Certificate without key: an error (it cannot sign, and regenerating silently would
     ///   invalidate every exported copy).
     pub fn load_or_create(dir: &Path) -> Result<HarnessCa, CaError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|source| CaError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        // Two harness processes starting together must not both create a CA.
+        let _lock = lock_dir(dir)?;
         let cert_path = dir.join(CERT_FILE);
         let key_path = dir.join(KEY_FILE);
         let cert_exists = exists(&cert_path)?;
@@ -179,21 +189,11 @@ impl HarnessCa {
     }
 
     /// Writes the CA certificate (never the key) to `path`, mode 0644, for
-    /// `harness ca --export PATH`.
+    /// `harness ca --export PATH`. The file is written beside `path` and renamed over it, so a
+    /// symlink planted at `path` is replaced, never followed (the daemon runs as root). To print
+    /// the certificate instead, use [`certificate_pem`](Self::certificate_pem).
     pub fn export(&self, path: &Path) -> Result<(), CaError> {
-        let io_err = |source| CaError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(path)
-            .map_err(io_err)?;
-        file.write_all(self.cert_pem.as_bytes()).map_err(io_err)?;
-        file.sync_all().map_err(io_err)
+        write_new(path, self.cert_pem.as_bytes(), 0o644)
     }
 
     /// The issuer leaves are signed by (distinguished name, SKI, key).
@@ -202,14 +202,6 @@ impl HarnessCa {
     }
 
     fn create(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<HarnessCa, CaError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .map_err(|source| CaError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
         let generate = |source| CaError::Generate {
             dir: dir.to_path_buf(),
             source,
@@ -341,6 +333,31 @@ fn ca_name() -> DistinguishedName {
     name
 }
 
+/// File name of the lock taken while loading or creating the CA.
+const LOCK_FILE: &str = ".lock";
+
+/// An exclusive `flock` on `DIR/.lock`, released when dropped.
+fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<File>, CaError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|source| CaError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+        CaError::Io {
+            path,
+            source: errno.into(),
+        }
+    })
+}
+
 fn exists(path: &Path) -> Result<bool, CaError> {
     match fs::symlink_metadata(path) {
         Ok(_) => Ok(true),
@@ -455,6 +472,25 @@ mod tests {
         assert_eq!(again.certificate_der(), ca.certificate_der());
         assert_eq!(again.fingerprint_sha256_hex(), ca.fingerprint_sha256_hex());
         assert_eq!(ca.fingerprint_sha256_hex().len(), 64);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_first_use_creates_one_ca() {
+        let dir = tempdir("race");
+        let fingerprints: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| HarnessCa::load_or_create(&dir).unwrap()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap().fingerprint_sha256_hex())
+                .collect()
+        });
+        assert!(
+            fingerprints.windows(2).all(|w| w[0] == w[1]),
+            "{fingerprints:?}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -578,6 +614,18 @@ mod tests {
         let text = fs::read_to_string(&out).unwrap();
         assert_eq!(text, ca.certificate_pem());
         assert!(!text.contains("PRIVATE KEY"));
+        // A symlink at the destination is replaced, not written through.
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let link = dir.join("link.pem");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        ca.export(&link).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(fs::read_to_string(&link).unwrap(), ca.certificate_pem());
+        assert!(!fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         let err = ca.export(&dir.join("no/such/dir/x.pem")).unwrap_err();
         assert!(err.to_string().contains("no/such/dir/x.pem"), "{err}");
         fs::remove_dir_all(&dir).unwrap();

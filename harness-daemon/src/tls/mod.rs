@@ -11,6 +11,32 @@
 //!
 //! Everything here uses the *ring* crypto provider explicitly ([`provider`]); nothing relies on a
 //! process-wide default provider being installed.
+//!
+//! How the pieces fit (the daemon side, then `harness run`'s spawn):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use harness::tls::{HarnessCa, LeafMinter, ServerConfigs, TrustBundle};
+//! # async fn demo(tcp: tokio::net::TcpStream, original_dst: std::net::SocketAddr)
+//! #     -> Result<(), Box<dyn std::error::Error>> {
+//! // Once, at daemon start.
+//! let ca = HarnessCa::load_or_create("/var/lib/harness/ca".as_ref())?;
+//! let bundle = TrustBundle::build(ca.certificate_pem(), "/run/harness/trust.pem".as_ref())?;
+//! let configs = ServerConfigs::new(Arc::new(LeafMinter::new(ca)))?;
+//!
+//! // Per accepted connection: SNI leaf, or a leaf for the original destination IP.
+//! let acceptor = tokio_rustls::TlsAcceptor::from(configs.for_connection(original_dst.ip()));
+//! let tls = acceptor.accept(tcp).await?;
+//! let alpn = tls.get_ref().1.alpn_protocol(); // Some(b"h2") | Some(b"http/1.1") | None
+//! # let _ = alpn;
+//!
+//! // Spawning the agent: environment + private mount namespace, the latter registered
+//! // before the pre_exec hook that drops privileges (hooks run in registration order).
+//! let mut cmd = std::process::Command::new("agent");
+//! cmd.envs(bundle.env());
+//! bundle.mounts()?.install(&mut cmd);
+//! # Ok(()) }
+//! ```
 pub mod ca;
 pub mod leaf;
 pub mod trust;
