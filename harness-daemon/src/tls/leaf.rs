@@ -77,7 +77,8 @@ impl LeafName {
                 let s = dns.as_ref().trim_end_matches('.').to_ascii_lowercase();
                 LeafName::Dns(s)
             }
-            ServerName::IpAddress(ip) => LeafName::Ip(IpAddr::from(*ip)),
+            // An IPv4 destination reached through a dual-stack socket shows up as ::ffff:a.b.c.d.
+            ServerName::IpAddress(ip) => LeafName::Ip(IpAddr::from(*ip).to_canonical()),
             // `ServerName` is non-exhaustive; its Debug form is the best name we have.
             other => LeafName::Dns(format!("{other:?}")),
         }
@@ -238,10 +239,15 @@ impl LeafMinter {
         }
         dn.push(DnType::OrganizationName, "harness");
         params.distinguished_name = dn;
-        params.subject_alt_names = vec![match name {
-            LeafName::Dns(d) => SanType::DnsName(d.as_str().try_into().map_err(generate)?),
-            LeafName::Ip(ip) => SanType::IpAddress(*ip),
-        }];
+        params.subject_alt_names = match name {
+            LeafName::Dns(d) => vec![SanType::DnsName(d.as_str().try_into().map_err(generate)?)],
+            // Both spellings of an IPv4 address, whichever one the client verifies against.
+            LeafName::Ip(IpAddr::V4(v4)) => vec![
+                SanType::IpAddress(IpAddr::V4(*v4)),
+                SanType::IpAddress(IpAddr::V6(v4.to_ipv6_mapped())),
+            ],
+            LeafName::Ip(ip) => vec![SanType::IpAddress(*ip)],
+        };
         // ExplicitNoCa writes basicConstraints CA:FALSE and the Subject Key Identifier.
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

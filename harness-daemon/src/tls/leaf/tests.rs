@@ -137,6 +137,20 @@ fn leaf_carries_the_extensions_strict_clients_require() {
 }
 
 #[test]
+fn an_ipv4_mapped_destination_gets_a_leaf_valid_for_both_spellings() {
+    let (ca, dir) = test_ca("leaf-mapped");
+    let minter = LeafMinter::new(ca);
+    let v4 = Ipv4Addr::new(192, 0, 2, 10);
+    let mapped = ServerName::IpAddress(IpAddr::V6(v4.to_ipv6_mapped()).into());
+    let plain = ServerName::IpAddress(IpAddr::V4(v4).into());
+    let leaf = minter.leaf_for(&mapped).unwrap();
+    assert!(Arc::ptr_eq(&leaf, &minter.leaf_for(&plain).unwrap()));
+    verify(&minter, &leaf, &plain).expect("valid for a.b.c.d");
+    verify(&minter, &leaf, &mapped).expect("valid for ::ffff:a.b.c.d");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn leaves_are_cached_per_name_case_insensitively() {
     let (ca, dir) = test_ca("leaf-cache");
     let minter = LeafMinter::new(ca);
