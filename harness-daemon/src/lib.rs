@@ -16,3 +16,4 @@ pub mod policy;
 pub mod resolver;
 pub mod run;
 pub mod session;
+pub mod tls;
