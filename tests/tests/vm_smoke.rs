@@ -78,3 +78,54 @@ fn init_prepared_the_environment() {
     let lo = std::fs::read_to_string("/sys/class/net/lo/operstate").expect("lo operstate");
     assert_ne!(lo.trim(), "down", "lo is down");
 }
+
+/// Runs a program and panics with its output unless it succeeds.
+fn run_ok(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn host_programs_work_in_the_vm() {
+    if !in_vm() {
+        return;
+    }
+    run_ok("ip", &["netns", "add", "vm-smoke"]);
+    run_ok(
+        "ip",
+        &[
+            "link",
+            "add",
+            "vm-smoke0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vm-smoke1",
+        ],
+    );
+    run_ok("ip", &["link", "set", "vm-smoke1", "netns", "vm-smoke"]);
+    run_ok(
+        "ip",
+        &["netns", "exec", "vm-smoke", "ip", "link", "set", "lo", "up"],
+    );
+    run_ok("ip", &["link", "del", "vm-smoke0"]);
+    run_ok("ip", &["netns", "del", "vm-smoke"]);
+    run_ok("curl", &["--version"]);
+    run_ok(
+        "python3",
+        &[
+            "-c",
+            "import socket, ssl, json, http.client, urllib.request, asyncio",
+        ],
+    );
+}

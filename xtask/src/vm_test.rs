@@ -18,6 +18,7 @@ const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Kernel modules the tests need that Debian builds as modules (veth: netns test peers).
 const MODULES: &[&str] = &["veth"];
 /// Dynamically linked host tools the tests enclose; copied with their libraries when present.
+/// (Debian's python3 and its standard library are added too: see `add_python`.)
 const HOST_TOOLS: &[&str] = &["ip", "curl"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -26,6 +27,15 @@ pub enum Accel {
     Tcg,
     /// Hardware virtualisation (Debian's 6.1 kernel hangs under nested KVM on these machines).
     Kvm,
+}
+
+impl Accel {
+    fn name(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
 }
 
 /// VM options, shared with `cargo xtask test`.
@@ -112,9 +122,9 @@ pub fn run(opts: &Options, with_setup: bool) -> Result<()> {
     })?;
 
     step(format!(
-        "vm-test: booting {} under qemu ({:?}, timeout {} s); console log: {}",
+        "vm-test: booting {} under qemu (-accel {}, timeout {} s); console log: {}",
         kernel.display(),
-        opts.vm.accel,
+        opts.vm.accel.name(),
         opts.vm.timeout,
         log.display()
     ));
@@ -332,44 +342,22 @@ fn pack_initramfs(spec: &Initramfs) -> Result<()> {
         }
     }
 
-    // Dynamically linked host tools (iproute2's `ip` for netns, curl) with their libraries;
-    // they replace busybox's applets of the same name.
+    // Dynamically linked host programs the tests enclose (iproute2's `ip` for netns, curl,
+    // Debian's python3 and its standard library), with their libraries; they replace busybox's
+    // applets of the same name.
     let mut libs = BTreeSet::new();
     for tool in HOST_TOOLS {
-        let Some(path) = which(tool) else {
-            warn(format!(
+        match which(tool) {
+            Some(path) => add_host_program(&mut cpio, &path, tool, &mut libs)?,
+            None => warn(format!(
                 "{tool} not found on this host: the VM will have busybox's or none"
-            ));
-            continue;
-        };
-        let path = fs::canonicalize(&path)?;
-        libs.extend(shared_libraries(&path)?);
-        let inside = path
-            .strip_prefix("/")
-            .unwrap_or(&path)
-            .to_string_lossy()
-            .into_owned();
-        let data = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        cpio.file(&inside, 0o755, &data)?;
-        for dir in ["bin", "sbin", "usr/bin", "usr/sbin"] {
-            let name = format!("{dir}/{tool}");
-            if name != inside {
-                cpio.symlink(&name, &format!("/{inside}"))?;
-            }
+            )),
         }
-        note(format!(
-            "added {} (from the host, with its libraries)",
-            path.display()
-        ));
     }
+    add_python(&mut cpio, &mut libs)?;
     for lib in &libs {
         let data = fs::read(lib).with_context(|| format!("reading {}", lib.display()))?;
-        let inside = lib
-            .strip_prefix("/")
-            .unwrap_or(lib)
-            .to_string_lossy()
-            .into_owned();
-        cpio.file(&inside, 0o755, &data)?;
+        cpio.file(&inside(lib), 0o755, &data)?;
     }
 
     cpio.file(
@@ -439,6 +427,104 @@ fn pack_initramfs(spec: &Initramfs) -> Result<()> {
         spec.out.display(),
         size >> 20
     ));
+    Ok(())
+}
+
+/// A host path as a path inside the initramfs (no leading slash).
+fn inside(path: &Path) -> String {
+    path.strip_prefix("/")
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Copies a host program (symlinks resolved) and links it as `name` in the usual bin dirs;
+/// collects the libraries it needs into `libs`.
+fn add_host_program<W: Write>(
+    cpio: &mut Cpio<W>,
+    path: &Path,
+    name: &str,
+    libs: &mut BTreeSet<PathBuf>,
+) -> Result<()> {
+    let path = fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
+    libs.extend(shared_libraries(&path)?);
+    let data = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let real = inside(&path);
+    cpio.file(&real, 0o755, &data)?;
+    for dir in ["bin", "sbin", "usr/bin", "usr/sbin"] {
+        let link = format!("{dir}/{name}");
+        if link != real {
+            cpio.symlink(&link, &format!("/{real}"))?;
+        }
+    }
+    note(format!(
+        "added {} as {name} (from the host, with its libraries)",
+        path.display()
+    ));
+    Ok(())
+}
+
+/// Parts of Python's standard library the tests never need (tests, GUI, docs, build files).
+const PYTHON_SKIP: &[&str] = &[
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
+    "dist-packages",
+    "site-packages",
+];
+
+/// Debian's python3 (not a pyenv or venv one) and its standard library, when installed.
+fn add_python<W: Write>(cpio: &mut Cpio<W>, libs: &mut BTreeSet<PathBuf>) -> Result<()> {
+    let Ok(exe) = fs::canonicalize("/usr/bin/python3") else {
+        warn("/usr/bin/python3 not found: the VM will have no Python");
+        return Ok(());
+    };
+    let stdlib = Path::new("/usr/lib").join(file_name(&exe)?);
+    if !stdlib.is_dir() {
+        warn(format!(
+            "{} not found: the VM will have no Python",
+            stdlib.display()
+        ));
+        return Ok(());
+    }
+    add_host_program(cpio, &exe, "python3", libs)?;
+    let mut files = 0;
+    let mut stack = vec![stdlib.clone()];
+    while let Some(dir) = stack.pop() {
+        let entries = fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let top = dir == stdlib;
+            if (top && (PYTHON_SKIP.contains(&name.as_ref()) || name.starts_with("config-")))
+                || name.ends_with(".opt-1.pyc")
+                || name.ends_with(".opt-2.pyc")
+            {
+                continue;
+            }
+            let meta = fs::symlink_metadata(&path)?;
+            if meta.file_type().is_symlink() {
+                let target = fs::read_link(&path)?;
+                cpio.symlink(&inside(&path), &target.to_string_lossy())?;
+            } else if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                use std::os::unix::fs::PermissionsExt as _;
+                if name.ends_with(".so") {
+                    libs.extend(shared_libraries(&path)?);
+                }
+                let data =
+                    fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                cpio.file(&inside(&path), meta.permissions().mode() & 0o777, &data)?;
+                files += 1;
+            }
+        }
+    }
+    note(format!("added {} ({files} files)", stdlib.display()));
     Ok(())
 }
 
@@ -714,15 +800,19 @@ fn boot(cmd: &mut Command, log: &Path, nonce: &str, timeout: Duration) -> Result
         let mut buf = [0u8; 4096];
         let mut booted = None;
         let mut result = None;
+        let mut escapes = EscapeFilter::default();
+        let mut clean = Vec::new();
         loop {
             let n = match console.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let _ = stdout.write_all(&buf[..n]);
+            clean.clear();
+            escapes.filter(&buf[..n], &mut clean);
+            let _ = stdout.write_all(&clean);
             let _ = stdout.flush();
-            let _ = log_file.write_all(&buf[..n]);
-            for &byte in &buf[..n] {
+            let _ = log_file.write_all(&clean);
+            for &byte in &clean {
                 if byte != b'\n' {
                     line.push(byte);
                     continue;
@@ -782,9 +872,51 @@ fn boot(cmd: &mut Command, log: &Path, nonce: &str, timeout: Duration) -> Result
     })
 }
 
+/// Drops terminal escape sequences (the firmware's `ESC c` would reset the user's terminal).
+#[derive(Default)]
+struct EscapeFilter {
+    state: EscapeState,
+}
+
+#[derive(Default, Clone, Copy)]
+enum EscapeState {
+    #[default]
+    Text,
+    Escape,
+    Csi,
+}
+
+impl EscapeFilter {
+    fn filter(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        for &byte in input {
+            self.state = match (self.state, byte) {
+                (EscapeState::Text, 0x1b) => EscapeState::Escape,
+                (EscapeState::Text, b'\r') => EscapeState::Text,
+                (EscapeState::Text, _) => {
+                    out.push(byte);
+                    EscapeState::Text
+                }
+                (EscapeState::Escape, b'[') => EscapeState::Csi,
+                (EscapeState::Escape, _) => EscapeState::Text,
+                (EscapeState::Csi, 0x40..=0x7e) => EscapeState::Text,
+                (EscapeState::Csi, _) => EscapeState::Csi,
+            };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_sequences_are_dropped() {
+        let mut filter = EscapeFilter::default();
+        let mut out = Vec::new();
+        filter.filter(b"\x1bc\x1b[?7l\x1b[2", &mut out);
+        filter.filter(b"JSeaBIOS\r\nok\n", &mut out);
+        assert_eq!(out, b"SeaBIOS\nok\n");
+    }
 
     #[test]
     fn kernel_versions_sort_numerically() {
