@@ -156,6 +156,11 @@ pub fn run(opts: &Options, with_setup: bool) -> Result<()> {
             "vm-test: {n} test executable(s) failed inside the VM; console log: {}",
             log.display()
         ),
+        None if !outcome.status.success() => bail!(
+            "vm-test: qemu failed ({}) before the VM reported a result; console log: {}",
+            outcome.status,
+            log.display()
+        ),
         None => bail!(
             "vm-test: the VM stopped without reporting a result (kernel panic or /init failure?); console log: {}",
             log.display()
@@ -774,6 +779,7 @@ enum VmResult {
 }
 
 struct Outcome {
+    status: std::process::ExitStatus,
     result: Option<VmResult>,
     booted: Option<Duration>,
     total: Duration,
@@ -862,10 +868,8 @@ fn boot(cmd: &mut Command, log: &Path, nonce: &str, timeout: Duration) -> Result
         .join()
         .map_err(|_| anyhow::anyhow!("the console reader panicked"))?;
     eprintln!();
-    if !status.success() {
-        warn(format!("qemu exited with {status}"));
-    }
     Ok(Outcome {
+        status,
         result,
         booted,
         total,
