@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A sample "agent" for `cargo xtask demo`: looks a name up and calls the brokerage API.
+"""A sample "agent" for `cargo xtask demo`: looks names up and calls the brokerage API.
 
 It knows nothing about harness: no proxy settings, no configuration. Run it enclosed with
 `harness run -- python3 agent.py URL`, and every connection it makes lands in the ledger.
@@ -27,7 +27,11 @@ def call(method, url, body=None):
 
 
 def dns_query(name):
-    """One DNS A query over UDP to the first nameserver in /etc/resolv.conf (port 53)."""
+    """One DNS A query over UDP to the first nameserver in /etc/resolv.conf (port 53).
+
+    Enclosed, it goes to harness's resolver whatever the address; `cargo xtask demo` points
+    that resolver at the demo service's own DNS responder.
+    """
     server = "127.0.0.53"
     try:
         with open("/etc/resolv.conf") as f:
@@ -48,7 +52,9 @@ def dns_query(name):
         reply, _ = s.recvfrom(4096)
     rcode = reply[3] & 0x0F
     answers = struct.unpack(">H", reply[6:8])[0]
-    return server, rcode, answers
+    # With one question and compressed answer names, an A record's address is the last 4 bytes.
+    address = socket.inet_ntoa(reply[-4:]) if answers and len(reply) >= 16 else None
+    return server, rcode, answers, address
 
 
 def main():
@@ -56,8 +62,9 @@ def main():
     addrs = sorted({info[4][0] for info in socket.getaddrinfo("localhost", None, proto=socket.IPPROTO_TCP)})
     print(f"agent: getaddrinfo(localhost) -> {', '.join(addrs)}", flush=True)
     try:
-        server, rcode, answers = dns_query("localhost")
-        print(f"agent: DNS query localhost. A via {server}:53 -> rcode {rcode}, {answers} answer(s)", flush=True)
+        server, rcode, answers, address = dns_query("brokerage.demo")
+        print(f"agent: DNS query brokerage.demo. A via {server}:53 -> rcode {rcode}, "
+              f"{answers} answer(s){' ' + address if address else ''}", flush=True)
     except OSError as e:
         print(f"agent: DNS query localhost. A failed: {e}", flush=True)
 

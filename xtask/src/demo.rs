@@ -48,12 +48,32 @@ pub fn run(opts: &Options) -> Result<()> {
     std::fs::create_dir_all(&ledger).with_context(|| format!("creating {}", ledger.display()))?;
 
     step("demo: starting the sample brokerage API on 127.0.0.1 (xtask/demo/service.py)");
-    let (_service, url) = start_service(&python, &demo_dir.join("service.py"))?;
-    note(format!("service: {url}"));
+    let (_service, url, dns) = start_service(&python, &demo_dir.join("service.py"))?;
+    note(format!("HTTP API: {url}; DNS responder: {dns}"));
 
     step("demo: enclosing the sample agent (xtask/demo/agent.py) with `harness run`");
+    let run_help = Command::new(&harness)
+        .args(["run", "--help"])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", harness.display()))?;
+    if !run_help.status.success() {
+        bail!(
+            "this build of harness has no `run` subcommand yet ({} run --help failed)",
+            harness.display()
+        );
+    }
+    let run_help = String::from_utf8_lossy(&run_help.stdout);
     let mut cmd = Command::new(&harness);
     cmd.arg("run").arg("--ledger").arg(&ledger);
+    if run_help.contains("--no-daemon") {
+        // A running `harness daemon` would record into its own ledger, not the demo's.
+        cmd.arg("--no-daemon");
+    }
+    if run_help.contains("--dns-upstream") {
+        // The agent's DNS query is answered by the demo's responder: no network needed.
+        cmd.arg("--dns-upstream").arg(&dns);
+    }
     if let Some(policy) = &opts.policy {
         cmd.arg("--policy").arg(policy);
     }
@@ -102,8 +122,8 @@ fn python() -> Result<PathBuf> {
     which("python3").context("python3 not found: run `cargo xtask setup` as root")
 }
 
-/// Starts service.py on a free port; returns it and the URL it printed.
-fn start_service(python: &Path, script: &Path) -> Result<(Service, String)> {
+/// Starts service.py on free ports; returns it, the API's URL and the DNS responder's address.
+fn start_service(python: &Path, script: &Path) -> Result<(Service, String, String)> {
     let mut child = Command::new(python)
         .arg(script)
         .stdin(Stdio::null())
@@ -113,16 +133,21 @@ fn start_service(python: &Path, script: &Path) -> Result<(Service, String)> {
         .with_context(|| format!("starting {}", script.display()))?;
     let stdout = child.stdout.take().context("service stdout")?;
     let service = Service(child);
-    let mut first = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut first)
-        .context("reading the service's first line")?;
-    let url = first
-        .trim()
-        .strip_prefix("listening on ")
-        .with_context(|| format!("the demo service did not start (said {:?})", first.trim()))?
-        .to_owned();
-    Ok((service, url))
+    let mut lines = BufReader::new(stdout).lines();
+    let mut expect = |prefix: &str| -> Result<String> {
+        let line = lines
+            .next()
+            .transpose()
+            .context("reading the demo service's output")?
+            .unwrap_or_default();
+        line.trim()
+            .strip_prefix(prefix)
+            .map(str::to_owned)
+            .with_context(|| format!("the demo service did not start (said {line:?})"))
+    };
+    let url = expect("listening on ")?;
+    let dns = expect("dns on ")?;
+    Ok((service, url, dns))
 }
 
 /// Whether `harness SUBCOMMAND --help` works (the subcommand exists).
