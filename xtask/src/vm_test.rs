@@ -376,6 +376,13 @@ fn pack_initramfs(spec: &Initramfs) -> Result<()> {
         0o644,
         b"127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
     )?;
+    // glibc programs (python3, curl) read /etc/hosts before DNS only when told so.
+    cpio.file(
+        "etc/nsswitch.conf",
+        0o644,
+        b"passwd: files\ngroup: files\nhosts: files dns\n",
+    )?;
+    cpio.file("etc/resolv.conf", 0o644, b"nameserver 127.0.0.1\n")?;
 
     let harness =
         fs::read(spec.harness).with_context(|| format!("reading {}", spec.harness.display()))?;
