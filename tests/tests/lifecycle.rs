@@ -150,14 +150,18 @@ fn a_killed_engine_fails_closed() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    // The session file exists a moment before its first entry is in it.
+    let mut first = None;
     wait_for("the session to open", || {
-        session_files(&ledger)
-            .map(|f| !f.is_empty())
-            .unwrap_or(false)
+        first = session_files(&ledger)
+            .ok()
+            .and_then(|files| files.first().cloned())
+            .and_then(|file| read_session(&file).ok())
+            .and_then(|entries| entries.into_iter().next());
+        first.is_some()
     });
-    let files = session_files(&ledger).unwrap();
-    let cgroup = match &read_session(&files[0]).unwrap()[0].entry {
-        Entry::SessionOpen(open) => PathBuf::from(&open.cgroup),
+    let cgroup = match first.map(|r| r.entry) {
+        Some(Entry::SessionOpen(open)) => PathBuf::from(&open.cgroup),
         other => panic!("first entry {other:?}"),
     };
     wait_for("the probe to run inside the session", || {
