@@ -57,6 +57,13 @@ pub struct ProveArgs {
     pub key: Option<String>,
 }
 
+/// Prints a line on stdout; a closed pipe (`harness verify | head`) is not an error.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn fail(msg: impl std::fmt::Display) -> i32 {
     eprintln!("harness: {msg}");
     EXIT_ERROR
@@ -86,7 +93,7 @@ pub fn verify(args: &VerifyArgs) -> i32 {
         for p in &report.problems {
             eprintln!("{p}");
         }
-        println!(
+        say!(
             "NOT INTACT: {} problem(s) in {} session(s), {} entries",
             report.problems.len(),
             report.sessions.len(),
@@ -94,29 +101,29 @@ pub fn verify(args: &VerifyArgs) -> i32 {
         );
         return EXIT_NOT_INTACT;
     }
-    println!(
+    say!(
         "intact: {} entries in {} session(s)",
         report.entries(),
         report.sessions.len()
     );
     match report.sessions.iter().rfind(|s| s.checkpoint.is_some()) {
-        Some(s) => println!(
+        Some(s) => say!(
             "last checkpoint: {} size {} root {}",
             s.file.display(),
             s.checkpoint.unwrap_or_default(),
             s.checkpoint_root.as_deref().unwrap_or_default()
         ),
-        None => println!("last checkpoint: none"),
+        None => say!("last checkpoint: none"),
     }
     for s in report.sessions.iter().filter(|s| !s.closed) {
-        println!(
+        say!(
             "note: {} is not closed (still being written, or awaiting crash recovery); entries after its last checkpoint ({}) are not signed yet",
             s.file.display(),
             s.checkpoint.unwrap_or(0)
         );
     }
     if let Some(k) = &report.key {
-        println!("key: {k}");
+        say!("key: {k}");
     }
     EXIT_OK
 }
@@ -284,7 +291,7 @@ pub fn prove(args: &ProveArgs) -> i32 {
         };
         return match check_proof(&text, &key) {
             Ok(msg) => {
-                println!("{msg}");
+                say!("{msg}");
                 EXIT_OK
             }
             Err(e) => {
@@ -298,7 +305,7 @@ pub fn prove(args: &ProveArgs) -> i32 {
     };
     match make_proof(session, seq) {
         Ok(p) => {
-            println!(
+            say!(
                 "{}",
                 serde_json::to_string_pretty(&p).expect("a proof always serializes")
             );

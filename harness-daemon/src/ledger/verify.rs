@@ -9,7 +9,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::{BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use ulid::Ulid;
 
@@ -210,7 +210,7 @@ enum What {
 }
 
 enum Parsed {
-    Ok(Box<Checked>),
+    Ok(Checked),
     Bad(String),
 }
 
@@ -239,7 +239,7 @@ fn check_line(line: &[u8], session: &str) -> Parsed {
         },
         _ => What::Other,
     };
-    Parsed::Ok(Box::new(Checked {
+    Parsed::Ok(Checked {
         hash: l.hash,
         seq: l.seq,
         session_ok: l.session == session,
@@ -248,11 +248,11 @@ fn check_line(line: &[u8], session: &str) -> Parsed {
         what,
         blobs,
         body_error,
-    }))
+    })
 }
 
 /// Parses `lines` on all cores.
-fn check_lines(lines: &[Vec<u8>], session: &str) -> Vec<Parsed> {
+fn check_lines(lines: &[&[u8]], session: &str) -> Vec<Parsed> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     if threads == 1 || lines.len() < 1024 {
         return lines.iter().map(|l| check_line(l, session)).collect();
@@ -311,8 +311,8 @@ impl BlobCache {
     }
 }
 
-/// Lines read per parallel batch.
-const CHUNK: usize = 1 << 16;
+/// Bytes read (and parsed in parallel) at a time.
+const CHUNK_BYTES: usize = 16 << 20;
 
 fn verify_session(
     file: &Path,
@@ -340,28 +340,45 @@ fn verify_session(
     let session = id.map(|i| i.to_string()).unwrap_or_default();
 
     // 1. Every line on its own (in parallel), keeping a compact record of each.
-    let f = std::fs::File::open(file).map_err(|e| LedgerError::io(file, e))?;
-    let mut reader = BufReader::with_capacity(1 << 20, f);
-    let mut recs: Vec<Option<Box<Checked>>> = Vec::new();
+    let mut f = std::fs::File::open(file).map_err(|e| LedgerError::io(file, e))?;
+    let mut recs: Vec<Option<Checked>> = Vec::new();
     let mut bad: Vec<(usize, String)> = Vec::new();
     let mut torn = false;
+    let mut carry: Vec<u8> = Vec::new();
     loop {
-        let mut lines = Vec::with_capacity(CHUNK);
-        while lines.len() < CHUNK {
-            let mut line = Vec::new();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|e| LedgerError::io(file, e))?;
-            if n == 0 {
-                break;
+        let mut chunk = std::mem::take(&mut carry);
+        let have = chunk.len();
+        chunk.resize(have + CHUNK_BYTES, 0);
+        let mut n = 0;
+        while have + n < chunk.len() {
+            match f.read(&mut chunk[have + n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(LedgerError::io(file, e)),
             }
-            if line.pop() != Some(b'\n') {
-                torn = true;
-                break;
-            }
-            lines.push(line);
         }
-        let done = lines.len() < CHUNK;
+        chunk.truncate(have + n);
+        let eof = have + n < have + CHUNK_BYTES;
+        let cut = match chunk.iter().rposition(|b| *b == b'\n') {
+            Some(p) => p + 1,
+            None if !eof => {
+                carry = chunk; // A line longer than a chunk: read on.
+                continue;
+            }
+            None => 0,
+        };
+        if cut < chunk.len() {
+            if eof {
+                torn = true;
+            } else {
+                carry = chunk[cut..].to_vec();
+            }
+        }
+        let lines: Vec<&[u8]> = chunk[..cut]
+            .split_inclusive(|b| *b == b'\n')
+            .map(|l| &l[..l.len() - 1])
+            .collect();
         for p in check_lines(&lines, &session) {
             match p {
                 Parsed::Ok(c) => recs.push(Some(c)),
@@ -371,14 +388,14 @@ fn verify_session(
                 }
             }
         }
-        if done {
+        if eof {
             break;
         }
     }
     let lines_read = recs.len() as u64;
 
     // 2. Lines that are not valid entries: name the seq they stand where.
-    let guess = |recs: &[Option<Box<Checked>>], i: usize| -> u64 {
+    let guess = |recs: &[Option<Checked>], i: usize| -> u64 {
         recs[..i]
             .iter()
             .rev()
@@ -403,7 +420,7 @@ fn verify_session(
                 .into(),
         );
     }
-    let good: Vec<&Checked> = recs.iter().flatten().map(|b| &**b).collect();
+    let good: Vec<&Checked> = recs.iter().flatten().collect();
     for c in &good {
         if !c.session_ok {
             problem(
@@ -424,60 +441,22 @@ fn verify_session(
             );
         }
     }
-    let mut by_seq: BTreeMap<u64, Vec<&Checked>> = BTreeMap::new();
-    for c in &good {
-        by_seq.entry(c.seq).or_default().push(c);
-    }
-    let max = by_seq.keys().next_back().copied();
-    let count = max.map_or(0, |m| m + 1);
-    let mut s = 0;
-    while s < count {
-        if by_seq.contains_key(&s) || bad_seqs.contains(&s) {
-            s += 1;
-            continue;
-        }
-        let start = s;
-        while s < count && !by_seq.contains_key(&s) && !bad_seqs.contains(&s) {
-            s += 1;
-        }
-        let reason = if s - start == 1 {
-            format!("seq {start} is missing")
-        } else {
-            format!("seq {start}..{} are missing", s - 1)
-        };
-        problem(Some(start), ProblemKind::Deleted, reason);
-    }
-    // The genuine entry of a duplicated seq is the one the next entry chains to.
-    let mut canon: BTreeMap<u64, &Checked> = BTreeMap::new();
-    for (&seq, v) in &by_seq {
-        if v.len() == 1 {
-            canon.insert(seq, v[0]);
-            continue;
-        }
-        let next_prev = by_seq
-            .get(&(seq + 1))
-            .and_then(|n| (n.len() == 1).then(|| n[0].prev));
-        let genuine = v.iter().position(|c| Some(c.hash) == next_prev);
-        for (i, c) in v.iter().enumerate() {
-            if Some(i) == genuine {
-                canon.insert(seq, c);
-            } else {
-                problem(
-                    Some(seq),
-                    ProblemKind::Inserted,
-                    format!(
-                        "seq {seq} appears {} times; this one is not in the chain",
-                        v.len()
-                    ),
-                );
-            }
-        }
-    }
-
+    let in_order = bad.is_empty() && good.iter().enumerate().all(|(i, c)| c.seq == i as u64);
+    let slots: Vec<Option<&Checked>> = if in_order {
+        good.iter().map(|c| Some(*c)).collect()
+    } else {
+        slots_of(&good, &bad_seqs, &mut problem)
+    };
+    let count = slots.len() as u64;
     // 4. The chain, timestamps and structure, in seq order.
     let gen = id.map(|i| genesis(&i));
-    let last = canon.keys().next_back().copied();
-    for (&seq, c) in &canon {
+    let last = slots.iter().rposition(Option::is_some).map(|l| l as u64);
+    let at = |seq: u64| slots.get(seq as usize).copied().flatten();
+    for (seq, c) in slots
+        .iter()
+        .enumerate()
+        .filter_map(|(s, c)| c.map(|c| (s as u64, c)))
+    {
         if seq == 0 {
             if gen.is_some_and(|g| g != c.prev) {
                 problem(
@@ -494,7 +473,7 @@ fn verify_session(
                 );
             }
         } else {
-            if let Some(p) = canon.get(&(seq - 1)) {
+            if let Some(p) = at(seq - 1) {
                 if p.hash != c.prev {
                     problem(
                         Some(seq - 1),
@@ -526,10 +505,7 @@ fn verify_session(
             );
         }
         if let What::Annotation { of_seq, of_hash } = &c.what {
-            let ok = *of_seq < seq
-                && canon
-                    .get(of_seq)
-                    .is_some_and(|t| hex::encode(t.hash) == *of_hash);
+            let ok = *of_seq < seq && at(*of_seq).is_some_and(|t| hex::encode(t.hash) == *of_hash);
             if !ok {
                 problem(
                     Some(seq),
@@ -554,7 +530,7 @@ fn verify_session(
         }
     }
     let closed = last
-        .and_then(|l| canon.get(&l))
+        .and_then(at)
         .is_some_and(|c| matches!(c.what, What::Close));
 
     // 5. Checkpoints.
@@ -627,9 +603,9 @@ fn verify_session(
         }
     }
     cps.sort_by_key(|c| c.size);
-    let contiguous = (0..).take_while(|s| canon.contains_key(s)).count() as u64;
+    let contiguous = slots.iter().take_while(|s| s.is_some()).count() as u64;
     let mut frontier = Frontier::new();
-    let mut leaves = canon.values();
+    let mut leaves = slots.iter().flatten();
     let mut last_ok = 0u64;
     let explained_below = |problems: &Vec<Problem>, size: u64| {
         problems
@@ -695,4 +671,71 @@ fn verify_session(
         checkpoint: best.map(|c| c.size),
         checkpoint_root: best.map(|c| base64::engine::general_purpose::STANDARD.encode(c.root)),
     })
+}
+
+/// Places entries by seq when the file is not simply in order: reports gaps (deleted),
+/// duplicates (inserted: the copy the next entry does not chain to) and absurd seqs.
+fn slots_of<'a>(
+    good: &[&'a Checked],
+    bad_seqs: &std::collections::HashSet<u64>,
+    problem: &mut impl FnMut(Option<u64>, ProblemKind, String),
+) -> Vec<Option<&'a Checked>> {
+    let limit = 2 * good.len() as u64 + 1024;
+    let mut by_seq: BTreeMap<u64, Vec<&Checked>> = BTreeMap::new();
+    for c in good {
+        if c.seq >= limit {
+            problem(
+                Some(c.seq),
+                ProblemKind::Inserted,
+                "seq far beyond the end of the session".into(),
+            );
+        } else {
+            by_seq.entry(c.seq).or_default().push(c);
+        }
+    }
+    let count = by_seq.keys().next_back().map_or(0, |m| m + 1);
+    // Gaps, as ranges; a seq where an invalid line stands is reported as edited already.
+    let mut expect = 0u64;
+    for &seq in by_seq.keys().chain(std::iter::once(&count)) {
+        let mut start = expect;
+        while start < seq && bad_seqs.contains(&start) {
+            start += 1;
+        }
+        if start < seq {
+            let reason = if seq - start == 1 {
+                format!("seq {start} is missing")
+            } else {
+                format!("seq {start}..{} are missing", seq - 1)
+            };
+            problem(Some(start), ProblemKind::Deleted, reason);
+        }
+        expect = seq + 1;
+    }
+    let mut slots = vec![None; count as usize];
+    for (&seq, v) in &by_seq {
+        if v.len() == 1 {
+            slots[seq as usize] = Some(v[0]);
+            continue;
+        }
+        // The genuine entry of a duplicated seq is the one the next entry chains to.
+        let next_prev = by_seq
+            .get(&(seq + 1))
+            .and_then(|n| (n.len() == 1).then(|| n[0].prev));
+        let genuine = v.iter().position(|c| Some(c.hash) == next_prev);
+        for (i, c) in v.iter().enumerate() {
+            if Some(i) == genuine {
+                slots[seq as usize] = Some(*c);
+            } else {
+                problem(
+                    Some(seq),
+                    ProblemKind::Inserted,
+                    format!(
+                        "seq {seq} appears {} times; this one is not in the chain",
+                        v.len()
+                    ),
+                );
+            }
+        }
+    }
+    slots
 }

@@ -1,0 +1,245 @@
+//! Fault suite: a ledger on a tiny tmpfs that fills up, and a read-only ledger directory.
+//! Every waiter gets the error, the session accepts nothing more (fail-closed), every
+//! acknowledged entry is intact, and nothing half-written is later accepted as valid.
+//! Mounting needs root; without it these tests say SKIPPED loudly and do not pretend to pass.
+mod ledger_support;
+
+use harness::ledger::verify::{verify_path, ProblemKind, VerifyOptions};
+use harness::ledger::*;
+use ledger_support::*;
+use std::path::Path;
+use std::process::Command;
+
+fn sh(args: &[&str]) {
+    let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
+    assert!(st.success(), "{args:?}: {st}");
+}
+
+/// Unmounts on drop, so a failing assertion does not leave mounts behind.
+struct Mount(std::path::PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn skipped(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!(
+        "!!!!!!!! SKIPPED {test}: needs root (mounts a tmpfs); run the suite as root !!!!!!!!"
+    );
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_fails_every_waiter_and_closes_the_session() {
+    if skipped("full_disk_fails_every_waiter_and_closes_the_session") {
+        return;
+    }
+    let mnt = scratch("tmpfs-full");
+    sh(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=256k",
+        "tmpfs",
+        mnt.to_str().unwrap(),
+    ]);
+    let _guard = Mount(mnt.clone());
+    let ledger = Ledger::open(&mnt).unwrap();
+    let (w, _) = ledger.open_session(session_open()).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..16u64 {
+        let w = w.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut oks = Vec::new();
+            let mut errs = 0;
+            for i in 0..400u64 {
+                let bytes = vec![b'x'; 1500];
+                match w
+                    .append(Entry::Data(Data {
+                        conn: t,
+                        direction: Direction::Down,
+                        index: i,
+                        offset: i * 1500,
+                        bytes: Body::from_bytes(&bytes),
+                    }))
+                    .await
+                {
+                    Ok(d) => {
+                        assert_eq!(errs, 0, "an entry succeeded after the session failed");
+                        oks.push((d.seq(), d.hash_hex()));
+                    }
+                    Err(e) => {
+                        errs += 1;
+                        assert!(
+                            matches!(e, LedgerError::Io { .. } | LedgerError::Failed { .. }),
+                            "{e}"
+                        );
+                    }
+                }
+            }
+            (oks, errs)
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        let (oks, errs) = t.await.unwrap();
+        assert!(errs > 0, "a submitter never saw the disk fill up");
+        acked.extend(oks);
+    }
+    // The session is closed for good: even a tiny entry, or close, fails.
+    assert!(matches!(
+        w.append(conn_open(1)).await,
+        Err(LedgerError::Failed { .. })
+    ));
+    assert!(w.close(close()).await.is_err());
+    drop(w);
+    // Every acknowledged entry is there, and the verifier accepts nothing half-written.
+    let path = ledger.session_path(&ledger_session(&mnt));
+    let lines = lines(&path);
+    for (seq, hash) in &acked {
+        assert_eq!(
+            hex::encode(sha256(&lines[*seq as usize])),
+            *hash,
+            "seq {seq}"
+        );
+    }
+    check_nothing_half_written(&mnt);
+    eprintln!(
+        "full disk: {} entries acknowledged before ENOSPC",
+        acked.len()
+    );
+}
+
+fn ledger_session(dir: &Path) -> ulid::Ulid {
+    session_id(&session_files(dir).unwrap()[0]).unwrap()
+}
+
+/// Whatever is in the file: valid entries, or at most a torn last line that verify reports.
+fn check_nothing_half_written(dir: &Path) {
+    let report = verify_path(dir, &VerifyOptions::default()).unwrap();
+    for p in &report.problems {
+        assert!(
+            matches!(p.kind, ProblemKind::TornLine),
+            "unexpected problem: {p}"
+        );
+    }
+    let path = &session_files(dir).unwrap()[0];
+    let bytes = std::fs::read(path).unwrap();
+    let complete = bytes
+        .split_inclusive(|b| *b == b'\n')
+        .filter(|l| l.ends_with(b"\n"));
+    for l in complete {
+        parse_line(&l[..l.len() - 1]).expect("every complete line is a valid entry");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_directory_fails_every_waiter() {
+    if skipped("read_only_directory_fails_every_waiter") {
+        return;
+    }
+    // A ledger with one session, then the same directory through a read-only bind mount.
+    let rw = scratch("ro-src");
+    let ledger = Ledger::open(&rw).unwrap();
+    let (w, _) = ledger.open_session(session_open()).await.unwrap();
+    w.append(conn_open(1)).await.unwrap();
+    let id = w.id();
+    drop(w);
+    let ro = scratch("ro");
+    sh(&[
+        "mount",
+        "--bind",
+        rw.to_str().unwrap(),
+        ro.to_str().unwrap(),
+    ]);
+    let _guard = Mount(ro.clone());
+    sh(&["mount", "-o", "remount,bind,ro", ro.to_str().unwrap()]);
+
+    // Opening works (nothing to create); every new session and every reopen fails.
+    let ledger = Ledger::open(&ro).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let ledger = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            ledger.open_session(session_open()).await
+        }));
+    }
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(LedgerError::Io { source, .. }) => {
+                assert_eq!(source.raw_os_error(), Some(libc::EROFS), "{source}")
+            }
+            other => panic!("open_session on a read-only ledger: {other:?}"),
+        }
+    }
+    assert!(ledger.reopen_session(id).await.is_err());
+    // A fresh ledger in a read-only directory cannot even be created: an I/O error naming it.
+    let err = Ledger::open(ro.join("sub")).unwrap_err();
+    assert!(err.to_string().contains("sub"), "{err}");
+    // Nothing changed; the ledger still verifies (verify never writes).
+    let report = verify_path(&ro, &VerifyOptions::default()).unwrap();
+    assert!(report.intact(), "{:?}", report.problems);
+    let (code, _, err) = harness(&["verify", ro.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nearly_full_disk_fails_the_whole_batch() {
+    if skipped("nearly_full_disk_fails_the_whole_batch") {
+        return;
+    }
+    // A tmpfs that is full except for a few entries: the failing batch holds many waiters.
+    let mnt = scratch("tmpfs-batch");
+    sh(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=128k",
+        "tmpfs",
+        mnt.to_str().unwrap(),
+    ]);
+    let _guard = Mount(mnt.clone());
+    let ledger = Ledger::open(&mnt).unwrap();
+    let (w, _) = ledger.open_session(session_open()).await.unwrap();
+    // Fill the disk with a blob, leaving a little room.
+    let avail = nix::sys::statvfs::statvfs(&mnt).unwrap();
+    let free = avail.blocks_available() * avail.fragment_size();
+    let mut bw = ledger.blob_writer().unwrap();
+    let _ = bw.write(&vec![0u8; (free as usize).saturating_sub(12 * 1024)]);
+    let _ = bw.finish();
+    // 64 concurrent submitters of 1 kB entries: some batches succeed, one fails, all after fail.
+    let futs: Vec<_> = (0..64u64)
+        .map(|i| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                w.append(Entry::Data(Data {
+                    conn: 1,
+                    direction: Direction::Up,
+                    index: i,
+                    offset: i * 1024,
+                    bytes: Body::from_bytes(&[b'y'; 1024]),
+                }))
+                .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut failed = 0;
+    for f in futs {
+        match f.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    assert!(failed > 0, "the disk never filled ({ok} ok)");
+    assert!(w.append(conn_open(2)).await.is_err(), "fail-closed");
+    drop(w);
+    check_nothing_half_written(&mnt);
+    eprintln!("partly full disk: {ok} entries durable, {failed} waiters got the error");
+}
