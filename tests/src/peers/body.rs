@@ -152,6 +152,10 @@ pub struct OutBody {
     src: Src,
     hasher: Option<BodyHasher>,
     rec: Option<(Arc<Log>, u64)>,
+    /// The declared length: once that much went out the body is complete, even if the
+    /// connection never polls for its end.
+    expected: Option<u64>,
+    sent: u64,
 }
 
 enum Src {
@@ -166,6 +170,8 @@ impl OutBody {
             src: Src::Full(Some(bytes.into())),
             hasher: None,
             rec: None,
+            expected: None,
+            sent: 0,
         }
     }
 
@@ -196,6 +202,10 @@ impl Body for OutBody {
             Some(b) => {
                 if let Some(h) = this.hasher.as_mut() {
                     h.update(&b);
+                }
+                this.sent += b.len() as u64;
+                if this.expected == Some(this.sent) {
+                    this.finish(true);
                 }
                 Poll::Ready(Some(Ok(Frame::data(b))))
             }
@@ -264,11 +274,24 @@ pub(crate) fn send(
     for (name, value) in &headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
-    let body = OutBody {
+    let declared = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok());
+    let expected = match &src {
+        Src::Full(b) => Some(b.as_ref().map_or(0, |b| b.len() as u64)),
+        Src::Chan(_) => declared,
+    };
+    let mut body = OutBody {
         src,
         hasher: Some(BodyHasher::default()),
         rec: Some((log, seq)),
+        expected,
+        sent: 0,
     };
+    if expected == Some(0) {
+        body.finish(true);
+    }
     builder.body(body).unwrap_or_else(|e| {
         // Handlers only produce valid header names and values; say so loudly if not.
         let mut r = Response::new(OutBody::unlogged(format!("peer: bad response head: {e}\n")));

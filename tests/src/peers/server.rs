@@ -847,8 +847,10 @@ impl Ctx {
     /// The reply to give: `x-peer-reply` if present, else the after-tool reply if the
     /// conversation's last turn carries a tool result, else the configured reply.
     pub(crate) fn reply(&self, after_tool: bool) -> Result<Reply, String> {
-        if let Some(text) = self.header("x-peer-reply") {
-            return serde_json::from_str(text).map_err(|e| format!("x-peer-reply: {e}"));
+        // Raw bytes: the JSON may hold UTF-8, which `HeaderValue::to_str` refuses.
+        if let Some(raw) = self.headers.get("x-peer-reply") {
+            return serde_json::from_slice(raw.as_bytes())
+                .map_err(|e| format!("x-peer-reply: {e}"));
         }
         let settings = lock(&self.shared.settings);
         Ok(match (&settings.after_tool, after_tool) {
