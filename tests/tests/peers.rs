@@ -1338,3 +1338,22 @@ fn peers_binary_prints_its_addresses_and_serves() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn plaintext_peer_speaks_plain_http() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ca = ca("plain");
+    let peer = Peer::builder(&ca).plaintext().start().await.unwrap();
+    assert!(peer.url("/").starts_with("http://"));
+    let mut tcp = tokio::net::TcpStream::connect(peer.addr()).await.unwrap();
+    tcp.write_all(
+        b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\nconnection: close\r\n\r\nabc",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(&hex_sha256(b"abc")));
+    assert_eq!(peer.requests()[0].sni, None);
+}

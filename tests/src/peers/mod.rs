@@ -13,7 +13,17 @@
 //! - `GET /__peer/log`: every request received, as JSON (also [`Peer::requests`]).
 //!
 //! Any request can be made to fail with the header `x-peer-fail` (see [`Fail`]), or every
-//! request by configuration ([`PeerBuilder::fail`], [`Peer::set_fail`]).
+//! request by configuration ([`PeerBuilder::fail`], [`Peer::set_fail`]). Other per-request
+//! controls, all forwarded untouched by harness so they work through it too:
+//!
+//! - `x-peer-reply: <JSON Reply>`: what the model says for this request ([`Reply`]);
+//!   otherwise the configured reply, or the after-tool reply when the conversation's last
+//!   turn carries a tool result (Anthropic `tool_result`, OpenAI `role: tool` /
+//!   `function_call_output`, Gemini `functionResponse`);
+//! - `x-peer-mcp-sse: 1` or `POST /mcp?sse=1`: MCP answers as SSE (as does an `Accept` of
+//!   only `text/event-stream`);
+//! - `GET /bytes/{n}?length=1` sends a `content-length` (chunked otherwise), `&sha256=1` an
+//!   `x-peer-sha256` header; [`bytes_sha256`] gives the same hash to tests.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), harness_tests::peers::Error> {
