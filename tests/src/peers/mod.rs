@@ -59,10 +59,10 @@ mod sse;
 pub use bulk::{bytes_sha256, pseudo_random_bytes};
 pub use ca::{ServerCert, TestCa};
 pub use client::{Client, Response};
-pub use fail::{Fail, FailRule};
-pub use log::{BodyRecord, Exchange, Outbound, ResponseRecord};
+pub use fail::{Fail, FailRule, DEFAULT_HANG, DEFAULT_SLOW};
+pub use log::{BodyRecord, Exchange, Outbound, ResponseRecord, KEEP_BODY_LIMIT};
 pub use reply::{Reply, ToolCall};
-pub use server::{BlockingPeer, Peer, PeerBuilder, Upstream};
+pub use server::{BlockingPeer, Peer, PeerBuilder, Upstream, DEFAULT_EVENT_DELAY};
 
 use std::path::{Path, PathBuf};
 
