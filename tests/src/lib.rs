@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
+pub mod peers;
+
 pub use harness::ledger::{read_session, session_files, Entry, Recorded};
 
 /// Whether privileged tests should run. They run when `HARNESS_PRIVILEGED_TESTS=1` (as
