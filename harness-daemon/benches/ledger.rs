@@ -32,6 +32,8 @@ fn entry(i: u64) -> Entry {
         body: Body::from_bytes(
             b"data: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"Hello, world\"}}\n\n",
         ),
+        fin: false,
+        trailers: Vec::new(),
     })
 }
 

@@ -54,6 +54,9 @@ pub struct Reply {
     /// The session cgroup's `cgroup.procs` (`open`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub procs: Option<PathBuf>,
+    /// The trust bundle to give the command (`open`, when TLS is intercepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<PathBuf>,
     /// What went wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -98,6 +101,7 @@ async fn client(engine: Engine, stream: UnixStream) -> std::io::Result<()> {
                                 ok: true,
                                 session: Some(s.writer.id().to_string()),
                                 procs: Some(s.cgroup.procs_file()),
+                                bundle: engine.trust_bundle().map(|b| b.path().to_owned()),
                                 error: None,
                             };
                             session = Some(s);

@@ -1,7 +1,7 @@
 //! `harness daemon`: the engine as a long-lived service. `harness run` finds it through the
 //! control socket and asks it for sessions instead of embedding an engine of its own.
 use crate::control;
-use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::engine::{Engine, EngineConfig, EngineError, TlsSetup};
 use crate::ledger::{Ledger, LedgerError};
 use crate::policy::{Policy, PolicyError};
 use std::net::SocketAddr;
@@ -19,6 +19,10 @@ pub struct DaemonOptions {
     pub dns_upstream: Option<SocketAddr>,
     /// Control socket path.
     pub control: PathBuf,
+    /// Directory of the harness CA.
+    pub ca_dir: PathBuf,
+    /// Extra roots for verifying destinations' certificates.
+    pub upstream_ca: Vec<PathBuf>,
 }
 
 /// Why the daemon stopped with an error (exit status 2).
@@ -61,6 +65,11 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         ledger: Ledger::open(&options.ledger)?,
         policy: Arc::new(policy),
         dns_upstream: options.dns_upstream,
+        tls: Some(TlsSetup {
+            ca_dir: options.ca_dir.clone(),
+            bundle: crate::run::trust_bundle_path("daemon"),
+            upstream_roots: options.upstream_ca.clone(),
+        }),
     })
     .await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

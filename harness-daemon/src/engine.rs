@@ -3,17 +3,21 @@
 //! and for DNS: resolver → policy → ledger; and kernel refusals → ledger.
 use crate::accept::{self, Listeners, Redirected, Unattributed};
 use crate::enclosure::{Enclosure, EnclosureError};
-use crate::forward::{self, Counts};
 use crate::hook::{ip_words, Hook, HookError};
+use crate::intercept::{self, InterceptError, Interceptor};
 use crate::ledger::{
     ConnClose, ConnDenied, ConnOpen, Entry, ErrorEntry, Ledger, LedgerError, SessionClose,
     SessionOpen,
 };
 use crate::policy::{Action, Policy, PolicyError};
+use crate::record::{recording_relay, ConnRecorder, Counted, Counts};
 use crate::resolver;
 use crate::session::{Names, Session, Sessions};
+use crate::sniff::{self, Kind};
+use crate::tls::{CaError, HarnessCa, LeafMinter, ServerConfigs, TrustBundle, TrustError};
 use harness_common::{event, EnclosureConfig, KernelEvent, NO_RULE};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +42,15 @@ pub enum EngineError {
     /// The policy cannot be enforced.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The harness CA could not be loaded or created.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// The enclosure's trust bundle could not be built.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// TLS interception could not be set up.
+    #[error(transparent)]
+    Intercept(#[from] InterceptError),
     /// Binding the daemon's listeners failed.
     #[error("binding the daemon's loopback listeners: {0}")]
     Listen(#[source] std::io::Error),
@@ -54,7 +67,23 @@ pub struct EngineConfig {
     pub policy: Arc<Policy>,
     /// Send every DNS question here instead of to the server the enclosed process addressed.
     pub dns_upstream: Option<SocketAddr>,
+    /// TLS interception; `None` forwards TLS as recorded bytes it cannot read.
+    pub tls: Option<TlsSetup>,
 }
+
+/// Where TLS interception keeps its CA and trust bundle, and whom it trusts upstream.
+#[derive(Debug, Clone)]
+pub struct TlsSetup {
+    /// Directory of the harness CA (`ca.pem`, `ca-key.pem`).
+    pub ca_dir: PathBuf,
+    /// Where to write the enclosure's trust bundle (system roots + harness CA).
+    pub bundle: PathBuf,
+    /// Extra roots for verifying destinations (`--upstream-ca`).
+    pub upstream_roots: Vec<PathBuf>,
+}
+
+/// Default directory of the harness CA.
+pub const DEFAULT_CA_DIR: &str = "/var/lib/harness/ca";
 
 /// What `open_session` needs from the caller.
 #[derive(Debug, Clone)]
@@ -80,6 +109,8 @@ pub(crate) struct Inner {
     pub(crate) sessions: Sessions,
     pub(crate) names: Names,
     pub(crate) daemon_addrs: [SocketAddr; 4],
+    interceptor: Option<Interceptor>,
+    trust: Option<(TrustBundle, String)>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -88,6 +119,26 @@ impl Engine {
     /// Binds the listeners, creates the enclosure, installs the eBPF programs and starts serving.
     pub async fn start(config: EngineConfig) -> Result<Engine, EngineError> {
         let kernel = config.policy.kernel_rules()?;
+        let (interceptor, trust) = match &config.tls {
+            Some(setup) => {
+                let ca = HarnessCa::load_or_create(&setup.ca_dir)?;
+                let fingerprint = ca.fingerprint_sha256_hex();
+                if let Some(dir) = setup.bundle.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        EngineError::Listen(std::io::Error::new(
+                            e.kind(),
+                            format!("{}: {e}", dir.display()),
+                        ))
+                    })?;
+                }
+                let bundle = TrustBundle::build(ca.certificate_pem(), &setup.bundle)?;
+                let configs = ServerConfigs::new(Arc::new(LeafMinter::new(ca)))
+                    .map_err(InterceptError::from)?;
+                let interceptor = Interceptor::new(configs, &setup.upstream_roots)?;
+                (Some(interceptor), Some((bundle, fingerprint)))
+            }
+            None => (None, None),
+        };
         let listeners = Listeners::bind().await.map_err(EngineError::Listen)?;
         let (tcp_port, dns_port) = (listeners.tcp_port(), listeners.dns_port());
         let enclosure = Enclosure::create(&config.name)?;
@@ -129,6 +180,8 @@ impl Engine {
                 sessions: Sessions::default(),
                 names: Names::default(),
                 daemon_addrs,
+                interceptor,
+                trust,
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -155,6 +208,11 @@ impl Engine {
         Ok(engine)
     }
 
+    /// The trust bundle enclosed processes are given, when TLS is intercepted.
+    pub fn trust_bundle(&self) -> Option<&TrustBundle> {
+        self.inner.trust.as_ref().map(|(bundle, _)| bundle)
+    }
+
     /// The enclosure cgroup.
     pub fn enclosure(&self) -> &Enclosure {
         &self.inner.enclosure
@@ -165,13 +223,18 @@ impl Engine {
     pub async fn open_session(&self, spec: SessionSpec) -> Result<Arc<Session>, EngineError> {
         let name = ulid::Ulid::new().to_string();
         let cgroup = self.inner.enclosure.create_session(&name)?;
+        let ledger = &self.inner.config.ledger;
         let open = SessionOpen {
-            command: spec.command,
+            command: spec
+                .command
+                .iter()
+                .map(|arg| redact_arg(ledger, arg))
+                .collect(),
             uid: spec.uid,
             gid: spec.gid,
             cgroup: cgroup.path().display().to_string(),
             policy_sha256: self.inner.config.policy.sha256_hex(),
-            ca_fingerprint: None,
+            ca_fingerprint: self.inner.trust.as_ref().map(|(_, fp)| fp.clone()),
             software: format!("harness {}", env!("CARGO_PKG_VERSION")),
             hostname: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
@@ -358,22 +421,10 @@ impl Engine {
             return;
         }
         let started = Instant::now();
-        let counts = Counts::default();
-        let result = match TcpStream::connect(conn.dst).await {
-            Ok(upstream) => {
-                let _ = upstream.set_nodelay(true);
-                let _ = conn.client.set_nodelay(true);
-                forward::relay(conn.client, upstream, &counts)
-                    .await
-                    .map_err(|e| format!("relay: {e}"))
-            }
-            Err(e) => {
-                // The enclosed process sees its connection reset, as it would have seen the
-                // destination refuse it.
-                let _ = conn.client.set_zero_linger();
-                Err(format!("connecting to {}: {e}", conn.dst))
-            }
-        };
+        let counts = Arc::new(Counts::default());
+        let client = Counted::new(conn.client, counts.clone());
+        let rec = ConnRecorder::new(session.writer.clone(), number);
+        let result = self.forward(client, conn.dst, rec).await;
         let close = ConnClose {
             conn: number,
             bytes_up: counts.up.load(Ordering::Relaxed),
@@ -383,6 +434,50 @@ impl Engine {
         };
         if let Err(e) = session.writer.append(Entry::ConnClose(close)).await {
             warn!("ledger refused conn_close: {e}");
+        }
+    }
+
+    /// Sniffs what the client speaks and hands the connection to the stage that understands it:
+    /// TLS interception, plain HTTP, or a recording byte relay.
+    async fn forward(
+        &self,
+        client: Counted<TcpStream>,
+        dst: SocketAddr,
+        rec: ConnRecorder,
+    ) -> Result<(), String> {
+        let (kind, client) = sniff::sniff(client)
+            .await
+            .map_err(|e| format!("reading from the client: {e}"))?;
+        if let (Kind::Tls, Some(interceptor)) = (kind, &self.inner.interceptor) {
+            let policy = self.inner.config.policy.clone();
+            let decide = move |hello: &intercept::Hello| match &hello.sni {
+                Some(sni) => {
+                    let d = policy.decide(dst, Some(sni));
+                    match d.action {
+                        Action::Allow => Ok(()),
+                        Action::Deny => Err(format!("TLS server name {sni}: {}", d.reason)),
+                    }
+                }
+                None => Ok(()),
+            };
+            return intercept::serve(interceptor, client, dst, rec, decide).await;
+        }
+        let upstream = TcpStream::connect(dst)
+            .await
+            .map_err(|e| format!("connecting to {dst}: {e}"))?;
+        let _ = upstream.set_nodelay(true);
+        match kind {
+            Kind::Http1 => {
+                crate::http::serve(client, upstream, crate::http::Version::Http1, "http", rec)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Kind::Http2 => {
+                crate::http::serve(client, upstream, crate::http::Version::Http2, "http", rec)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            _ => recording_relay(client, upstream, &rec).await,
         }
     }
 
@@ -468,6 +563,20 @@ impl Engine {
             let _ = writer.append(entry).await;
         });
     }
+}
+
+/// A command-line argument as it may be recorded: a secret header given on the command line
+/// (`-H "Authorization: Bearer …"`) or an API key in a URL (`?key=…`) becomes its fingerprint.
+fn redact_arg(ledger: &Ledger, arg: &str) -> String {
+    if let Some((name, value)) = arg.split_once(':') {
+        if crate::ledger::is_secret_header(name.trim()) {
+            return format!("{name}: {}", ledger.fingerprint(value.trim().as_bytes()));
+        }
+    }
+    if let Some((before, query)) = arg.split_once('?') {
+        return format!("{before}?{}", crate::record::redact_query(ledger, query));
+    }
+    arg.to_owned()
 }
 
 /// A readable name for a socket's kind.

@@ -40,6 +40,12 @@ enum Command {
         /// Forward DNS questions to this resolver instead of the one the command addressed.
         #[arg(long)]
         dns_upstream: Option<SocketAddr>,
+        /// Directory of the harness CA (created on first use).
+        #[arg(long, default_value = harness::engine::DEFAULT_CA_DIR)]
+        ca_dir: PathBuf,
+        /// Extra root certificates (PEM) to trust when verifying destinations; repeatable.
+        #[arg(long)]
+        upstream_ca: Vec<PathBuf>,
         /// The daemon's control socket, used when a daemon listens there.
         #[arg(long, default_value = harness::control::DEFAULT_SOCKET)]
         control: PathBuf,
@@ -61,6 +67,12 @@ enum Command {
         /// Forward DNS questions to this resolver instead of the one a command addressed.
         #[arg(long)]
         dns_upstream: Option<SocketAddr>,
+        /// Directory of the harness CA (created on first use).
+        #[arg(long, default_value = harness::engine::DEFAULT_CA_DIR)]
+        ca_dir: PathBuf,
+        /// Extra root certificates (PEM) to trust when verifying destinations; repeatable.
+        #[arg(long)]
+        upstream_ca: Vec<PathBuf>,
         /// Control socket path.
         #[arg(long, default_value = harness::control::DEFAULT_SOCKET)]
         control: PathBuf,
@@ -92,6 +104,8 @@ fn main() {
             policy,
             user,
             dns_upstream,
+            ca_dir,
+            upstream_ca,
             control,
             no_daemon,
             command,
@@ -101,6 +115,8 @@ fn main() {
                 policy,
                 user,
                 dns_upstream,
+                ca_dir,
+                upstream_ca,
                 control,
                 no_daemon,
                 command,
@@ -114,12 +130,16 @@ fn main() {
             ledger,
             policy,
             dns_upstream,
+            ca_dir,
+            upstream_ca,
             control,
         } => {
             let options = harness::daemon::DaemonOptions {
                 ledger,
                 policy,
                 dns_upstream,
+                ca_dir,
+                upstream_ca,
                 control,
             };
             match runtime().block_on(harness::daemon::run(options)) {

@@ -4,9 +4,10 @@
 //! is running), starts the command *already inside* that cgroup and as the invoking user with
 //! no_new_privs, waits for it, then closes the session and exits with the command's status.
 use crate::control::{self, Request};
-use crate::engine::{Engine, EngineConfig, EngineError, SessionSpec};
+use crate::engine::{Engine, EngineConfig, EngineError, SessionSpec, TlsSetup};
 use crate::ledger::{Ledger, LedgerError, SessionClose};
 use crate::policy::{Policy, PolicyError};
+use crate::tls::{TrustBundle, TrustError};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
@@ -28,12 +29,22 @@ pub struct RunOptions {
     pub user: Option<String>,
     /// Forward DNS here instead of to the server the command addressed.
     pub dns_upstream: Option<SocketAddr>,
+    /// Directory of the harness CA.
+    pub ca_dir: PathBuf,
+    /// Extra roots for verifying destinations' certificates.
+    pub upstream_ca: Vec<PathBuf>,
     /// The daemon's control socket.
     pub control: PathBuf,
     /// Never use a running daemon: embed an engine for this command.
     pub no_daemon: bool,
     /// The command and its arguments.
     pub command: Vec<OsString>,
+}
+
+/// Where an engine writes the trust bundle its enclosed processes are given: a directory every
+/// user can read (the agent runs unprivileged), one file per engine.
+pub fn trust_bundle_path(engine: &str) -> PathBuf {
+    PathBuf::from("/run/harness/trust").join(format!("{engine}.pem"))
 }
 
 /// Why `harness run` could not run the command (exit status 2).
@@ -65,6 +76,9 @@ pub enum RunError {
         /// What it said.
         message: String,
     },
+    /// The trust bundle's mounts could not be prepared.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     /// The command could not be started.
     #[error("starting {command}: {source}")]
     Spawn {
@@ -168,8 +182,14 @@ pub async fn run(options: RunOptions) -> Result<i32, RunError> {
         None => Policy::allow_all(),
     };
     let ledger = Ledger::open(options.ledger.as_deref().unwrap_or(DEFAULT_LEDGER.as_ref()))?;
+    let name = format!("run-{}", ulid::Ulid::new());
     let engine = Engine::start(EngineConfig {
-        name: format!("run-{}", ulid::Ulid::new()),
+        tls: Some(TlsSetup {
+            ca_dir: options.ca_dir.clone(),
+            bundle: trust_bundle_path(&name),
+            upstream_roots: options.upstream_ca.clone(),
+        }),
+        name,
         ledger,
         policy: Arc::new(policy),
         dns_upstream: options.dns_upstream,
@@ -208,13 +228,15 @@ async fn run_via_daemon(
             ))
         }
     };
-    let (exit_code, signal, spawn_error) = match spawn_enclosed(procs, who, command) {
-        Ok(mut child) => {
-            let status = wait_forwarding_signals(&mut child).await;
-            (status.code(), status.signal(), None)
-        }
-        Err(e) => (None, None, Some(e)),
-    };
+    let bundle = reply.bundle.as_deref().map(TrustBundle::existing);
+    let (exit_code, signal, spawn_error) =
+        match spawn_enclosed(procs, who, command, bundle.as_ref()) {
+            Ok(mut child) => {
+                let status = wait_forwarding_signals(&mut child).await;
+                (status.code(), status.signal(), None)
+            }
+            Err(e) => (None, None, Some(e)),
+        };
     let reply = client
         .call(&Request::Close { exit_code, signal })
         .await
@@ -243,7 +265,12 @@ async fn run_in(engine: &Engine, who: &Identity, command: &[OsString]) -> Result
             gid: who.gid,
         })
         .await?;
-    let spawned = spawn_enclosed(session.cgroup.procs_file(), who, command);
+    let spawned = spawn_enclosed(
+        session.cgroup.procs_file(),
+        who,
+        command,
+        engine.trust_bundle(),
+    );
     let (exit_code, signal, spawn_error) = match spawned {
         Ok(mut child) => {
             let status = wait_forwarding_signals(&mut child).await;
@@ -267,6 +294,7 @@ fn spawn_enclosed(
     procs_file: PathBuf,
     who: &Identity,
     command: &[OsString],
+    trust: Option<&TrustBundle>,
 ) -> Result<tokio::process::Child, RunError> {
     let shown = command
         .iter()
@@ -298,6 +326,12 @@ fn spawn_enclosed(
     }
     if let Some(home) = &who.home {
         cmd.env("HOME", home);
+    }
+    if let Some(bundle) = trust {
+        // Clients that honour these variables trust the harness CA; the bind mounts (set up
+        // in the child before it drops root, so registered first) catch those that do not.
+        cmd.envs(bundle.env());
+        bundle.mounts()?.install(&mut cmd);
     }
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
     // system calls (write, setgroups, setgid, setuid, prctl) on values captured by copy; `procs`

@@ -218,6 +218,12 @@ pub struct StreamChunk {
     pub index: u64,
     /// The chunk's exact bytes.
     pub body: Body,
+    /// Set on the last chunk of a body (which may be empty); absent (false) otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fin: bool,
+    /// Trailer fields, on the last chunk only; absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trailers: Vec<Header>,
 }
 
 /// `data`.

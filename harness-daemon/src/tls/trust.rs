@@ -104,6 +104,14 @@ impl TrustBundle {
         })
     }
 
+    /// A bundle already built at `path` (by the daemon, for `harness run` to hand on).
+    pub fn existing(path: &Path) -> TrustBundle {
+        TrustBundle {
+            path: path.to_path_buf(),
+            system_roots: None,
+        }
+    }
+
     /// Where the bundle was written.
     pub fn path(&self) -> &Path {
         &self.path

@@ -1,0 +1,458 @@
+//! The HTTP stage: serve the enclosed client's HTTP (h1 or h2, as negotiated) with hyper, and
+//! forward each exchange over one upstream connection of the same version, recording as it goes.
+//!
+//! The order of events for every exchange is the point of this module:
+//! 1. the request head is durable before anything goes upstream;
+//! 2. a small request body is recorded whole (`http_request_body`) and then forwarded; a large
+//!    or streaming one chunk by chunk (`stream_chunk`), each chunk durable before it is sent;
+//! 3. the response head is durable before the client sees it;
+//! 4. a small, non-streaming response body is recorded whole and then released; anything else
+//!    (SSE, large, unknown length) chunk by chunk, each released only once durable.
+//!
+//! If the ledger fails: before the response starts, the client gets a 502 with a short reason;
+//! once a body is streaming, the stream is cut (the client sees an aborted body, never
+//! unrecorded bytes).
+use crate::ledger::{Direction, Entry, Header, HttpBody, HttpRequest, HttpResponse, StreamChunk};
+use crate::record::{recording_relay, ConnRecorder};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt as _, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+/// Bodies up to this size (complete, not event streams) are recorded as one entry.
+pub const WHOLE_BODY_MAX: usize = 1024 * 1024;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Which HTTP the connection speaks (the same on both sides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2.
+    Http2,
+}
+
+/// Errors that end an HTTP connection.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The upstream handshake failed.
+    #[error("upstream HTTP handshake: {0}")]
+    Upstream(#[source] hyper::Error),
+    /// Serving the client failed.
+    #[error("serving the client: {0}")]
+    Client(#[source] hyper::Error),
+}
+
+#[derive(Clone)]
+enum Upstream {
+    Http1(Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<ProxyBody>>>),
+    Http2(hyper::client::conn::http2::SendRequest<ProxyBody>),
+}
+
+impl Upstream {
+    async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, hyper::Error> {
+        match self {
+            Upstream::Http1(sender) => {
+                let mut sender = sender.lock().await;
+                sender.ready().await?;
+                sender.send_request(req).await
+            }
+            Upstream::Http2(sender) => {
+                let mut sender = sender.clone();
+                sender.ready().await?;
+                sender.send_request(req).await
+            }
+        }
+    }
+}
+
+/// Serves one client connection until it ends.
+pub async fn serve<C, U>(
+    client: C,
+    upstream: U,
+    version: Version,
+    scheme: &'static str,
+    rec: ConnRecorder,
+) -> Result<(), HttpError>
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let upstream = match version {
+        Version::Http1 => {
+            let (sender, conn) = hyper::client::conn::http1::Builder::new()
+                .preserve_header_case(true)
+                .handshake(TokioIo::new(upstream))
+                .await
+                .map_err(HttpError::Upstream)?;
+            tokio::spawn(conn.with_upgrades());
+            Upstream::Http1(Arc::new(tokio::sync::Mutex::new(sender)))
+        }
+        Version::Http2 => {
+            let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .handshake(TokioIo::new(upstream))
+                .await
+                .map_err(HttpError::Upstream)?;
+            tokio::spawn(conn);
+            Upstream::Http2(sender)
+        }
+    };
+    let service = hyper::service::service_fn(move |req| {
+        let rec = rec.clone();
+        let upstream = upstream.clone();
+        async move { Ok::<_, Infallible>(exchange(rec, upstream, scheme, version, req).await) }
+    });
+    match version {
+        Version::Http1 => hyper::server::conn::http1::Builder::new()
+            .preserve_header_case(true)
+            .serve_connection(TokioIo::new(client), service)
+            .with_upgrades()
+            .await
+            .map_err(HttpError::Client),
+        Version::Http2 => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(client), service)
+            .await
+            .map_err(HttpError::Client),
+    }
+}
+
+fn version_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/?",
+    }
+}
+
+fn headers(rec: &ConnRecorder, map: &HeaderMap) -> Vec<Header> {
+    map.iter()
+        .map(|(name, value)| rec.ledger().header(name.as_str(), value.as_bytes()))
+        .collect()
+}
+
+/// The request target with `key=` query parameters (API keys) replaced by their fingerprint.
+fn redacted_target(rec: &ConnRecorder, uri: &http::Uri) -> String {
+    let path = uri.path();
+    let Some(query) = uri.query() else {
+        return path.to_owned();
+    };
+    let query = crate::record::redact_query(rec.ledger(), query);
+    format!("{path}?{query}")
+}
+
+/// A short error answer made by harness itself.
+fn refusal(status: StatusCode, reason: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(format!("harness: {reason}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+async fn exchange(
+    rec: ConnRecorder,
+    upstream: Upstream,
+    scheme: &'static str,
+    version: Version,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let n = rec.next_exchange();
+    let client_upgrade = (version == Version::Http1
+        && req.headers().contains_key(http::header::UPGRADE))
+    .then(|| hyper::upgrade::on(&mut req));
+    let head = HttpRequest {
+        conn: rec.conn(),
+        exchange: n,
+        version: version_name(req.version()).into(),
+        method: req.method().as_str().into(),
+        scheme: scheme.into(),
+        authority: req.uri().authority().map(|a| a.to_string()).or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        }),
+        target: redacted_target(&rec, req.uri()),
+        headers: headers(&rec, req.headers()),
+    };
+    if let Err(e) = rec.append(Entry::HttpRequest(head)).await {
+        return refusal(
+            StatusCode::BAD_GATEWAY,
+            &format!("the ledger could not record the request ({e}); it was not forwarded"),
+        );
+    }
+    let (parts, body) = req.into_parts();
+    let body = match request_body(&rec, n, body).await {
+        Ok(body) => body,
+        Err(reason) => return refusal(StatusCode::BAD_GATEWAY, &reason),
+    };
+    let mut resp = match upstream.send(Request::from_parts(parts, body)).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let reason = format!("upstream request failed: {e}");
+            rec.error("forwarding request", reason.clone()).await;
+            return refusal(StatusCode::BAD_GATEWAY, &reason);
+        }
+    };
+    let upstream_upgrade =
+        (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
+    let head = HttpResponse {
+        conn: rec.conn(),
+        exchange: n,
+        version: version_name(resp.version()).into(),
+        status: resp.status().as_u16(),
+        headers: headers(&rec, resp.headers()),
+    };
+    if let Err(e) = rec.append(Entry::HttpResponse(head)).await {
+        return refusal(
+            StatusCode::BAD_GATEWAY,
+            &format!("the ledger could not record the response ({e}); it was withheld"),
+        );
+    }
+    if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
+        // WebSocket and other upgrades: after the 101, the bytes both ways are recorded like
+        // any non-HTTP stream.
+        let rec = rec.clone();
+        tokio::spawn(async move {
+            match tokio::try_join!(client, upstream) {
+                Ok((client, upstream)) => {
+                    if let Err(e) =
+                        recording_relay(TokioIo::new(client), TokioIo::new(upstream), &rec).await
+                    {
+                        rec.error("upgraded connection", e).await;
+                    }
+                }
+                Err(e) => rec.error("upgrade", e.to_string()).await,
+            }
+        });
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(
+            parts,
+            http_body_util::Empty::new().map_err(|n| match n {}).boxed(),
+        );
+    }
+    let (parts, body) = resp.into_parts();
+    let streaming = is_event_stream(&parts.headers)
+        || content_length(&parts.headers).is_none_or(|len| len > WHOLE_BODY_MAX as u64);
+    let body = response_body(&rec, n, body, streaming).await;
+    Response::from_parts(parts, body)
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// What was read of a body before deciding how to pass it on.
+enum Gathered {
+    /// All of it (up to [`WHOLE_BODY_MAX`]), and its trailers.
+    Whole(Bytes, Option<HeaderMap>),
+    /// The first part of a larger body; the rest is still to be read.
+    Partial(Bytes),
+}
+
+async fn gather(body: &mut Incoming) -> Result<Gathered, hyper::Error> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        match frame.into_data() {
+            Ok(data) => {
+                buf.extend_from_slice(&data);
+                if buf.len() > WHOLE_BODY_MAX {
+                    return Ok(Gathered::Partial(buf.freeze()));
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    return Ok(Gathered::Whole(buf.freeze(), Some(trailers)));
+                }
+            }
+        }
+    }
+    Ok(Gathered::Whole(buf.freeze(), None))
+}
+
+fn whole(bytes: Bytes, trailers: Option<HeaderMap>) -> ProxyBody {
+    let data = (!bytes.is_empty()).then(|| Ok(Frame::data(bytes)));
+    let trailers = trailers.map(|t| Ok(Frame::trailers(t)));
+    let frames = data.into_iter().chain(trailers);
+    StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+async fn request_body(rec: &ConnRecorder, n: u64, mut body: Incoming) -> Result<ProxyBody, String> {
+    let gathered = gather(&mut body)
+        .await
+        .map_err(|e| format!("reading the request body: {e}"))?;
+    match gathered {
+        Gathered::Whole(bytes, trailers) => {
+            let recorded = rec.body(bytes.clone()).await.map_err(|e| {
+                format!("the ledger could not record the request body ({e}); it was not forwarded")
+            })?;
+            let entry = HttpBody {
+                conn: rec.conn(),
+                exchange: n,
+                body: recorded,
+                trailers: trailers
+                    .as_ref()
+                    .map(|t| headers(rec, t))
+                    .unwrap_or_default(),
+            };
+            rec.append(Entry::HttpRequestBody(entry))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "the ledger could not record the request body ({e}); it was not forwarded"
+                    )
+                })?;
+            Ok(whole(bytes, trailers))
+        }
+        Gathered::Partial(first) => Ok(stream_through(
+            rec.clone(),
+            n,
+            Direction::Up,
+            Some(first),
+            body,
+        )),
+    }
+}
+
+async fn response_body(
+    rec: &ConnRecorder,
+    n: u64,
+    mut body: Incoming,
+    streaming: bool,
+) -> ProxyBody {
+    if streaming {
+        return stream_through(rec.clone(), n, Direction::Down, None, body);
+    }
+    match gather(&mut body).await {
+        Ok(Gathered::Whole(bytes, trailers)) => {
+            let recorded = match rec.body(bytes.clone()).await {
+                Ok(b) => b,
+                Err(e) => return failed_body(format!("ledger: {e}")),
+            };
+            let entry = HttpBody {
+                conn: rec.conn(),
+                exchange: n,
+                body: recorded,
+                trailers: trailers
+                    .as_ref()
+                    .map(|t| headers(rec, t))
+                    .unwrap_or_default(),
+            };
+            match rec.append(Entry::HttpResponseBody(entry)).await {
+                Ok(_) => whole(bytes, trailers),
+                Err(e) => failed_body(format!("ledger: {e}")),
+            }
+        }
+        Ok(Gathered::Partial(first)) => {
+            stream_through(rec.clone(), n, Direction::Down, Some(first), body)
+        }
+        Err(e) => {
+            rec.error("reading the response body", e.to_string()).await;
+            failed_body(format!("upstream: {e}"))
+        }
+    }
+}
+
+/// A body that fails at once: the client sees the response cut.
+fn failed_body(reason: String) -> ProxyBody {
+    let frames = [Err::<Frame<Bytes>, BoxError>(reason.into())];
+    StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+/// Passes a body on chunk by chunk, each recorded as a `stream_chunk` and released only once
+/// durable. The channel holds one chunk, so memory stays bounded whatever the body's size.
+fn stream_through(
+    rec: ConnRecorder,
+    n: u64,
+    direction: Direction,
+    first: Option<Bytes>,
+    mut body: Incoming,
+) -> ProxyBody {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+    tokio::spawn(async move {
+        let mut index = 0u64;
+        let mut pending = first;
+        loop {
+            let (data, trailers, fin) = match pending.take() {
+                Some(data) => (data, None, false),
+                None => match body.frame().await {
+                    None => (Bytes::new(), None, true),
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => (data, None, false),
+                        Err(frame) => match frame.into_trailers() {
+                            Ok(t) => (Bytes::new(), Some(t), true),
+                            Err(_) => continue,
+                        },
+                    },
+                    Some(Err(e)) => {
+                        rec.error("streaming a body", format!("{direction:?}: {e}"))
+                            .await;
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                },
+            };
+            let recorded = match rec.body(data.clone()).await {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("ledger: {e}").into())).await;
+                    return;
+                }
+            };
+            let chunk = StreamChunk {
+                conn: rec.conn(),
+                exchange: n,
+                direction,
+                index,
+                body: recorded,
+                fin,
+                trailers: trailers
+                    .as_ref()
+                    .map(|t| headers(&rec, t))
+                    .unwrap_or_default(),
+            };
+            if let Err(e) = rec.append(Entry::StreamChunk(chunk)).await {
+                let _ = tx.send(Err(format!("ledger: {e}").into())).await;
+                return;
+            }
+            index += 1;
+            if !data.is_empty() && tx.send(Ok(Frame::data(data))).await.is_err() {
+                return;
+            }
+            if let Some(t) = trailers {
+                let _ = tx.send(Ok(Frame::trailers(t))).await;
+            }
+            if fin {
+                return;
+            }
+        }
+    });
+    StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed()
+}

@@ -1,0 +1,223 @@
+//! The TLS stage: read the client's ClientHello, apply policy to its SNI, open TLS to the real
+//! destination with the same SNI and ALPN offer, then finish the client's handshake with a leaf
+//! from the harness CA, offering exactly the protocol the destination chose — so both sides
+//! speak the same HTTP version and the HTTP stage can forward exchange by exchange.
+use crate::http::{self, Version};
+use crate::ledger::{ConnDenied, Entry, TlsFailure, TlsSide};
+use crate::record::{recording_relay, ConnRecorder};
+use crate::sniff::Kind;
+use crate::tls::{provider, ServerConfigs};
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// Errors setting up interception (at engine start).
+#[derive(Debug, thiserror::Error)]
+pub enum InterceptError {
+    /// A root certificate file could not be read or parsed.
+    #[error("{path}: {reason}")]
+    Roots {
+        /// The PEM file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    /// The CA or leaf machinery failed.
+    #[error(transparent)]
+    Leaf(#[from] crate::tls::LeafError),
+}
+
+/// Where the system's trusted roots live on Debian-like hosts.
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Everything the TLS stage needs, built once per engine.
+pub struct Interceptor {
+    server_configs: ServerConfigs,
+    roots: Arc<rustls::RootCertStore>,
+}
+
+impl Interceptor {
+    /// Leaves from `server_configs`; upstream certificates verified against the system roots
+    /// plus every certificate in `extra_roots` (`--upstream-ca`).
+    pub fn new(
+        server_configs: ServerConfigs,
+        extra_roots: &[PathBuf],
+    ) -> Result<Interceptor, InterceptError> {
+        let mut roots = rustls::RootCertStore::empty();
+        if Path::new(SYSTEM_ROOTS).exists() {
+            for cert in read_pem_certs(Path::new(SYSTEM_ROOTS))? {
+                // A malformed system root is skipped, not fatal: the others still verify.
+                let _ = roots.add(cert);
+            }
+        }
+        for path in extra_roots {
+            let certs = read_pem_certs(path)?;
+            if certs.is_empty() {
+                return Err(InterceptError::Roots {
+                    path: path.clone(),
+                    reason: "no certificate in the file".into(),
+                });
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| InterceptError::Roots {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        Ok(Interceptor {
+            server_configs,
+            roots: Arc::new(roots),
+        })
+    }
+
+    fn client_config(&self, alpn: Vec<Vec<u8>>) -> Result<rustls::ClientConfig, rustls::Error> {
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(self.roots.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = alpn;
+        Ok(config)
+    }
+}
+
+fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, InterceptError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let err = |reason: String| InterceptError::Roots {
+        path: path.to_owned(),
+        reason,
+    };
+    CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))
+}
+
+/// What the client's ClientHello said, for policy and the ledger.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    /// The server name, if the client sent one.
+    pub sni: Option<String>,
+}
+
+/// Serves one TLS connection: handshake both ways, then HTTP (or recorded bytes). `decide`
+/// gets the SNI and says whether the connection may go on (`Err(reason)` closes it).
+pub async fn serve<C>(
+    interceptor: &Interceptor,
+    client: C,
+    dst: SocketAddr,
+    rec: ConnRecorder,
+    decide: impl FnOnce(&Hello) -> Result<(), String>,
+) -> Result<(), String>
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let acceptor =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client);
+    let start = acceptor
+        .await
+        .map_err(|e| format!("reading the client's TLS hello: {e}"))?;
+    let hello = start.client_hello();
+    let info = Hello {
+        sni: hello.server_name().map(str::to_owned),
+    };
+    let offered: Vec<Vec<u8>> = hello
+        .alpn()
+        .map(|protos| {
+            protos
+                .filter(|p| *p == b"h2" || *p == b"http/1.1")
+                .map(<[u8]>::to_vec)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Err(reason) = decide(&info) {
+        let _ = rec
+            .append(Entry::ConnDenied(ConnDenied {
+                conn: Some(rec.conn()),
+                proto: "tcp".into(),
+                dst: Some(dst),
+                host: info.sni.clone(),
+                caller: None,
+                by: "daemon".into(),
+                reason: reason.clone(),
+                rule: None,
+            }))
+            .await;
+        return Err(reason);
+    }
+
+    let server_name: ServerName<'static> = match &info.sni {
+        Some(name) => ServerName::try_from(name.clone())
+            .map_err(|e| format!("client SNI {name:?} is not a valid server name: {e}"))?,
+        None => ServerName::IpAddress(dst.ip().into()),
+    };
+    let upstream_config = interceptor
+        .client_config(offered)
+        .map_err(|e| format!("upstream TLS configuration: {e}"))?;
+    let tcp = TcpStream::connect(dst)
+        .await
+        .map_err(|e| format!("connecting to {dst}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let upstream = match tokio_rustls::TlsConnector::from(Arc::new(upstream_config))
+        .connect(server_name, tcp)
+        .await
+    {
+        Ok(tls) => tls,
+        Err(e) => {
+            let reason = format!("upstream TLS handshake with {dst}: {e}");
+            record_failure(&rec, TlsSide::Upstream, &info, &reason).await;
+            return Err(reason);
+        }
+    };
+    let chosen = upstream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+
+    let mut server_config = (*interceptor.server_configs.for_connection(dst.ip())).clone();
+    server_config.alpn_protocols = chosen.iter().cloned().collect();
+    let client = match start.into_stream(Arc::new(server_config)).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            // Pinning clients and clients that do not trust the harness CA end here: recorded,
+            // never passed through unrecorded.
+            let reason = format!("client refused the harness certificate or handshake: {e}");
+            record_failure(&rec, TlsSide::Client, &info, &reason).await;
+            return Err(reason);
+        }
+    };
+    match chosen.as_deref() {
+        Some(b"h2") => http::serve(client, upstream, Version::Http2, "https", rec)
+            .await
+            .map_err(|e| e.to_string()),
+        Some(b"http/1.1") => http::serve(client, upstream, Version::Http1, "https", rec)
+            .await
+            .map_err(|e| e.to_string()),
+        _ => {
+            // No ALPN: HTTP/1 if it looks like it, else recorded bytes.
+            let (kind, client) = crate::sniff::sniff(client)
+                .await
+                .map_err(|e| format!("reading from the client: {e}"))?;
+            match kind {
+                Kind::Http1 => http::serve(client, upstream, Version::Http1, "https", rec)
+                    .await
+                    .map_err(|e| e.to_string()),
+                _ => recording_relay(client, upstream, &rec).await,
+            }
+        }
+    }
+}
+
+async fn record_failure(rec: &ConnRecorder, side: TlsSide, hello: &Hello, reason: &str) {
+    let _ = rec
+        .append(Entry::TlsFailure(TlsFailure {
+            conn: rec.conn(),
+            side,
+            sni: hello.sni.clone(),
+            reason: reason.to_owned(),
+        }))
+        .await;
+}

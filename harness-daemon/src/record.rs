@@ -1,0 +1,214 @@
+//! Recording helpers shared by the stages that see bytes: a per-connection recorder that turns
+//! bytes into durable entries, byte counting for `conn_close`, and the recording relay used for
+//! anything that is not HTTP (plain TCP or non-HTTP inside TLS).
+use crate::ledger::{
+    Body, Data, Direction, Durable, Entry, ErrorEntry, Ledger, LedgerError, SessionWriter,
+};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+
+/// Records one connection's entries into its session.
+#[derive(Clone)]
+pub struct ConnRecorder {
+    writer: SessionWriter,
+    conn: u64,
+    next_exchange: Arc<AtomicU64>,
+}
+
+impl ConnRecorder {
+    /// A recorder for connection number `conn` of the session `writer` writes.
+    pub fn new(writer: SessionWriter, conn: u64) -> ConnRecorder {
+        ConnRecorder {
+            writer,
+            conn,
+            next_exchange: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The connection number.
+    pub fn conn(&self) -> u64 {
+        self.conn
+    }
+
+    /// The ledger (for headers, fingerprints and bodies).
+    pub fn ledger(&self) -> &Ledger {
+        self.writer.ledger()
+    }
+
+    /// The next exchange number on this connection (0, 1, 2, …).
+    pub fn next_exchange(&self) -> u64 {
+        self.next_exchange.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Appends an entry; resolves once it is durable.
+    pub async fn append(&self, entry: Entry) -> Result<Durable, LedgerError> {
+        self.writer.append(entry).await
+    }
+
+    /// The recorded form of `bytes`: inline, or a durable blob for large ones (written off the
+    /// async threads, since a blob write ends in an fsync).
+    pub async fn body(&self, bytes: bytes::Bytes) -> Result<Body, LedgerError> {
+        let ledger = self.ledger().clone();
+        tokio::task::spawn_blocking(move || ledger.body(&bytes))
+            .await
+            .map_err(|e| LedgerError::io(ledger_dir(&self.writer), std::io::Error::other(e)))?
+    }
+
+    /// Records an error that belongs to this connection (best effort: a failing ledger already
+    /// makes the connection fail).
+    pub async fn error(&self, context: &str, message: String) {
+        let _ = self
+            .append(Entry::Error(ErrorEntry {
+                conn: Some(self.conn),
+                context: context.into(),
+                message,
+            }))
+            .await;
+    }
+}
+
+/// A URL query as it may be recorded: `key=` parameters (API keys, as Gemini takes them)
+/// replaced by their keyed fingerprint, everything else as it was.
+pub fn redact_query(ledger: &Ledger, query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if name.eq_ignore_ascii_case("key") => {
+                format!("{name}={}", ledger.fingerprint(value.as_bytes()))
+            }
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn ledger_dir(writer: &SessionWriter) -> &std::path::Path {
+    writer.ledger().dir()
+}
+
+/// Byte counts of a connection as seen on the enclosed process's socket.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Bytes the enclosed process sent.
+    pub up: AtomicU64,
+    /// Bytes the enclosed process received.
+    pub down: AtomicU64,
+}
+
+/// A stream that counts what passes through it into [`Counts`] (reads as `up`, writes as
+/// `down`: it wraps the enclosed process's end).
+pub struct Counted<S> {
+    inner: S,
+    counts: Arc<Counts>,
+}
+
+impl<S> Counted<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, counts: Arc<Counts>) -> Counted<S> {
+        Counted { inner, counts }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.counts.up.fetch_add(n as u64, Ordering::Relaxed);
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &res {
+            self.counts.down.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Relays bytes both ways, recording every read as a `data` entry that is durable before the
+/// bytes are written on: nothing passes that the ledger does not hold. A ledger failure cuts
+/// the connection.
+pub async fn recording_relay<C, U>(client: C, upstream: U, rec: &ConnRecorder) -> Result<(), String>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
+    let up = pump(&mut client_rd, &mut up_wr, rec, Direction::Up);
+    let down = pump(&mut up_rd, &mut client_wr, rec, Direction::Down);
+    let (a, b) = tokio::join!(up, down);
+    a.and(b)
+}
+
+async fn pump<R, W>(
+    from: &mut R,
+    to: &mut W,
+    rec: &ConnRecorder,
+    direction: Direction,
+) -> Result<(), String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut index = 0;
+    let mut offset = 0u64;
+    loop {
+        let n = from
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("reading ({direction:?}): {e}"))?;
+        if n == 0 {
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        let bytes = bytes::Bytes::copy_from_slice(&buf[..n]);
+        let body = rec
+            .body(bytes)
+            .await
+            .map_err(|e| format!("ledger: {e}; connection cut"))?;
+        rec.append(Entry::Data(Data {
+            conn: rec.conn(),
+            direction,
+            index,
+            offset,
+            bytes: body,
+        }))
+        .await
+        .map_err(|e| format!("ledger: {e}; connection cut"))?;
+        to.write_all(&buf[..n])
+            .await
+            .map_err(|e| format!("writing ({direction:?}): {e}"))?;
+        index += 1;
+        offset += n as u64;
+    }
+}
