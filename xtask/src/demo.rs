@@ -15,7 +15,8 @@ pub struct Options {
     /// Policy file passed to `harness run --policy`.
     #[arg(long)]
     pub policy: Option<PathBuf>,
-    /// Run the agent as this user (`harness run --user`).
+    /// Run the agent as this user (`harness run --user`) [default: the user behind sudo, else
+    /// nobody].
     #[arg(long)]
     pub user: Option<String>,
 }
@@ -77,7 +78,14 @@ pub fn run(opts: &Options) -> Result<()> {
     if let Some(policy) = &opts.policy {
         cmd.arg("--policy").arg(policy);
     }
-    if let Some(user) = &opts.user {
+    // The agent runs unprivileged: the invoking user behind sudo, else `nobody`.
+    let user = match (&opts.user, std::env::var_os("SUDO_UID")) {
+        (Some(user), _) => Some(user.clone()),
+        (None, Some(_)) => None,
+        (None, None) => Some("nobody".to_owned()),
+    };
+    if let Some(user) = &user {
+        note(format!("the agent runs as user {user}"));
         cmd.args(["--user", user]);
     }
     cmd.arg("--")

@@ -83,9 +83,15 @@ fn steps(opts: &Options, done: &mut Vec<(&'static str, Duration)>) -> Result<()>
         &mut || {
             let debug = target_dir()?.join("debug");
             let mut cmd = cargo();
-            cmd.args(["test", "--workspace", "--exclude", "harness-ebpf"])
-                .env("HARNESS_BIN", debug.join("harness"))
-                .env("HARNESS_PROBE", debug.join("probe"));
+            cmd.args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "harness-ebpf",
+                "--no-fail-fast",
+            ])
+            .env("HARNESS_BIN", debug.join("harness"))
+            .env("HARNESS_PROBE", debug.join("probe"));
             if opts.unprivileged {
                 step("test: unit and integration tests, privileged ones SKIPPED");
                 cmd.env_remove("HARNESS_PRIVILEGED_TESTS");

@@ -141,6 +141,11 @@ pub fn run(opts: &Options, with_setup: bool) -> Result<()> {
         .arg(&initramfs)
         .args(["-append", "console=ttyS0 panic=-1 quiet"]);
     let outcome = boot(&mut cmd, &log, &nonce, Duration::from_secs(opts.vm.timeout))?;
+    note(format!(
+        "VM: /init started {} after qemu did; qemu ran {} in all",
+        outcome.booted.map_or("never".to_owned(), human),
+        human(outcome.total)
+    ));
     match outcome.result {
         Some(VmResult::Pass) => {
             step(format!(
