@@ -254,9 +254,12 @@ impl Hook {
         take(&self.by_peer, peer)
     }
 
-    /// Who sent the DNS datagram that arrived from `peer`.
-    pub fn take_dns_sender(&self, peer: SocketAddr) -> Option<OrigDst> {
-        take(&self.dns_peers, peer)
+    /// Who sent the DNS datagram that arrived from `peer`. The entry stays: one socket sends
+    /// several questions (glibc sends A and AAAA together), and the kernel side rewrites it on
+    /// every datagram, so it is never stale.
+    pub fn dns_sender(&self, peer: SocketAddr) -> Option<OrigDst> {
+        let map = self.dns_peers.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&peer_key(peer), 0).ok()
     }
 
     /// Tells the kernel what host-name rules decided for addresses DNS just gave.

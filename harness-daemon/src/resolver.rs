@@ -30,7 +30,7 @@ pub(crate) async fn serve(engine: Arc<Inner>, socket: Arc<UdpSocket>) {
             }
         };
         let query = buf[..n].to_vec();
-        let Some(sender) = engine.hook.take_dns_sender(peer) else {
+        let Some(sender) = engine.hook.dns_sender(peer) else {
             warn!("DNS datagram from {peer} without a recorded sender: dropped");
             continue;
         };
