@@ -52,7 +52,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn bodies<'a>(entries: &'a [Recorded], response: bool) -> Vec<&'a Body> {
+fn bodies(entries: &[Recorded], response: bool) -> Vec<&Body> {
     entries
         .iter()
         .filter_map(|r| match (&r.entry, response) {
