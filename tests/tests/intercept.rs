@@ -390,7 +390,7 @@ fn a_full_ledger_means_an_error_for_the_client_and_no_upstream_request() {
         "while [ ! -e {} ]; do sleep 0.05; done; /usr/bin/curl -sS -w '\\n%{{http_code}}' -H 'Authorization: Bearer t' --data-binary '{{\"symbol\":\"ACME\"}}' {url}",
         go.display()
     );
-    let mut child = std::process::Command::new(harness_tests::harness_bin())
+    let child = std::process::Command::new(harness_tests::harness_bin())
         .args(["run", "--no-daemon", "--user", "nobody", "--ledger"])
         .arg(&ledger)
         .args([
