@@ -56,6 +56,15 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
     },
+    /// The harness CA that enclosed clients are made to trust: print or export its certificate.
+    Ca {
+        /// Directory of the harness CA (created on first use).
+        #[arg(long, default_value = harness::engine::DEFAULT_CA_DIR)]
+        ca_dir: PathBuf,
+        /// Write the CA certificate (PEM) to this file.
+        #[arg(long)]
+        export: Option<PathBuf>,
+    },
     /// Run the engine as a long-lived service that `harness run` uses (as root).
     Daemon {
         /// Ledger directory.
@@ -126,6 +135,27 @@ fn main() {
                 Err(e) => fail("harness run", &e),
             }
         }
+        Command::Ca { ca_dir, export } => match harness::tls::HarnessCa::load_or_create(&ca_dir) {
+            Ok(ca) => {
+                let exported = match &export {
+                    Some(path) => ca
+                        .export(path)
+                        .map(|()| eprintln!("exported the harness CA to {}", path.display())),
+                    None => {
+                        print!("{}", ca.certificate_pem());
+                        Ok(())
+                    }
+                };
+                match exported {
+                    Ok(()) => {
+                        eprintln!("sha256 fingerprint: {}", ca.fingerprint_sha256_hex());
+                        0
+                    }
+                    Err(e) => fail("harness ca", &e),
+                }
+            }
+            Err(e) => fail("harness ca", &e),
+        },
         Command::Daemon {
             ledger,
             policy,
