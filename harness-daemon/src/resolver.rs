@@ -62,7 +62,9 @@ pub(crate) async fn serve(engine: Arc<Inner>, socket: Arc<UdpSocket>) {
                 }))
                 .await;
             if recorded.is_err() {
-                // Unrecorded questions get no answer (fail closed).
+                // An unrecorded question is never forwarded; the process gets harness's own
+                // SERVFAIL at once (it carries nothing from upstream) instead of a time-out.
+                let _ = socket.send_to(&dns::servfail(&query), peer).await;
                 return;
             }
             let denied = parsed

@@ -370,7 +370,7 @@ fn hundred_megabytes_each_way_in_bounded_memory() {
 }
 
 #[test]
-fn a_full_ledger_means_an_error_for_the_client_and_no_upstream_request() {
+fn a_full_ledger_means_errors_for_the_client_and_no_unrecorded_upstream_request() {
     if !privileged("full-ledger") {
         return;
     }
@@ -386,9 +386,12 @@ fn a_full_ledger_means_an_error_for_the_client_and_no_upstream_request() {
     let go = s.dir.join("go");
     std::fs::set_permissions(&s.dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let url = s.url("/v1/orders");
+    // Many requests once the file system is full: the first few may still fit in the slack of
+    // pages the ledger already holds; after that every one must fail before reaching upstream.
     let script = format!(
-        "while [ ! -e {} ]; do sleep 0.05; done; /usr/bin/curl -sS -w '\\n%{{http_code}}' -H 'Authorization: Bearer t' --data-binary '{{\"symbol\":\"ACME\"}}' {url}",
-        go.display()
+        "while [ ! -e {} ]; do sleep 0.05; done; for i in $(seq 1 40); do /usr/bin/curl -sS --resolve {resolve} -o /dev/null -w '%{{http_code}}\\n' -H 'Authorization: Bearer t' --data-binary \"{{\\\"n\\\":$i}}\" {url}; done",
+        go.display(),
+        resolve = format!("api.example.test:{}:127.0.0.2", s.peer.addr().port()),
     );
     let child = std::process::Command::new(harness_tests::harness_bin())
         .args(["run", "--no-daemon", "--user", "nobody", "--ledger"])
@@ -404,7 +407,7 @@ fn a_full_ledger_means_an_error_for_the_client_and_no_upstream_request() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Once the session is open, fill the file system to the last byte.
+    // Once the session is open, fill the file system to the last block.
     for _ in 0..500 {
         if harness::ledger::session_files(&ledger)
             .map(|f| !f.is_empty())
@@ -421,15 +424,32 @@ fn a_full_ledger_means_an_error_for_the_client_and_no_upstream_request() {
         .status();
     std::fs::write(&go, "").unwrap();
     let out = child.wait_with_output().unwrap();
+    // What the ledger holds, read before the file system goes away.
+    let files = harness::ledger::session_files(&ledger).unwrap();
+    let text = std::fs::read_to_string(&files[0]).unwrap_or_default();
     let _ = std::process::Command::new("umount").arg(&ledger).status();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let codes = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.trim_end().ends_with("502") || !out.status.success(),
-        "the client must get an error: {stdout}"
+        codes.lines().any(|c| c.trim() == "502"),
+        "the client must get errors once the ledger is full: {codes}"
     );
+    // Every request the upstream saw is in the ledger: a request body is recorded whole before
+    // it is forwarded (small JSON) — compare by its exact text.
+    for request in s.peer.requests().iter().filter(|r| r.uri == "/v1/orders") {
+        let body = String::from_utf8_lossy(request.body.bytes.as_deref().unwrap_or_default());
+        let recorded = serde_json::to_string(&body.to_string()).unwrap();
+        assert!(
+            text.contains(&recorded),
+            "upstream got {body} but the ledger does not hold it"
+        );
+    }
     assert!(
-        s.peer.requests().iter().all(|r| r.uri != "/v1/orders"),
-        "the upstream was contacted although nothing could be recorded"
+        s.peer
+            .requests()
+            .iter()
+            .filter(|r| r.uri == "/v1/orders")
+            .count()
+            < 40,
+        "every request reached upstream although the ledger was full"
     );
-    let _ = Path::new(&go);
 }
