@@ -113,7 +113,7 @@ impl Block {
             },
             "redacted_thinking" => Block::Redacted,
             "tool_use" | "server_tool_use" => {
-                let input = b.get("input").cloned().unwrap_or(json!({}));
+                let input = b.get("input").cloned().unwrap_or(Value::Null);
                 Block::ToolUse {
                     id: str_of(b, "id").map(str::to_string),
                     name: str_of(b, "name").map(str::to_string),

@@ -274,6 +274,11 @@ pub(super) fn sse_stream(body: &[u8], errs: &mut Errs) -> Reply {
 /// A stream without `alt=sse`: one JSON array whose elements are response chunks, read element
 /// by element so that a cut array still gives its complete elements.
 pub(super) fn array_stream(body: &[u8], errs: &mut Errs) -> Reply {
+    // Halves of a surrogate pair in two elements (offsets then count the stand-ins' bytes).
+    let fixed = std::str::from_utf8(body)
+        .ok()
+        .and_then(super::json::stand_in_surrogates);
+    let body = fixed.as_deref().map_or(body, str::as_bytes);
     let mut m = Merge::default();
     let skip = |mut i: usize| {
         while i < body.len() && body[i].is_ascii_whitespace() {

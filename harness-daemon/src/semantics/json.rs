@@ -113,3 +113,112 @@ mod tests {
         assert_eq!(body[error_offset(body, &e)], b'x');
     }
 }
+
+// === Surrogate halves split across stream deltas ===
+//
+// A stream may cut a character outside the Basic Multilingual Plane between two deltas, each
+// carrying half of its UTF-16 surrogate pair as a `\uD83D` / `\uDE80` escape. Such a JSON text
+// does not parse into strings, so each lone half is stood in for by a private-use character
+// (planes 16: U+100000 + the half's offset) and [`rejoin`] pairs them up again once the pieces
+// are joined.
+
+const HIGH: u32 = 0x10_0000;
+const LOW: u32 = 0x10_0400;
+
+/// The JSON text with each lone surrogate escape replaced by its stand-in; `None` if it had
+/// none.
+pub(super) fn stand_in_surrogates(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let hex = |i: usize| -> Option<u32> {
+        let s = text.get(i..i + 4)?;
+        u32::from_str_radix(s, 16).ok()
+    };
+    let escape_at = |i: usize| -> Option<u32> {
+        (b.get(i) == Some(&b'\\') && b.get(i + 1) == Some(&b'u'))
+            .then(|| hex(i + 2))
+            .flatten()
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    let mut last = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let Some(u) = escape_at(i) else {
+            i += 2;
+            continue;
+        };
+        let lone = match u {
+            0xD800..=0xDBFF => {
+                if escape_at(i + 6).is_some_and(|l| (0xDC00..=0xDFFF).contains(&l)) {
+                    i += 12;
+                    continue;
+                }
+                Some(HIGH + (u - 0xD800))
+            }
+            0xDC00..=0xDFFF => Some(LOW + (u - 0xDC00)),
+            _ => None,
+        };
+        if let Some(c) = lone.and_then(char::from_u32) {
+            out.push_str(&text[last..i]);
+            out.push(c);
+            last = i + 6;
+            changed = true;
+        }
+        i += 6;
+    }
+    out.push_str(&text[last..]);
+    changed.then_some(out)
+}
+
+/// Pairs stand-ins of surrogate halves back into characters; a half left alone becomes U+FFFD.
+pub(super) fn rejoin(s: &str) -> std::borrow::Cow<'_, str> {
+    let is_stand_in = |c: char| (HIGH..LOW + 0x400).contains(&(c as u32));
+    if !s.chars().any(is_stand_in) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        let n = c as u32;
+        if (HIGH..LOW).contains(&n) {
+            if let Some(&next) = chars.peek() {
+                let m = next as u32;
+                if (LOW..LOW + 0x400).contains(&m) {
+                    chars.next();
+                    let cp = 0x1_0000 + ((n - HIGH) << 10) + (m - LOW);
+                    out.push(char::from_u32(cp).unwrap_or('\u{FFFD}'));
+                    continue;
+                }
+            }
+            out.push('\u{FFFD}');
+        } else if (LOW..LOW + 0x400).contains(&n) {
+            out.push('\u{FFFD}');
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+#[cfg(test)]
+mod surrogate_tests {
+    use super::*;
+
+    #[test]
+    fn halves_rejoin() {
+        let a = stand_in_surrogates(r#"{"d":"x \ud83d"}"#).unwrap();
+        let b = stand_in_surrogates(r#"{"d":"\ude80 y"}"#).unwrap();
+        let a: Value = serde_json::from_str(&a).unwrap();
+        let b: Value = serde_json::from_str(&b).unwrap();
+        let joined = format!("{}{}", a["d"].as_str().unwrap(), b["d"].as_str().unwrap());
+        assert_eq!(rejoin(&joined), "x 🚀 y");
+        assert_eq!(stand_in_surrogates(r#"{"d":"\ud83d\ude80 \\ud83d"}"#), None);
+        let lone: Value =
+            serde_json::from_str(&stand_in_surrogates(r#""\ud83d!""#).unwrap()).unwrap();
+        assert_eq!(rejoin(lone.as_str().unwrap()), "\u{FFFD}!");
+    }
+}

@@ -43,6 +43,8 @@ pub(super) fn annotate(x: &ExchangeView, notes: &mut Notes) {
     let session = header(x.request_headers, "mcp-session-id")
         .or_else(|| header(x.response_headers, "mcp-session-id"));
     let mut ids: HashMap<String, String> = HashMap::new();
+    // Request ids in the order sent, to tell which got no answer.
+    let mut asked: Vec<(String, Value)> = Vec::new();
     let mut is_mcp = false;
     if x.method.eq_ignore_ascii_case("POST") && encoded(x.request_headers).is_none() {
         let body = x.request_body;
@@ -64,7 +66,8 @@ pub(super) fn annotate(x: &ExchangeView, notes: &mut Notes) {
                     .iter()
                     .map(|m| {
                         if let (Some(id), Some(method)) = (id_key(m), str_of(m, "method")) {
-                            ids.insert(id, method.to_string());
+                            ids.insert(id.clone(), method.to_string());
+                            asked.push((id, m["id"].clone()));
                         }
                         request_message(m)
                     })
@@ -128,6 +131,18 @@ pub(super) fn annotate(x: &ExchangeView, notes: &mut Notes) {
                     list.extend(messages(&v).iter().map(|m| response_message(m, &ids)))
                 }
             }
+        }
+    }
+    // A stream that ends before answering every request was cut (or the server broke off).
+    for (key, id) in &asked {
+        let answered = list
+            .iter()
+            .any(|m| m.get("method").is_none() && id_key(m).as_ref() == Some(key));
+        if !answered && (200..300).contains(&x.status) {
+            errs.add(
+                format!("end (byte {})", body.len()),
+                format!("no response to request id {id}"),
+            );
         }
     }
     notes.push(

@@ -15,7 +15,7 @@
 //! string and `input_error` says why.
 use serde_json::{json, Map, Value};
 
-use super::json::{str_of, u64_of};
+use super::json::{rejoin, str_of, u64_of};
 use super::{Api, Errs};
 
 /// The model's answer, assembled from a buffered body or a stream.
@@ -56,12 +56,13 @@ impl ToolCall {
     /// A call whose arguments came as a JSON text (OpenAI, Anthropic streams); empty
     /// arguments are an empty object, as the providers treat them.
     pub fn from_text(choice: u64, id: Option<String>, name: Option<String>, args: &str) -> Self {
+        let args = rejoin(args);
         let (input, input_error) = if args.trim().is_empty() {
             (json!({}), None)
         } else {
-            match serde_json::from_str::<Value>(args) {
+            match serde_json::from_str::<Value>(&args) {
                 Ok(v) => (v, None),
-                Err(e) => (Value::String(args.to_string()), Some(e.to_string())),
+                Err(e) => (Value::String(args.into_owned()), Some(e.to_string())),
             }
         };
         ToolCall {
@@ -121,10 +122,10 @@ impl Reply {
             "model": self.model,
             "id": self.id,
             "thinking": self.thinking.iter()
-                .map(|t| json!({"text": t.text, "signature": t.signature}))
+                .map(|t| json!({"text": rejoin(&t.text), "signature": t.signature}))
                 .collect::<Vec<_>>(),
             "redacted_thinking": self.redacted_thinking,
-            "text": self.text.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(),
+            "text": self.text.iter().map(|(_, t)| rejoin(t)).collect::<Vec<_>>(),
             "tool_calls": calls,
             "stop_reason": self.stop_reason,
             "usage": self.usage.as_ref().map(Usage::to_json),

@@ -30,6 +30,11 @@ impl Event {
         match serde_json::from_str(&self.data) {
             Ok(v) => Some(v),
             Err(e) => {
+                // Half of a surrogate pair, the other half in another delta.
+                let fixed = super::json::stand_in_surrogates(&self.data);
+                if let Some(v) = fixed.and_then(|t| serde_json::from_str(&t).ok()) {
+                    return Some(v);
+                }
                 errs.add(self.at(), e.to_string());
                 None
             }
@@ -116,7 +121,7 @@ pub(super) fn events(body: &[u8], errs: &mut Errs) -> Vec<Event> {
             _ => {}
         }
     }
-    if let (Some(_), Some(offset)) = (data.as_ref(), start) {
+    if let Some(offset) = start {
         errs.add(
             format!("event {} (byte {offset})", out.len()),
             "the stream ends inside an event (no blank line after it), which no client received",
