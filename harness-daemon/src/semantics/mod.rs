@@ -7,6 +7,24 @@
 //! stops the other annotations: it adds a `parse_error` saying what could not be parsed and
 //! where, next to whatever could be.
 //!
+//! Topics (`by` is `semantics/anthropic`, `…/openai`, `…/gemini`, `…/mcp` or `…/http`):
+//!
+//! ```text
+//! http:         {method, url, status, request_type, response_type, request_bytes,
+//!                response_bytes, request_truncated?: true, response_truncated?: true}
+//! llm_request:  {provider, api, model, stream, system: string|null,
+//!                messages: [{role, content: [block…]}], tools: [name…]}
+//!   block: {type:"text",text} | {type:"tool_use",id,name,input}
+//!        | {type:"tool_result",tool_use_id,content,is_error,name?} | {type:"image"}
+//!        | {type:"thinking",text,signature} | {type:"refusal",text} | {type:OTHER}
+//!   roles as sent, except Gemini "model" → "assistant"; OpenAI tool outputs are role "tool";
+//!   system/developer messages and `instructions` are folded into `system`.
+//! llm_response: see `reply` (identical for buffered and streamed answers)
+//! mcp_request, mcp_response: see `mcp`
+//! parse_error:  {what: "anthropic response"…, where: "byte N" | "event N (byte B)"
+//!                | "element N (byte B)" | "end (byte N)" | "headers", error}
+//! ```
+//!
 //! ```
 //! use harness::semantics::{annotate, ExchangeView};
 //! let x = ExchangeView {

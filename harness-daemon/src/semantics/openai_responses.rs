@@ -337,7 +337,11 @@ pub(super) fn stream(body: &[u8], errs: &mut Errs) -> Reply {
                 }
             }
             "error" => {
-                r.error = Some(error_of(d.get("error").unwrap_or(&d)));
+                // `{type: "error", code, message}`: the code says what kind.
+                r.error = Some(match d.get("error") {
+                    Some(e) => error_of(e),
+                    None => json!({"type": d.get("code"), "message": d.get("message")}),
+                });
                 finished = true;
             }
             _ => {}
