@@ -17,6 +17,7 @@ pub mod policy;
 pub mod record;
 pub mod resolver;
 pub mod run;
+pub mod semantics;
 pub mod session;
 pub mod sniff;
 pub mod tls;

@@ -1,0 +1,358 @@
+//! What a recorded HTTP exchange means: pure parsers that turn one exchange (heads and complete
+//! bodies) into annotations — the LLM request and the model's answer (Anthropic Messages, OpenAI
+//! Chat Completions and Responses, Gemini), MCP JSON-RPC calls and results, and for everything
+//! a one-line HTTP summary. Buffered and streamed (SSE) answers give the same annotation.
+//!
+//! Nothing here does I/O or alters a byte; a malformed or truncated body never panics and never
+//! stops the other annotations: it adds a `parse_error` saying what could not be parsed and
+//! where, next to whatever could be.
+//!
+//! Topics (`by` is `semantics/anthropic`, `…/openai`, `…/gemini`, `…/mcp` or `…/http`):
+//!
+//! ```text
+//! http:         {method, url, status, request_type, response_type, request_bytes,
+//!                response_bytes, request_truncated?: true, response_truncated?: true}
+//! llm_request:  {provider, api, model, stream, system: string|null,
+//!                messages: [{role, content: [block…]}], tools: [name…]}
+//!   block: {type:"text",text} | {type:"tool_use",id,name,input}
+//!        | {type:"tool_result",tool_use_id,content,is_error,name?} | {type:"image"}
+//!        | {type:"thinking",text,signature} | {type:"refusal",text} | {type:OTHER}
+//!   roles as sent, except Gemini "model" → "assistant"; OpenAI tool outputs are role "tool";
+//!   system/developer messages and `instructions` are folded into `system`.
+//! llm_response: see `reply` (identical for buffered and streamed answers)
+//! mcp_request, mcp_response: see `mcp`
+//! parse_error:  {what: "anthropic response"…, where: "byte N" | "event N (byte B)"
+//!                | "element N (byte B)" | "end (byte N)" | "headers", error}
+//! ```
+//!
+//! ```
+//! use harness::semantics::{annotate, ExchangeView};
+//! let x = ExchangeView {
+//!     method: "GET", scheme: "https", authority: Some("example.test"), target: "/",
+//!     request_headers: &[], request_body: b"", request_truncated: false,
+//!     status: 204, response_headers: &[], response_body: b"", response_truncated: false,
+//! };
+//! let notes = annotate(&x);
+//! assert_eq!(notes[0].topic, "http");
+//! assert_eq!(notes[0].data["url"], "https://example.test/");
+//! ```
+use serde_json::{json, Value};
+
+mod anthropic;
+mod gemini;
+mod json;
+mod mcp;
+mod openai_chat;
+mod openai_responses;
+mod reply;
+mod sse;
+
+#[cfg(test)]
+mod tests;
+
+/// One HTTP exchange as recorded: heads, and bodies once they have fully passed.
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangeView<'a> {
+    /// Request method (`POST`).
+    pub method: &'a str,
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    /// `Host` / `:authority`, when there was one.
+    pub authority: Option<&'a str>,
+    /// Path and query as recorded (secret query values already fingerprinted).
+    pub target: &'a str,
+    /// Request headers, names in lower case, secrets replaced by fingerprints.
+    pub request_headers: &'a [(String, String)],
+    /// The request body (complete, or cut at the capture cap when `request_truncated`).
+    pub request_body: &'a [u8],
+    /// The request body was cut at a cap.
+    pub request_truncated: bool,
+    /// Response status.
+    pub status: u16,
+    /// Response headers, names in lower case.
+    pub response_headers: &'a [(String, String)],
+    /// The response body as the client received it (SSE text for streams).
+    pub response_body: &'a [u8],
+    /// The response body was cut at a cap.
+    pub response_truncated: bool,
+}
+
+/// What an exchange means, for an `annotation` entry (SPEC §4.14).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Annotation {
+    /// What produced it: `semantics/anthropic`, `semantics/openai`, `semantics/gemini`,
+    /// `semantics/mcp`, `semantics/http`.
+    pub by: &'static str,
+    /// `http`, `llm_request`, `llm_response`, `mcp_request`, `mcp_response`, `parse_error`.
+    pub topic: &'static str,
+    /// The topic's data (shapes in the module docs of each parser and in `reply`).
+    pub data: Value,
+}
+
+/// Annotates one exchange: always `http` first, then what the provider or protocol parsers make
+/// of it, each followed by the `parse_error`s met on the way.
+pub fn annotate(x: &ExchangeView) -> Vec<Annotation> {
+    let mut out = vec![Annotation {
+        by: "semantics/http",
+        topic: "http",
+        data: http(x),
+    }];
+    let mut notes = Notes::default();
+    if x.method.eq_ignore_ascii_case("POST") {
+        match Api::of(path(x.target)) {
+            Some(api) => llm(x, api, &mut notes),
+            None => mcp::annotate(x, &mut notes),
+        }
+    } else {
+        mcp::annotate(x, &mut notes);
+    }
+    out.extend(notes.0);
+    out
+}
+
+/// The `http` summary every exchange gets.
+fn http(x: &ExchangeView) -> Value {
+    let mut data = json!({
+        "method": x.method,
+        "url": format!("{}://{}{}", x.scheme, x.authority.unwrap_or(""), x.target),
+        "status": x.status,
+        "request_type": header(x.request_headers, "content-type"),
+        "response_type": header(x.response_headers, "content-type"),
+        "request_bytes": x.request_body.len(),
+        "response_bytes": x.response_body.len(),
+    });
+    if x.request_truncated {
+        data["request_truncated"] = json!(true);
+    }
+    if x.response_truncated {
+        data["response_truncated"] = json!(true);
+    }
+    data
+}
+
+// === Providers ===
+
+/// The LLM APIs recognised, by path alone (any host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    AnthropicMessages,
+    OpenAiChat,
+    OpenAiResponses,
+    /// `…/models/{model}:generateContent` or `:streamGenerateContent`.
+    Gemini {
+        stream: bool,
+    },
+}
+
+impl Api {
+    fn of(path: &str) -> Option<Api> {
+        let path = path.trim_end_matches('/');
+        let last = path.rsplit('/').next().unwrap_or("");
+        if path.ends_with("/v1/messages") {
+            Some(Api::AnthropicMessages)
+        } else if path.ends_with("/chat/completions") {
+            Some(Api::OpenAiChat)
+        } else if path.ends_with("/v1/responses") || path.ends_with("/openai/responses") {
+            Some(Api::OpenAiResponses)
+        } else if last.ends_with(":generateContent") {
+            Some(Api::Gemini { stream: false })
+        } else if last.ends_with(":streamGenerateContent") {
+            Some(Api::Gemini { stream: true })
+        } else {
+            None
+        }
+    }
+
+    fn by(self) -> &'static str {
+        match self {
+            Api::AnthropicMessages => "semantics/anthropic",
+            Api::OpenAiChat | Api::OpenAiResponses => "semantics/openai",
+            Api::Gemini { .. } => "semantics/gemini",
+        }
+    }
+
+    /// The provider's name in `parse_error.what`.
+    fn provider(self) -> &'static str {
+        match self {
+            Api::AnthropicMessages => "anthropic",
+            Api::OpenAiChat => "openai chat",
+            Api::OpenAiResponses => "openai responses",
+            Api::Gemini { .. } => "gemini",
+        }
+    }
+}
+
+fn llm(x: &ExchangeView, api: Api, notes: &mut Notes) {
+    let by = api.by();
+    let what_req = format!("{} request", api.provider());
+    if let Some(body) = notes.json_body(
+        by,
+        &what_req,
+        x.request_body,
+        x.request_truncated,
+        x.request_headers,
+    ) {
+        let req = match api {
+            Api::AnthropicMessages => anthropic::request(&body),
+            Api::OpenAiChat => openai_chat::request(&body),
+            Api::OpenAiResponses => openai_responses::request(&body),
+            Api::Gemini { stream } => gemini::request(&body, path(x.target), stream),
+        };
+        notes.push(by, "llm_request", req);
+    }
+
+    let what = format!("{} response", api.provider());
+    if let Some(enc) = encoded(x.response_headers) {
+        notes.error(
+            by,
+            &what,
+            "headers",
+            format!("content-encoding {enc} is not decoded"),
+        );
+        return;
+    }
+    let body = x.response_body;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    let mut errs = Errs::new(&what, x.response_truncated);
+    let sse = is_sse(x.response_headers) || sse::looks_like(body);
+    let reply = if !(200..300).contains(&x.status) {
+        reply::error_reply(api, body, &mut errs)
+    } else {
+        match api {
+            Api::AnthropicMessages if sse => Some(anthropic::stream(body, &mut errs)),
+            Api::AnthropicMessages => errs.json(body).map(|v| anthropic::response(&v)),
+            Api::OpenAiChat if sse => Some(openai_chat::stream(body, &mut errs)),
+            Api::OpenAiChat => errs.json(body).map(|v| openai_chat::response(&v)),
+            Api::OpenAiResponses if sse => Some(openai_responses::stream(body, &mut errs)),
+            Api::OpenAiResponses => errs.json(body).map(|v| openai_responses::response(&v)),
+            Api::Gemini { .. } if sse => Some(gemini::sse_stream(body, &mut errs)),
+            Api::Gemini { stream: true } => Some(gemini::array_stream(body, &mut errs)),
+            Api::Gemini { stream: false } => errs.json(body).map(|v| gemini::response(&v)),
+        }
+    };
+    if let Some(reply) = reply {
+        notes.push(by, "llm_response", reply.to_json());
+    }
+    notes.take(by, errs);
+}
+
+// === Helpers shared by the parsers ===
+
+/// The path of a target, without its query.
+fn path(target: &str) -> &str {
+    target.split(['?', '#']).next().unwrap_or("")
+}
+
+/// The first value of a header (names are lower case).
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn is_sse(headers: &[(String, String)]) -> bool {
+    header(headers, "content-type").is_some_and(|t| {
+        t.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("text/event-stream")
+    })
+}
+
+/// A content encoding other than identity: the body cannot be read without decoding.
+fn encoded(headers: &[(String, String)]) -> Option<&str> {
+    header(headers, "content-encoding")
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+}
+
+/// Annotations gathered in order.
+#[derive(Default)]
+struct Notes(Vec<Annotation>);
+
+impl Notes {
+    fn push(&mut self, by: &'static str, topic: &'static str, data: Value) {
+        self.0.push(Annotation { by, topic, data });
+    }
+
+    fn error(&mut self, by: &'static str, what: &str, at: &str, error: String) {
+        self.push(
+            by,
+            "parse_error",
+            json!({"what": what, "where": at, "error": error}),
+        );
+    }
+
+    fn take(&mut self, by: &'static str, errs: Errs) {
+        for (at, error) in errs.list {
+            self.error(by, &errs.what, &at, error);
+        }
+    }
+
+    /// A request body as JSON (whole, or what a cut one holds), noting what went wrong.
+    fn json_body(
+        &mut self,
+        by: &'static str,
+        what: &str,
+        body: &[u8],
+        truncated: bool,
+        headers: &[(String, String)],
+    ) -> Option<Value> {
+        if let Some(enc) = encoded(headers) {
+            self.error(
+                by,
+                what,
+                "headers",
+                format!("content-encoding {enc} is not decoded"),
+            );
+            return None;
+        }
+        let mut errs = Errs::new(what, truncated);
+        let v = errs.json(body);
+        self.take(by, errs);
+        v
+    }
+}
+
+/// Parse errors of one body: (where, error).
+struct Errs {
+    what: String,
+    truncated: bool,
+    list: Vec<(String, String)>,
+}
+
+impl Errs {
+    fn new(what: &str, truncated: bool) -> Errs {
+        Errs {
+            what: what.to_string(),
+            truncated,
+            list: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, at: impl Into<String>, error: impl Into<String>) {
+        let mut error = error.into();
+        if self.truncated {
+            error.push_str(" (the body was cut at the capture cap)");
+        }
+        self.list.push((at.into(), error));
+    }
+
+    /// A whole body as one JSON value; a body cut short gives what its complete members hold.
+    fn json(&mut self, body: &[u8]) -> Option<Value> {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let at = json::error_offset(body, &e);
+                self.add(format!("byte {at}"), e.to_string());
+                if e.is_eof() {
+                    json::complete_prefix(body)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}

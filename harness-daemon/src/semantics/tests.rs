@@ -1,0 +1,910 @@
+//! Fixtures of the providers' documented wire formats, buffered and streamed; MCP over JSON and
+//! SSE; cut and mangled bodies.
+use serde_json::{json, Value};
+
+use super::{annotate, Annotation, ExchangeView};
+
+const SSE: &str = "text/event-stream; charset=utf-8";
+const JSON: &str = "application/json";
+
+/// An exchange to annotate.
+struct X {
+    method: &'static str,
+    target: String,
+    request_headers: Vec<(String, String)>,
+    request_body: Vec<u8>,
+    status: u16,
+    response_headers: Vec<(String, String)>,
+    response_body: Vec<u8>,
+    response_truncated: bool,
+}
+
+impl X {
+    fn post(target: &str, body: &[u8], content_type: &str, response: &[u8]) -> X {
+        X {
+            method: "POST",
+            target: target.to_string(),
+            request_headers: vec![("content-type".into(), JSON.into())],
+            request_body: body.to_vec(),
+            status: 200,
+            response_headers: vec![("content-type".into(), content_type.into())],
+            response_body: response.to_vec(),
+            response_truncated: false,
+        }
+    }
+
+    fn header(mut self, name: &str, value: &str, response: bool) -> X {
+        let h = (name.to_string(), value.to_string());
+        if response {
+            self.response_headers.push(h);
+        } else {
+            self.request_headers.push(h);
+        }
+        self
+    }
+
+    fn run(&self) -> Vec<Annotation> {
+        annotate(&ExchangeView {
+            method: self.method,
+            scheme: "https",
+            authority: Some("api.example.test"),
+            target: &self.target,
+            request_headers: &self.request_headers,
+            request_body: &self.request_body,
+            request_truncated: false,
+            status: self.status,
+            response_headers: &self.response_headers,
+            response_body: &self.response_body,
+            response_truncated: self.response_truncated,
+        })
+    }
+}
+
+fn topic<'a>(notes: &'a [Annotation], topic: &str) -> &'a Value {
+    let found: Vec<_> = notes.iter().filter(|n| n.topic == topic).collect();
+    assert_eq!(found.len(), 1, "one {topic} in {notes:#?}");
+    &found[0].data
+}
+
+fn errors(notes: &[Annotation]) -> Vec<&Value> {
+    notes
+        .iter()
+        .filter(|n| n.topic == "parse_error")
+        .map(|n| &n.data)
+        .collect()
+}
+
+fn clean(notes: &[Annotation]) {
+    assert!(errors(notes).is_empty(), "{:#?}", errors(notes));
+}
+
+macro_rules! fixture {
+    ($name:literal) => {
+        include_bytes!(concat!("fixtures/", $name)).as_slice()
+    };
+}
+
+// === Anthropic ===
+
+const ANTHROPIC_REQ: &[u8] = fixture!("anthropic_request.json");
+const ANTHROPIC_JSON: &[u8] = fixture!("anthropic_response.json");
+const ANTHROPIC_SSE: &[u8] = fixture!("anthropic_stream.sse");
+
+fn anthropic_expected() -> Value {
+    json!({
+        "provider": "anthropic", "api": "messages",
+        "model": "claude-sonnet-4-5-20250929", "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+        "thinking": [{"text": "The price ¥1,432 is under ¥1,500 — buy.",
+                      "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"}],
+        "redacted_thinking": 1,
+        "text": ["Je vais vérifier le cours — 日本語 OK 👩\u{200d}💻.", "Deux appels en parallèle 🚀"],
+        "tool_calls": [
+            {"id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "name": "get_quote",
+             "input": {"symbol": "ACME", "exchange": "東証"}},
+            {"id": "toolu_01V4Ju2mhdQCXbzCCnHWqFvK", "name": "place_order",
+             "input": {"symbol": "ACME", "qty": 10, "side": "buy", "limit": 1500.5}},
+        ],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 472, "output_tokens": 301, "cache_read": 128, "cache_write": 0},
+    })
+}
+
+#[test]
+fn anthropic_buffered_and_streamed_agree() {
+    let buffered = X::post("/v1/messages", ANTHROPIC_REQ, JSON, ANTHROPIC_JSON).run();
+    let streamed = X::post("/v1/messages", ANTHROPIC_REQ, SSE, ANTHROPIC_SSE).run();
+    clean(&buffered);
+    clean(&streamed);
+    assert_eq!(topic(&buffered, "llm_response"), &anthropic_expected());
+    assert_eq!(topic(&streamed, "llm_response"), &anthropic_expected());
+    assert_eq!(buffered[0].topic, "http");
+    assert_eq!(buffered[1].by, "semantics/anthropic");
+}
+
+#[test]
+fn anthropic_request() {
+    let notes = X::post("/v1/messages", ANTHROPIC_REQ, JSON, b"").run();
+    assert_eq!(
+        topic(&notes, "llm_request"),
+        &json!({
+            "provider": "anthropic", "api": "messages", "model": "claude-sonnet-4-5",
+            "stream": true,
+            "system": "You are a careful trading assistant.\n\nPrices are in yen (¥).",
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Buy 10 ACME if it is under ¥1,500. 日本語でどうぞ。"}]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "text": "Need a quote first.",
+                     "signature": "EqQBCgIYAhIMsig0"},
+                    {"type": "text", "text": "Checking the quote."},
+                    {"type": "tool_use", "id": "toolu_01A", "name": "get_quote",
+                     "input": {"symbol": "ACME"}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_01A",
+                     "content": [{"type": "text", "text": "{\"price\": 1432}"}],
+                     "is_error": false},
+                    {"type": "image"},
+                    {"type": "text", "text": "Chart attached."}]},
+            ],
+            "tools": ["get_quote", "place_order", "web_search"],
+        })
+    );
+}
+
+#[test]
+fn anthropic_cut_stream_gives_text_so_far() {
+    let text = b"\"text\":\"Je vais v\"}}\n\n";
+    let at = find(ANTHROPIC_SSE, text) + text.len();
+    let mut x = X::post("/v1/messages", ANTHROPIC_REQ, SSE, &ANTHROPIC_SSE[..at]);
+    x.response_truncated = false;
+    let notes = x.run();
+    let r = topic(&notes, "llm_response");
+    assert_eq!(r["text"], json!(["Je vais v"]));
+    assert_eq!(
+        r["thinking"][0]["signature"],
+        anthropic_expected()["thinking"][0]["signature"]
+    );
+    assert_eq!(r["redacted_thinking"], 1);
+    let errs = errors(&notes);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0]["what"], "anthropic response");
+    assert!(errs[0]["error"].as_str().unwrap().contains("message_stop"));
+    assert_eq!(errs[0]["where"], format!("end (byte {at})"));
+
+    // Cut inside a tool's input: the call is there, its input the raw text and an error.
+    let piece = b"\"partial_json\":\"ME\\\", \\\"exchange\\\": \\\"\xe6\x9d\xb1\"}}\n\n";
+    let at = find(ANTHROPIC_SSE, piece) + piece.len();
+    let notes = X::post("/v1/messages", ANTHROPIC_REQ, SSE, &ANTHROPIC_SSE[..at]).run();
+    let call = &topic(&notes, "llm_response")["tool_calls"][0];
+    assert_eq!(call["input"], "{\"symbol\": \"ACME\", \"exchange\": \"東");
+    assert!(call["input_error"].is_string());
+}
+
+#[test]
+fn anthropic_error_answer() {
+    let mut x = X::post(
+        "/v1/messages",
+        ANTHROPIC_REQ,
+        JSON,
+        br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+    );
+    x.status = 529;
+    let notes = x.run();
+    clean(&notes);
+    let r = topic(&notes, "llm_response");
+    assert_eq!(
+        r["error"],
+        json!({"type": "overloaded_error", "message": "Overloaded"})
+    );
+    assert_eq!(r["text"], json!([]));
+}
+
+// === OpenAI Chat Completions ===
+
+const CHAT_REQ: &[u8] = fixture!("openai_chat_request.json");
+const CHAT_JSON: &[u8] = fixture!("openai_chat_response.json");
+const CHAT_SSE: &[u8] = fixture!("openai_chat_stream.sse");
+
+#[test]
+fn openai_chat_buffered_and_streamed_agree() {
+    let buffered = X::post("/v1/chat/completions", CHAT_REQ, JSON, CHAT_JSON).run();
+    let streamed = X::post("/v1/chat/completions", CHAT_REQ, SSE, CHAT_SSE).run();
+    clean(&buffered);
+    clean(&streamed);
+    let expected = json!({
+        "provider": "openai", "api": "chat.completions", "model": "gpt-4o-2024-08-06",
+        "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+        "thinking": [], "redacted_thinking": 0,
+        "text": ["Je vais vérifier — 日本語 OK 👩\u{200d}💻 🚀"],
+        "tool_calls": [
+            {"id": "call_Dn2RJJSxzDm49vlVTehseJ0k", "name": "get_quote",
+             "input": {"symbol": "ACME", "exchange": "東証"}},
+            {"id": "call_ZCeCAKd2h8vJsxhsWH3F2S3R", "name": "place_order",
+             "input": {"symbol": "ACME", "qty": 10, "side": "buy"}},
+        ],
+        "stop_reason": "tool_calls",
+        "usage": {"input_tokens": 1117, "output_tokens": 46, "cache_read": 1024,
+                  "reasoning_tokens": 0},
+    });
+    assert_eq!(topic(&buffered, "llm_response"), &expected);
+    assert_eq!(topic(&streamed, "llm_response"), &expected);
+    assert_eq!(buffered[1].by, "semantics/openai");
+}
+
+#[test]
+fn openai_chat_several_choices() {
+    let buffered = X::post(
+        "/v1/chat/completions",
+        CHAT_REQ,
+        JSON,
+        fixture!("openai_chat_n2_response.json"),
+    )
+    .run();
+    let streamed = X::post(
+        "/v1/chat/completions",
+        CHAT_REQ,
+        SSE,
+        fixture!("openai_chat_n2_stream.sse"),
+    )
+    .run();
+    clean(&buffered);
+    clean(&streamed);
+    let b = topic(&buffered, "llm_response");
+    assert_eq!(b, topic(&streamed, "llm_response"));
+    assert_eq!(b["choices"], 2);
+    assert_eq!(b["text"], json!(["Oui — ¥1,432."]));
+    assert_eq!(b["text_choice"], json!([0]));
+    let call = &b["tool_calls"][0];
+    assert_eq!(call["choice"], 1);
+    assert_eq!(call["input"], "{\"symbol\":\"ACME\"");
+    assert!(call["input_error"].as_str().unwrap().contains("EOF"));
+    assert_eq!(b["stop_reason"], "stop");
+}
+
+#[test]
+fn openai_chat_request() {
+    let notes = X::post("/v1/chat/completions", CHAT_REQ, JSON, b"").run();
+    assert_eq!(
+        topic(&notes, "llm_request"),
+        &json!({
+            "provider": "openai", "api": "chat.completions", "model": "gpt-4o", "stream": true,
+            "system": "You are a careful trading assistant.",
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Buy 10 ACME under ¥1,500."}, {"type": "image"}]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "call_prev", "name": "get_quote",
+                     "input": {"symbol": "ACME"}}]},
+                {"role": "tool", "content": [
+                    {"type": "tool_result", "tool_use_id": "call_prev",
+                     "content": "{\"price\": 1432}", "is_error": false}]},
+            ],
+            "tools": ["get_quote", "place_order"],
+        })
+    );
+}
+
+// === OpenAI Responses ===
+
+const RESP_REQ: &[u8] = fixture!("openai_responses_request.json");
+const RESP_JSON: &[u8] = fixture!("openai_responses_response.json");
+const RESP_SSE: &[u8] = fixture!("openai_responses_stream.sse");
+
+fn responses_expected() -> Value {
+    json!({
+        "provider": "openai", "api": "responses", "model": "o4-mini-2025-04-16",
+        "id": "resp_67ccd3a9da748190baa7f1570fe91ac604becb25c45c1d41",
+        "thinking": [
+            {"text": "**Checking price** ¥1,432 < ¥1,500 — buy.", "signature": null},
+            {"text": "Two calls in parallel 🚀", "signature": null},
+        ],
+        "redacted_thinking": 1,
+        "text": ["Je vais vérifier — 日本語 OK 👩\u{200d}💻.", "Deuxième bloc."],
+        "tool_calls": [
+            {"id": "call_FmcnU6kP5b5mLDI8X4ItZpbE", "name": "get_quote",
+             "input": {"symbol": "ACME", "exchange": "東証"}},
+            {"id": "call_9bVJ5vSQhwXKWMhLP8WdM3ji", "name": "place_order",
+             "input": {"symbol": "ACME", "qty": 10}},
+        ],
+        "stop_reason": "completed",
+        "usage": {"input_tokens": 328, "output_tokens": 52, "cache_read": 256,
+                  "reasoning_tokens": 64},
+    })
+}
+
+#[test]
+fn openai_responses_buffered_and_streamed_agree() {
+    let buffered = X::post("/v1/responses", RESP_REQ, JSON, RESP_JSON).run();
+    let streamed = X::post("/v1/responses", RESP_REQ, SSE, RESP_SSE).run();
+    clean(&buffered);
+    clean(&streamed);
+    assert_eq!(topic(&buffered, "llm_response"), &responses_expected());
+    assert_eq!(topic(&streamed, "llm_response"), &responses_expected());
+}
+
+/// The stream without any event that carries whole items: the deltas alone must give the same.
+#[test]
+fn openai_responses_deltas_alone_agree() {
+    let mut body = String::new();
+    let text = std::str::from_utf8(RESP_SSE).unwrap();
+    // The split surrogate pair stays in the raw text of the events kept as they are.
+    assert!(text.contains("\"delta\":\"Two calls in parallel \\ud83d\""));
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        if block.contains("\"type\":\"response.output_item.done\"") {
+            continue;
+        }
+        if block.starts_with("event: response.completed\n") {
+            let data = block.split_once("data: ").unwrap().1;
+            let mut v: Value = serde_json::from_str(data).unwrap();
+            v["response"]["output"] = json!([]);
+            body.push_str(&format!("event: response.completed\ndata: {v}\n\n"));
+            continue;
+        }
+        body.push_str(block);
+        body.push_str("\n\n");
+    }
+    let raw = body;
+    let streamed = X::post("/v1/responses", RESP_REQ, SSE, raw.as_bytes()).run();
+    clean(&streamed);
+    assert_eq!(topic(&streamed, "llm_response"), &responses_expected());
+}
+
+#[test]
+fn openai_responses_request() {
+    let notes = X::post("/v1/responses", RESP_REQ, JSON, b"").run();
+    assert_eq!(
+        topic(&notes, "llm_request"),
+        &json!({
+            "provider": "openai", "api": "responses", "model": "o4-mini", "stream": true,
+            "system": "You are a careful trading assistant.\n\nAnswer in French.",
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Buy 10 ACME under ¥1,500."}, {"type": "image"}]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "text": "Need a quote.", "signature": "gAAAAB..."}]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "call_prev", "name": "get_quote",
+                     "input": {"symbol": "ACME"}}]},
+                {"role": "tool", "content": [
+                    {"type": "tool_result", "tool_use_id": "call_prev",
+                     "content": "{\"price\": 1432}", "is_error": false}]},
+            ],
+            "tools": ["get_quote", "place_order", "web_search"],
+        })
+    );
+}
+
+// === Gemini ===
+
+const GEMINI_REQ: &[u8] = fixture!("gemini_request.json");
+const GEMINI_JSON: &[u8] = fixture!("gemini_response.json");
+const GEMINI_SSE: &[u8] = fixture!("gemini_stream.sse");
+const GEMINI_ARRAY: &[u8] = fixture!("gemini_stream_array.json");
+
+#[test]
+fn gemini_buffered_and_streamed_agree() {
+    let buffered = X::post(
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        GEMINI_REQ,
+        JSON,
+        GEMINI_JSON,
+    )
+    .run();
+    let sse = X::post(
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+        GEMINI_REQ,
+        SSE,
+        GEMINI_SSE,
+    )
+    .run();
+    let array = X::post(
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        GEMINI_REQ,
+        "application/json; charset=UTF-8",
+        GEMINI_ARRAY,
+    )
+    .run();
+    for notes in [&buffered, &sse, &array] {
+        clean(notes);
+    }
+    let expected = json!({
+        "provider": "gemini", "api": "generateContent", "model": "gemini-2.5-flash",
+        "id": "9WDNaOXsN8XS7M8PvrT5mQE",
+        "thinking": [{"text": "**Checking price** ¥1,432 < ¥1,500 — buy.",
+                      "signature": "CiQB0e2Kb2sig"}],
+        "redacted_thinking": 0,
+        "text": ["Je vais vérifier — 日本語 OK 👩\u{200d}💻.", "Deux appels en parallèle 🚀"],
+        "tool_calls": [
+            {"id": null, "name": "get_quote", "input": {"symbol": "ACME", "exchange": "東証"}},
+            {"id": null, "name": "place_order", "input": {"symbol": "ACME", "qty": 10}},
+        ],
+        "stop_reason": "STOP",
+        "usage": {"input_tokens": 90, "output_tokens": 40, "cache_read": 64,
+                  "reasoning_tokens": 50},
+    });
+    assert_eq!(topic(&buffered, "llm_response"), &expected);
+    assert_eq!(topic(&sse, "llm_response"), &expected);
+    assert_eq!(topic(&array, "llm_response"), &expected);
+    assert_eq!(topic(&sse, "llm_request")["stream"], true);
+    assert_eq!(buffered[1].by, "semantics/gemini");
+}
+
+#[test]
+fn gemini_request() {
+    let notes = X::post(
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        GEMINI_REQ,
+        JSON,
+        b"",
+    )
+    .run();
+    assert_eq!(
+        topic(&notes, "llm_request"),
+        &json!({
+            "provider": "gemini", "api": "generateContent", "model": "gemini-2.5-flash",
+            "stream": false,
+            "system": "You are a careful trading assistant.",
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Buy 10 ACME under ¥1,500."}, {"type": "image"}]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": null, "name": "get_quote",
+                     "input": {"symbol": "ACME"}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": null, "name": "get_quote",
+                     "content": {"price": 1432}, "is_error": false}]},
+            ],
+            "tools": ["get_quote", "place_order", "googleSearch"],
+        })
+    );
+}
+
+#[test]
+fn gemini_cut_array_keeps_complete_elements() {
+    let at = find(GEMINI_ARRAY, b"functionCall");
+    let notes = X::post(
+        "/v1beta/models/m:streamGenerateContent",
+        GEMINI_REQ,
+        JSON,
+        &GEMINI_ARRAY[..at],
+    )
+    .run();
+    let r = topic(&notes, "llm_response");
+    assert_eq!(
+        r["text"],
+        json!(["Je vais vérifier — 日本語 OK 👩\u{200d}💻."])
+    );
+    assert_eq!(r["tool_calls"], json!([]));
+    let errs = errors(&notes);
+    assert!(errs
+        .iter()
+        .any(|e| e["where"].as_str().unwrap().starts_with("element 6")));
+    assert!(errs
+        .iter()
+        .any(|e| e["error"].as_str().unwrap().contains("finishReason")));
+}
+
+// === MCP ===
+
+fn mcp(request: &str, content_type: &str, response: &str) -> X {
+    X::post(
+        "/mcp",
+        request.as_bytes(),
+        content_type,
+        response.as_bytes(),
+    )
+    .header("mcp-session-id", "1868a90c", false)
+    .header("accept", "application/json, text/event-stream", false)
+}
+
+#[test]
+fn mcp_initialize() {
+    let mut x = X::post(
+        "/mcp",
+        br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1.0"}}}"#,
+        JSON,
+        br#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"broker","version":"0.1"}}}"#,
+    );
+    x = x.header("mcp-session-id", "s-42", true);
+    let notes = x.run();
+    clean(&notes);
+    assert_eq!(
+        topic(&notes, "mcp_request"),
+        &json!({"session": "s-42", "messages": [
+            {"id": 0, "method": "initialize", "kind": "request"}]})
+    );
+    let resp = topic(&notes, "mcp_response");
+    assert_eq!(resp["session"], "s-42");
+    assert_eq!(resp["messages"][0]["for_method"], "initialize");
+    assert_eq!(
+        resp["messages"][0]["result"]["serverInfo"]["name"],
+        "broker"
+    );
+    assert_eq!(notes[1].by, "semantics/mcp");
+}
+
+#[test]
+fn mcp_notification_gets_no_response_annotation() {
+    let mut x = mcp(
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        "",
+        "",
+    );
+    x.status = 202;
+    let notes = x.run();
+    clean(&notes);
+    assert_eq!(
+        topic(&notes, "mcp_request"),
+        &json!({"session": "1868a90c", "messages": [
+            {"id": null, "method": "notifications/initialized", "kind": "notification"}]})
+    );
+    assert!(notes.iter().all(|n| n.topic != "mcp_response"));
+}
+
+#[test]
+fn mcp_tools_list_over_sse() {
+    let notes = mcp(
+        r#"{"jsonrpc":"2.0","id":"list-1","method":"tools/list"}"#,
+        SSE,
+        "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"list-1\",\"result\":{\"tools\":[{\"name\":\"get_quote\",\"inputSchema\":{\"type\":\"object\"}},{\"name\":\"place_order\",\"inputSchema\":{\"type\":\"object\"}}]}}\n\n",
+    )
+    .run();
+    clean(&notes);
+    assert_eq!(
+        topic(&notes, "mcp_response"),
+        &json!({"session": "1868a90c", "messages": [
+            {"id": "list-1", "for_method": "tools/list",
+             "result": {"tools": ["get_quote", "place_order"]}}]})
+    );
+}
+
+#[test]
+fn mcp_tools_call_over_sse_with_progress() {
+    let notes = mcp(
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"place_order","arguments":{"symbol":"ACME","qty":10},"_meta":{"progressToken":"p7"}}}"#,
+        SSE,
+        concat!(
+            "id: 1\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":\"p7\",\"progress\":1,\"total\":2}}\n\n",
+            ": keep-alive\n\n",
+            "id: 2\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\n",
+            "data: \"result\":{\"content\":[{\"type\":\"text\",\"text\":\"filled 10 @ ¥1,432\"}],\"structuredContent\":{\"filled\":10},\"isError\":false}}\n\n",
+        ),
+    )
+    .run();
+    clean(&notes);
+    assert_eq!(
+        topic(&notes, "mcp_request"),
+        &json!({"session": "1868a90c", "messages": [
+            {"id": 7, "method": "tools/call", "kind": "request", "name": "place_order",
+             "arguments": {"symbol": "ACME", "qty": 10}}]})
+    );
+    assert_eq!(
+        topic(&notes, "mcp_response"),
+        &json!({"session": "1868a90c", "messages": [
+            {"id": null, "method": "notifications/progress"},
+            {"id": 7, "for_method": "tools/call", "result": {
+                "content": [{"type": "text", "text": "filled 10 @ ¥1,432"}],
+                "structuredContent": {"filled": 10}, "isError": false}}]})
+    );
+}
+
+#[test]
+fn mcp_error_and_tool_error() {
+    let notes = mcp(
+        r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"nope","arguments":{}}}"#,
+        JSON,
+        r#"{"jsonrpc":"2.0","id":8,"error":{"code":-32602,"message":"Unknown tool: nope"}}"#,
+    )
+    .run();
+    clean(&notes);
+    assert_eq!(
+        topic(&notes, "mcp_response")["messages"][0],
+        json!({"id": 8, "for_method": "tools/call",
+               "error": {"code": -32602, "message": "Unknown tool: nope"}})
+    );
+    let notes = mcp(
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"place_order","arguments":{"qty":-1}}}"#,
+        JSON,
+        r#"{"jsonrpc":"2.0","id":9,"result":{"content":[{"type":"text","text":"qty must be positive"}],"isError":true}}"#,
+    )
+    .run();
+    assert_eq!(
+        topic(&notes, "mcp_response")["messages"][0]["result"],
+        json!({"content": [{"type": "text", "text": "qty must be positive"}],
+               "structuredContent": null, "isError": true})
+    );
+}
+
+#[test]
+fn mcp_batch() {
+    let notes = mcp(
+        r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_quote","arguments":{"symbol":"ACME"}}},
+            {"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":0}},
+            {"jsonrpc":"2.0","id":"srv-1","result":{"role":"assistant","content":{"type":"text","text":"ok"}}}]"#,
+        JSON,
+        r#"[{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"1432"}]}}]"#,
+    )
+    .run();
+    clean(&notes);
+    let req = topic(&notes, "mcp_request");
+    assert_eq!(req["messages"][0]["name"], "get_quote");
+    assert_eq!(req["messages"][1]["kind"], "notification");
+    assert_eq!(req["messages"][2]["kind"], "response");
+    assert_eq!(req["messages"][2]["id"], "srv-1");
+    let resp = topic(&notes, "mcp_response");
+    assert_eq!(resp["messages"][0]["for_method"], "tools/call");
+    assert_eq!(resp["messages"][0]["result"]["isError"], false);
+}
+
+#[test]
+fn mcp_get_stream_of_server_messages() {
+    let x = X {
+        method: "GET",
+        target: "/mcp".into(),
+        request_headers: vec![("mcp-session-id".into(), "s".into())],
+        request_body: Vec::new(),
+        status: 200,
+        response_headers: vec![("content-type".into(), SSE.into())],
+        response_body: b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"sampling/createMessage\",\"params\":{}}\n\n".to_vec(),
+        response_truncated: false,
+    };
+    let notes = x.run();
+    clean(&notes);
+    assert_eq!(
+        topic(&notes, "mcp_response"),
+        &json!({"session": "s", "messages": [
+            {"id": null, "method": "notifications/tools/list_changed"},
+            {"id": 3, "method": "sampling/createMessage"}]})
+    );
+}
+
+#[test]
+fn mcp_cut_sse_reports_and_keeps_what_came() {
+    let mut x = mcp(
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_quote","arguments":{}}}"#,
+        SSE,
+        "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"res",
+    );
+    x.response_truncated = true;
+    let notes = x.run();
+    assert_eq!(
+        topic(&notes, "mcp_response")["messages"],
+        json!([{"id": null, "method": "notifications/progress"}])
+    );
+    let errs = errors(&notes);
+    assert_eq!(errs.len(), 2);
+    assert_eq!(
+        errs[1]["error"],
+        "no response to request id 7 (the body was cut at the capture cap)"
+    );
+    assert_eq!(errs[0]["what"], "mcp response");
+    let second =
+        x.response_body.len() - "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"res".len();
+    assert_eq!(errs[0]["where"], format!("event 1 (byte {second})"));
+    assert!(errs[0]["error"].as_str().unwrap().contains("capture cap"));
+}
+
+// === Everything else ===
+
+#[test]
+fn plain_http() {
+    let x = X {
+        method: "GET",
+        target: "/v2/quotes?symbol=ACME".into(),
+        request_headers: vec![],
+        request_body: vec![],
+        status: 200,
+        response_headers: vec![("content-type".into(), "application/json".into())],
+        response_body: br#"{"price": 1432}"#.to_vec(),
+        response_truncated: false,
+    };
+    let notes = x.run();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        notes[0],
+        Annotation {
+            by: "semantics/http",
+            topic: "http",
+            data: json!({"method": "GET", "url": "https://api.example.test/v2/quotes?symbol=ACME",
+                         "status": 200, "request_type": null,
+                         "response_type": "application/json",
+                         "request_bytes": 0, "response_bytes": 15}),
+        }
+    );
+}
+
+#[test]
+fn encoded_bodies_are_not_guessed_at() {
+    let notes = X::post(
+        "/v1/messages",
+        ANTHROPIC_REQ,
+        JSON,
+        b"\x1f\x8b\x08\x00garbage",
+    )
+    .header("content-encoding", "gzip", true)
+    .run();
+    assert!(notes.iter().any(|n| n.topic == "llm_request"));
+    let errs = errors(&notes);
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0]["where"], "headers");
+}
+
+#[test]
+fn cut_buffered_body_keeps_complete_blocks() {
+    let at = find(
+        ANTHROPIC_JSON,
+        b"{\"type\": \"tool_use\", \"id\": \"toolu_01V4",
+    );
+    let mut x = X::post(
+        "/v1/messages",
+        ANTHROPIC_REQ,
+        JSON,
+        &ANTHROPIC_JSON[..at + 20],
+    );
+    x.response_truncated = true;
+    let notes = x.run();
+    let r = topic(&notes, "llm_response");
+    assert_eq!(r["text"], anthropic_expected()["text"]);
+    // The second call had begun: its type came whole, nothing else did.
+    assert_eq!(r["tool_calls"][0], anthropic_expected()["tool_calls"][0]);
+    assert_eq!(
+        r["tool_calls"][1],
+        json!({"id": null, "name": null, "input": null})
+    );
+    let errs = errors(&notes);
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0]["where"].as_str().unwrap().starts_with("byte "));
+}
+
+// === Cut and mangled bodies: never a panic ===
+
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .expect("needle in fixture")
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Every provider fixture: (target, request, content type, response).
+fn corpus() -> Vec<(&'static str, &'static [u8], &'static str, &'static [u8])> {
+    vec![
+        ("/v1/messages", ANTHROPIC_REQ, JSON, ANTHROPIC_JSON),
+        ("/v1/messages", ANTHROPIC_REQ, SSE, ANTHROPIC_SSE),
+        ("/v1/chat/completions", CHAT_REQ, JSON, CHAT_JSON),
+        ("/v1/chat/completions", CHAT_REQ, SSE, CHAT_SSE),
+        (
+            "/v1/chat/completions",
+            CHAT_REQ,
+            SSE,
+            fixture!("openai_chat_n2_stream.sse"),
+        ),
+        ("/v1/responses", RESP_REQ, JSON, RESP_JSON),
+        ("/v1/responses", RESP_REQ, SSE, RESP_SSE),
+        ("/v1beta/models/m:generateContent", GEMINI_REQ, JSON, GEMINI_JSON),
+        (
+            "/v1beta/models/m:streamGenerateContent?alt=sse",
+            GEMINI_REQ,
+            SSE,
+            GEMINI_SSE,
+        ),
+        ("/v1beta/models/m:streamGenerateContent", GEMINI_REQ, JSON, GEMINI_ARRAY),
+        (
+            "/mcp",
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"q","arguments":{"a":[1,2]}}},{"jsonrpc":"2.0","method":"n"}]"#,
+            SSE,
+            b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\ndata: [{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"\xc3\xa9\"}]}}]\n\n",
+        ),
+    ]
+}
+
+fn well_formed(notes: &[Annotation]) {
+    assert_eq!(notes[0].topic, "http");
+    for n in notes {
+        assert!(n.data.is_object(), "{n:?}");
+        if n.topic == "parse_error" {
+            for k in ["what", "where", "error"] {
+                assert!(n.data[k].is_string(), "{n:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_cut_reports_and_never_panics() {
+    let mut runs = 0;
+    for (target, req, ct, resp) in corpus() {
+        let full = X::post(target, req, ct, resp).run();
+        clean(&full);
+        let step = (resp.len() / 300).max(1);
+        for n in (0..resp.len()).step_by(step) {
+            let notes = X::post(target, req, ct, &resp[..n]).run();
+            well_formed(&notes);
+            // A cut that loses more than the body's final framing is always reported.
+            if n > 0 && n + 4 < resp.len() && !resp[..n].iter().all(u8::is_ascii_whitespace) {
+                assert!(
+                    !errors(&notes).is_empty(),
+                    "{target} cut at {n}: {notes:#?}"
+                );
+            }
+            // Cut requests too.
+            let notes = X::post(target, &req[..n.min(req.len())], ct, resp).run();
+            well_formed(&notes);
+            runs += 2;
+        }
+    }
+    assert!(runs > 3000, "{runs}");
+}
+
+#[test]
+fn cut_streams_give_prefixes_of_the_text() {
+    for (target, req, resp) in [
+        ("/v1/messages", ANTHROPIC_REQ, ANTHROPIC_SSE),
+        ("/v1/chat/completions", CHAT_REQ, CHAT_SSE),
+    ] {
+        let full = X::post(target, req, SSE, resp).run();
+        let full = topic(&full, "llm_response")["text"].clone();
+        for n in 0..resp.len() {
+            let notes = X::post(target, req, SSE, &resp[..n]).run();
+            let Some(r) = notes.iter().find(|a| a.topic == "llm_response") else {
+                continue;
+            };
+            for (i, t) in r.data["text"].as_array().unwrap().iter().enumerate() {
+                let whole = full[i].as_str().unwrap();
+                assert!(whole.starts_with(t.as_str().unwrap()), "{target} at {n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn mangled_bodies_never_panic() {
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut runs = 0;
+    for (target, req, ct, resp) in corpus() {
+        for _ in 0..400 {
+            let mut body = resp.to_vec();
+            let mut request = req.to_vec();
+            for _ in 0..1 + rng.below(4) {
+                let which = if rng.below(4) == 0 {
+                    &mut request
+                } else {
+                    &mut body
+                };
+                if which.is_empty() {
+                    continue;
+                }
+                let at = rng.below(which.len());
+                match rng.below(5) {
+                    0 => which[at] = rng.next() as u8,
+                    1 => {
+                        which.remove(at);
+                    }
+                    2 => which.insert(at, b"{}[]\",:\\\n\r0"[rng.below(11)]),
+                    3 => which[at] = [b'\\', b'"', b'\n', 0xE6, 0xFF][rng.below(5)],
+                    _ => {
+                        let len = rng.below(64).min(which.len() - at);
+                        which.drain(at..at + len);
+                    }
+                }
+            }
+            well_formed(&X::post(target, &request, ct, &body).run());
+            runs += 1;
+        }
+    }
+    assert!(runs >= 4000, "{runs}");
+}
