@@ -81,7 +81,10 @@ fn validate_har(doc: &Value) {
         let rat = format!("{at}.request");
         s(req, "method", &rat);
         let url = s(req, "url", &rat);
-        assert!(url.starts_with("http://") || url.starts_with("https://"), "{rat}.url");
+        assert!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "{rat}.url"
+        );
         s(req, "httpVersion", &rat);
         arr(req, "cookies", &rat);
         name_values(req, "headers", &rat);
@@ -155,7 +158,10 @@ async fn har_validates_and_round_trips_exact_bodies() {
     let doc: Value = serde_json::from_str(&out).unwrap();
     validate_har(&doc);
     assert!(!out.contains(SECRET), "a secret in clear in the HAR");
-    assert!(!out.contains("brokerage-secret"), "a secret in clear in the HAR");
+    assert!(
+        !out.contains("brokerage-secret"),
+        "a secret in clear in the HAR"
+    );
 
     // The ledger's bodies, by (conn, exchange, direction).
     let recorded = read_session(&sc.file).unwrap();
@@ -212,7 +218,9 @@ async fn har_validates_and_round_trips_exact_bodies() {
     // The SSE stream is text, reassembled in order; the binary blob body is base64.
     let sse = entries
         .iter()
-        .find(|e| e["response"]["content"]["mimeType"] == "text/event-stream" && e["connection"] == "1")
+        .find(|e| {
+            e["response"]["content"]["mimeType"] == "text/event-stream" && e["connection"] == "1"
+        })
         .unwrap();
     assert_eq!(sse["response"]["content"]["text"], sc.sse.as_str());
     assert!(sse["response"]["content"].get("encoding").is_none());
@@ -248,7 +256,10 @@ async fn har_validates_and_round_trips_exact_bodies() {
         .find(|e| e["request"]["url"] == "https://events.example/events")
         .unwrap();
     assert_eq!(cut["response"]["content"]["_cutOff"], true);
-    assert_eq!(cut["response"]["content"]["text"], "data: one\n\ndata: two\n\n");
+    assert_eq!(
+        cut["response"]["content"]["text"],
+        "data: one\n\ndata: two\n\n"
+    );
 
     // --out writes the same document; a ledger directory exports its sessions.
     let out_file = sc.dir.join("export.har");
@@ -271,7 +282,10 @@ async fn aat_records_carry_the_ledger_chain() {
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains(SECRET));
     let lines = lines(&sc.file);
-    let records: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let id = sc.file.file_stem().unwrap().to_str().unwrap();
     let mut ids = std::collections::HashSet::new();
     let mut last_seq = None;
@@ -292,7 +306,10 @@ async fn aat_records_carry_the_ledger_chain() {
         }
         assert!(r["action_detail"].is_object(), "{r}");
         assert!(r["parent_record_id"].is_string() || r["parent_record_id"].is_null());
-        assert!(ids.insert(r["record_id"].as_str().unwrap().to_owned()), "duplicate record_id");
+        assert!(
+            ids.insert(r["record_id"].as_str().unwrap().to_owned()),
+            "duplicate record_id"
+        );
         assert_eq!(r["session_id"], id);
         assert!(["success", "failure", "denied"].contains(&r["outcome"].as_str().unwrap()));
         let seq = r["seq"].as_u64().unwrap();
@@ -302,7 +319,11 @@ async fn aat_records_carry_the_ledger_chain() {
         let line = &lines[seq as usize];
         let entry: Value = serde_json::from_slice(line).unwrap();
         assert_eq!(r["prev_hash"], entry["prev"], "seq {seq}");
-        assert_eq!(r["entry_hash"], hex::encode(Sha256::digest(line)), "seq {seq}");
+        assert_eq!(
+            r["entry_hash"],
+            hex::encode(Sha256::digest(line)),
+            "seq {seq}"
+        );
         assert_eq!(r["timestamp"], entry["ts"]);
         if seq > 0 {
             assert_eq!(
@@ -312,7 +333,10 @@ async fn aat_records_carry_the_ledger_chain() {
         }
     }
     let by_seq = |seq: u64| records.iter().find(|r| r["seq"] == seq).unwrap();
-    let kinds: Vec<&str> = records.iter().map(|r| r["action_type"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["action_type"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds.first(), Some(&"session_start"));
     assert_eq!(kinds.last(), Some(&"session_end"));
     assert!(kinds.contains(&"dns_query"));
@@ -328,7 +352,10 @@ async fn aat_records_carry_the_ledger_chain() {
     assert_eq!(tool["action_type"], "tool_call");
     assert_eq!(tool["outcome"], "success");
     assert_eq!(tool["parent_record_id"], model["record_id"]);
-    assert_eq!(tool["action_detail"]["tool_calls"][0]["tool_use_id"], "toolu_01");
+    assert_eq!(
+        tool["action_detail"]["tool_calls"][0]["tool_use_id"],
+        "toolu_01"
+    );
     for k in ["quote_req", "audit_req"] {
         let ext = by_seq(sc.seq[k]);
         assert_eq!(ext["action_type"], "http_request");

@@ -51,8 +51,14 @@ async fn the_timeline_tells_the_story_in_order() {
     assert_eq!(out.matches("/v1/quote").count(), 1, "{out}");
     let under: Vec<&str> = out.lines().filter(|l| l.contains('└')).collect();
     assert_eq!(under.len(), 2, "{out}");
-    assert!(!out.contains("└") || !under.iter().any(|l| l.contains("telemetry")), "{out}");
-    assert!(out.contains("pid 100 → telemetry.example  POST /v1/ping → 202"), "{out}");
+    assert!(
+        !out.contains("└") || !under.iter().any(|l| l.contains("telemetry")),
+        "{out}"
+    );
+    assert!(
+        out.contains("pid 100 → telemetry.example  POST /v1/ping → 202"),
+        "{out}"
+    );
     assert!(out.contains("tokens 320 in, 65 out"), "{out}");
     assert!(!out.contains(SECRET), "{out}");
     // A ledger directory gives every session.
@@ -71,7 +77,10 @@ async fn correlations_link_tool_call_mcp_call_brokerage_and_result() {
     let c = &chains[0];
     assert_eq!(c["tool_use"]["id"], "toolu_01");
     assert_eq!(c["tool_use"]["name"], "get_quote");
-    assert_eq!(c["tool_use"]["input"], serde_json::json!({"symbol": "ACME"}));
+    assert_eq!(
+        c["tool_use"]["input"],
+        serde_json::json!({"symbol": "ACME"})
+    );
     assert_eq!(c["tool_use"]["seq"], s.seq["model1_resp"]);
     assert_eq!(c["mcp_call"]["seq"], s.seq["mcp_req"]);
     assert_eq!(c["mcp_call"]["name"], "get_quote");
@@ -134,7 +143,11 @@ async fn json_is_one_object_per_entry_exactly_as_recorded() {
     let s = record("json").await;
     let (code, out, err) = harness(&["log", "--json", s.file.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    let got: Vec<&[u8]> = out.as_bytes().split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    let got: Vec<&[u8]> = out
+        .as_bytes()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
     let want = lines(&s.file);
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(&want) {

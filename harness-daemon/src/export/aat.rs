@@ -84,7 +84,11 @@ pub fn records(log: &SessionLog) -> Result<Vec<Value>, ExportError> {
                 None,
                 "session_end",
                 json!({ "exit_code": c.exit_code, "signal": c.signal }),
-                if c.exit_code == Some(0) { "success" } else { "failure" },
+                if c.exit_code == Some(0) {
+                    "success"
+                } else {
+                    "failure"
+                },
                 None,
                 None,
             ),
@@ -98,8 +102,14 @@ pub fn records(log: &SessionLog) -> Result<Vec<Value>, ExportError> {
                 let x = &log.exchanges[i];
                 let (action_type, detail, outcome) = exchange(log, &corr, i, x);
                 let hashes = (
-                    format!("sha256:{}", hex::encode(Sha256::digest(x.request_body.bytes(&log.dir)?))),
-                    format!("sha256:{}", hex::encode(Sha256::digest(x.response_body.bytes(&log.dir)?))),
+                    format!(
+                        "sha256:{}",
+                        hex::encode(Sha256::digest(x.request_body.bytes(&log.dir)?))
+                    ),
+                    format!(
+                        "sha256:{}",
+                        hex::encode(Sha256::digest(x.response_body.bytes(&log.dir)?))
+                    ),
                 );
                 push(
                     item,
@@ -123,7 +133,11 @@ pub fn records(log: &SessionLog) -> Result<Vec<Value>, ExportError> {
                             "answers": answer.map(|a| a.head.answers.clone()).unwrap_or_default(),
                             "answer_seq": answer.map(|a| a.seq),
                             "error": answer.and_then(|a| a.head.error.clone()) }),
-                    if rcode.as_deref() == Some("NOERROR") { "success" } else { "failure" },
+                    if rcode.as_deref() == Some("NOERROR") {
+                        "success"
+                    } else {
+                        "failure"
+                    },
                     None,
                     None,
                 );

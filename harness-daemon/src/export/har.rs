@@ -5,8 +5,8 @@
 //! holds. Extra members start with `_` as the spec allows: `_sha256` of each body, `_harness`
 //! (session, seqs, pid) and `_cutOff` for streams that ended without their final chunk.
 use super::ExportError;
-use crate::timeline::session::{ms_between, BodyParts, Exchange, SessionLog};
 use crate::ledger::Header;
+use crate::timeline::session::{ms_between, BodyParts, Exchange, SessionLog};
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};

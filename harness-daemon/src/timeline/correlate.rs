@@ -113,9 +113,11 @@ impl Correlation {
 
     /// The chain whose MCP call is `calls[call]`.
     pub fn chain_of_call(&self, call: &McpCall) -> Option<&Chain> {
-        self.chains
-            .iter()
-            .find(|c| c.mcp_call.as_ref().is_some_and(|m| m.seq == call.seq && m.id == call.id))
+        self.chains.iter().find(|c| {
+            c.mcp_call
+                .as_ref()
+                .is_some_and(|m| m.seq == call.seq && m.id == call.id)
+        })
     }
 }
 
@@ -267,7 +269,9 @@ fn beneath(log: &SessionLog, exchange: usize) -> Vec<External> {
         .enumerate()
         .filter(|(i, x)| {
             *i != exchange
-                && x.request.as_ref().is_some_and(|r| r.seq > start && r.seq < end)
+                && x.request
+                    .as_ref()
+                    .is_some_and(|r| r.seq > start && r.seq < end)
                 && log.pid_of(x).is_some_and(|p| p != pid)
         })
         .map(|(i, x)| {

@@ -74,8 +74,11 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
             Entry::SessionOpen(_) => {
                 let _ = writeln!(out, "{}  session opened", clock(&item.ts));
             }
-            Entry::HttpRequest(_) | Entry::HttpResponse(_) | Entry::StreamChunk(_)
-            | Entry::HttpRequestBody(_) | Entry::HttpResponseBody(_) => {
+            Entry::HttpRequest(_)
+            | Entry::HttpResponse(_)
+            | Entry::StreamChunk(_)
+            | Entry::HttpRequestBody(_)
+            | Entry::HttpResponseBody(_) => {
                 let Some(&i) = log.exchange_of_seq.get(&item.seq) else {
                     continue;
                 };
@@ -124,7 +127,10 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
                     clock(&item.ts),
                     who(d.caller.map(|c| c.pid)),
                     d.proto,
-                    d.host.as_deref().map(|h| format!("{h} ")).unwrap_or_default(),
+                    d.host
+                        .as_deref()
+                        .map(|h| format!("{h} "))
+                        .unwrap_or_default(),
                     d.dst.map(|a| a.to_string()).unwrap_or_default(),
                     d.by,
                     d.reason
@@ -137,7 +143,10 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
                     clock(&item.ts),
                     t.conn,
                     t.side,
-                    t.sni.as_deref().map(|s| format!(", {s}")).unwrap_or_default(),
+                    t.sni
+                        .as_deref()
+                        .map(|s| format!(", {s}"))
+                        .unwrap_or_default(),
                     t.reason
                 );
             }
@@ -232,8 +241,16 @@ fn exchange(
 ) {
     let conn = log.conn(x.conn);
     let host = conn.and_then(|c| c.host()).unwrap_or_default();
-    let method = x.request.as_ref().map(|r| r.head.method.as_str()).unwrap_or("?");
-    let target = x.request.as_ref().map(|r| r.head.target.as_str()).unwrap_or("");
+    let method = x
+        .request
+        .as_ref()
+        .map(|r| r.head.method.as_str())
+        .unwrap_or("?");
+    let target = x
+        .request
+        .as_ref()
+        .map(|r| r.head.target.as_str())
+        .unwrap_or("");
     let _ = writeln!(
         out,
         "{}  #{:<4} {} → {host}  {method} {target} → {}",
@@ -250,7 +267,10 @@ fn exchange(
         cut.push("response");
     }
     for side in cut {
-        let _ = writeln!(out, "{PAD}(the {side} stream was cut off: no final chunk recorded)");
+        let _ = writeln!(
+            out,
+            "{PAD}(the {side} stream was cut off: no final chunk recorded)"
+        );
     }
     if let Some(req) = x.note("llm_request") {
         llm_request(out, req, limits);
@@ -296,7 +316,8 @@ fn exchange(
                     log.conn(ex.conn).and_then(|c| c.host()).unwrap_or_default(),
                     e.method,
                     e.url,
-                    e.status.map_or_else(|| "no response".into(), |s| s.to_string())
+                    e.status
+                        .map_or_else(|| "no response".into(), |s| s.to_string())
                 );
             }
             match (&call.result, &call.error) {
@@ -305,7 +326,11 @@ fn exchange(
                 }
                 (Some(r), None) => {
                     let text = result_text(r);
-                    let mark = if call.is_error { "result (isError)" } else { "result" };
+                    let mark = if call.is_error {
+                        "result (isError)"
+                    } else {
+                        "result"
+                    };
                     let _ = writeln!(out, "{PAD}{mark}: {}", clip(&text, limits.tool));
                 }
                 (None, None) => {
@@ -364,7 +389,10 @@ fn llm_request(out: &mut String, req: &Value, limits: Limits) {
     let provider = req.get("provider").and_then(Value::as_str).unwrap_or("?");
     let api = req.get("api").and_then(Value::as_str).unwrap_or("");
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let tools = req.get("tools").and_then(Value::as_array).map_or(0, Vec::len);
+    let tools = req
+        .get("tools")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     let _ = writeln!(
         out,
         "{PAD}model call: {model} ({provider} {api}{}, {tools} tools offered)",
@@ -498,7 +526,11 @@ impl Live {
         };
         match &item.entry {
             Entry::SessionOpen(o) => {
-                let _ = writeln!(out, "{t}  #{seq:<4} session opened: {}", o.command.join(" "));
+                let _ = writeln!(
+                    out,
+                    "{t}  #{seq:<4} session opened: {}",
+                    o.command.join(" ")
+                );
             }
             Entry::ConnOpen(o) => {
                 let host = o.host.clone().unwrap_or_else(|| o.dst.to_string());
@@ -527,23 +559,45 @@ impl Live {
                     "llm_request" => llm_request(&mut body, &a.data, self.limits),
                     "llm_response" => llm_response(&mut body, &a.data, self.limits),
                     "mcp_request" => {
-                        for m in a.data.get("messages").and_then(Value::as_array).into_iter().flatten() {
+                        for m in a
+                            .data
+                            .get("messages")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
                             let _ = writeln!(
                                 body,
                                 "{PAD}MCP {} {} {}",
                                 m.get("method").and_then(Value::as_str).unwrap_or("?"),
                                 m.get("name").and_then(Value::as_str).unwrap_or(""),
-                                m.get("arguments").map(|v| clip_json(v, self.limits.tool)).unwrap_or_default()
+                                m.get("arguments")
+                                    .map(|v| clip_json(v, self.limits.tool))
+                                    .unwrap_or_default()
                             );
                         }
                     }
                     "mcp_response" => {
-                        for m in a.data.get("messages").and_then(Value::as_array).into_iter().flatten() {
+                        for m in a
+                            .data
+                            .get("messages")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
                             if let Some(r) = m.get("result") {
-                                let _ = writeln!(body, "{PAD}MCP result: {}", clip(&result_text(r), self.limits.tool));
+                                let _ = writeln!(
+                                    body,
+                                    "{PAD}MCP result: {}",
+                                    clip(&result_text(r), self.limits.tool)
+                                );
                             }
                             if let Some(e) = m.get("error") {
-                                let _ = writeln!(body, "{PAD}MCP error: {}", clip_json(e, self.limits.tool));
+                                let _ = writeln!(
+                                    body,
+                                    "{PAD}MCP error: {}",
+                                    clip_json(e, self.limits.tool)
+                                );
                             }
                         }
                     }
@@ -562,13 +616,23 @@ impl Live {
                 );
             }
             Entry::DnsQuery(q) => {
-                let _ = writeln!(out, "{t}  #{seq:<4} dns {} {} {}", who(q.caller.map(|c| c.pid)), q.qname, q.qtype);
+                let _ = writeln!(
+                    out,
+                    "{t}  #{seq:<4} dns {} {} {}",
+                    who(q.caller.map(|c| c.pid)),
+                    q.qname,
+                    q.qtype
+                );
             }
             Entry::DnsAnswer(a) => {
                 let _ = writeln!(
                     out,
                     "{t}  #{seq:<4} dns answer {}",
-                    if a.answers.is_empty() { a.rcode.clone().unwrap_or_default() } else { a.answers.join(", ") }
+                    if a.answers.is_empty() {
+                        a.rcode.clone().unwrap_or_default()
+                    } else {
+                        a.answers.join(", ")
+                    }
                 );
             }
             Entry::ConnDenied(d) => {
@@ -577,13 +641,21 @@ impl Live {
                     "{t}  #{seq:<4} DENIED {} {} {} (by {}: {})",
                     who(d.caller.map(|c| c.pid)),
                     d.proto,
-                    d.host.clone().or(d.dst.map(|a| a.to_string())).unwrap_or_default(),
+                    d.host
+                        .clone()
+                        .or(d.dst.map(|a| a.to_string()))
+                        .unwrap_or_default(),
                     d.by,
                     d.reason
                 );
             }
             Entry::TlsFailure(f) => {
-                let _ = writeln!(out, "{t}  #{seq:<4} TLS FAILED {}: {}", conn(f.conn, &self.conns), f.reason);
+                let _ = writeln!(
+                    out,
+                    "{t}  #{seq:<4} TLS FAILED {}: {}",
+                    conn(f.conn, &self.conns),
+                    f.reason
+                );
             }
             Entry::Error(e) => {
                 let _ = writeln!(out, "{t}  #{seq:<4} ERROR {}: {}", e.context, e.message);
@@ -592,7 +664,8 @@ impl Live {
                 let _ = writeln!(
                     out,
                     "{t}  #{seq:<4} session closed: {}",
-                    c.exit_code.map_or_else(|| format!("signal {:?}", c.signal), |c| format!("exit {c}"))
+                    c.exit_code
+                        .map_or_else(|| format!("signal {:?}", c.signal), |c| format!("exit {c}"))
                 );
             }
             _ => {}

@@ -3,8 +3,8 @@
 //! the raw entries grouped, nothing interpreted yet.
 use super::TimelineError;
 use crate::ledger::{
-    blob_path, parse_line, Annotation, Body, ConnClose, ConnOpen, DnsAnswer, DnsQuery, Entry,
-    Hash, Header, HttpRequest, HttpResponse, SessionOpen,
+    blob_path, parse_line, Annotation, Body, ConnClose, ConnOpen, DnsAnswer, DnsQuery, Entry, Hash,
+    Header, HttpRequest, HttpResponse, SessionOpen,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -541,8 +541,7 @@ impl SessionLog {
 
 /// Microseconds since the Unix epoch of a ledger `ts`.
 pub fn ts_micros(ts: &str) -> Option<i128> {
-    let t =
-        time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok()?;
+    let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok()?;
     Some(t.unix_timestamp_nanos() / 1000)
 }
 

@@ -208,7 +208,8 @@ pub async fn record(name: &str) -> Scenario {
     .await;
 
     // 1. The model call, streamed (SSE).
-    r.conn(1, AGENT, "api.anthropic.com", "160.79.104.10:443").await;
+    r.conn(1, AGENT, "api.anthropic.com", "160.79.104.10:443")
+        .await;
     let q = r
         .request(
             1,
@@ -274,14 +275,25 @@ pub async fn record(name: &str) -> Scenario {
     // 2. MCP: tools/list (not a tool call), then tools/call get_quote.
     r.conn(2, AGENT, "tools.example", "10.0.0.5:443").await;
     let list = r
-        .request(2, 0, "POST", "tools.example", "/mcp", &[("content-type", "application/json")])
+        .request(
+            2,
+            0,
+            "POST",
+            "tools.example",
+            "/mcp",
+            &[("content-type", "application/json")],
+        )
         .await;
     seq.insert("list_req", list.seq());
     r.request_body(2, 0, br#"{"jsonrpc":"2.0","id":0,"method":"tools/list"}"#)
         .await;
     let list_resp = r.response(2, 0, 200, "application/json").await;
-    r.response_body(2, 0, br#"{"jsonrpc":"2.0","id":0,"result":{"tools":[{"name":"get_quote"}]}}"#)
-        .await;
+    r.response_body(
+        2,
+        0,
+        br#"{"jsonrpc":"2.0","id":0,"result":{"tools":[{"name":"get_quote"}]}}"#,
+    )
+    .await;
     r.note(
         list_resp,
         "semantics/mcp",
@@ -298,7 +310,10 @@ pub async fn record(name: &str) -> Scenario {
             "POST",
             "tools.example",
             "/mcp",
-            &[("content-type", "application/json"), ("mcp-session-id", "mcp-s1")],
+            &[
+                ("content-type", "application/json"),
+                ("mcp-session-id", "mcp-s1"),
+            ],
         )
         .await;
     seq.insert("mcp_req", mcp.seq());
@@ -319,7 +334,8 @@ pub async fn record(name: &str) -> Scenario {
         .await;
     seq.insert("quote_req", quote.seq());
     let qresp = r.response(3, 0, 200, "application/json").await;
-    r.response_body(3, 0, br#"{"symbol":"ACME","price":12.5}"#).await;
+    r.response_body(3, 0, br#"{"symbol":"ACME","price":12.5}"#)
+        .await;
     r.note(
         qresp,
         "semantics/http",
@@ -398,7 +414,8 @@ pub async fn record(name: &str) -> Scenario {
     r.response_body(
         1,
         1,
-        "{\"content\":[{\"type\":\"text\",\"text\":\"ACME trades at 12.50 — buying 10.\"}]}".as_bytes(),
+        "{\"content\":[{\"type\":\"text\",\"text\":\"ACME trades at 12.50 — buying 10.\"}]}"
+            .as_bytes(),
     )
     .await;
     r.note(
@@ -440,7 +457,8 @@ pub async fn record(name: &str) -> Scenario {
         .await;
     seq.insert("denied", denied.seq());
     r.conn(5, AGENT, "events.example", "203.0.113.60:443").await;
-    r.request(5, 0, "GET", "events.example", "/events", &[]).await;
+    r.request(5, 0, "GET", "events.example", "/events", &[])
+        .await;
     r.response(5, 0, 200, "text/event-stream").await;
     r.chunk(5, 0, 0, b"data: one\n\n", false).await;
     r.chunk(5, 0, 1, b"data: two\n\n", false).await;
