@@ -195,13 +195,12 @@ fn ignore_pipe(e: std::io::Error) -> Result<(), LogError> {
 fn follow(args: &LogArgs) -> Result<(), LogError> {
     use crate::timeline::session::parse_lines;
     let file = if args.path.is_dir() {
-        session_files(&args.path)?
-            .pop()
-            .ok_or_else(|| LedgerError::Corrupt {
-                path: args.path.clone(),
-                seq: 0,
-                reason: "no session files to follow".into(),
-            })?
+        session_files(&args.path)?.pop().ok_or_else(|| {
+            LedgerError::io(
+                &args.path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no session files to follow"),
+            )
+        })?
     } else {
         args.path.clone()
     };

@@ -9,7 +9,8 @@
 //!   tool call's input as JSON values, and it was recorded after the model's response;
 //! - an exchange is beneath an MCP call when its request was recorded after the MCP request and
 //!   before the end of the MCP response, by a process other than the one that made the MCP
-//!   call (`conn_open.caller.pid`);
+//!   call (`conn_open.caller.pid`); an exchange inside the windows of several calls (parallel
+//!   tool calls) is listed under each and marked `ambiguous`;
 //! - a tool call's result is the first later `llm_request` holding a `tool_result` for its id.
 use super::session::SessionLog;
 use serde::Serialize;
@@ -74,6 +75,9 @@ pub struct External {
     pub status: Option<u16>,
     /// The process that made it.
     pub pid: Option<u32>,
+    /// Whether it also lies in the window of another MCP call (parallel tool calls served by
+    /// other processes): then timing cannot tell which call caused it.
+    pub ambiguous: bool,
     /// Index of the exchange.
     #[serde(skip)]
     pub exchange: usize,
@@ -199,6 +203,13 @@ pub fn correlate(log: &SessionLog) -> Correlation {
             });
         }
     }
+    let mut windows: std::collections::HashMap<usize, usize> = Default::default();
+    for e in calls.iter().flat_map(|c| &c.external) {
+        *windows.entry(e.exchange).or_default() += 1;
+    }
+    for e in calls.iter_mut().flat_map(|c| &mut c.external) {
+        e.ambiguous = windows[&e.exchange] > 1;
+    }
     let mut taken = vec![false; calls.len()];
     let mut chains = Vec::new();
     for u in uses {
@@ -282,6 +293,7 @@ fn beneath(log: &SessionLog, exchange: usize) -> Vec<External> {
                 url: x.url(log.conn(x.conn)),
                 status: x.response.as_ref().map(|r| r.head.status),
                 pid: log.pid_of(x),
+                ambiguous: false,
                 exchange: i,
             }
         })

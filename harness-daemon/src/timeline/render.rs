@@ -56,7 +56,12 @@ const PAD: &str = "               ";
 pub fn render(log: &SessionLog, limits: Limits) -> String {
     let corr = correlate(log);
     let mut out = String::new();
-    let _ = writeln!(out, "== session {} ({})", log.id, log.path.display());
+    let _ = writeln!(
+        out,
+        "== session {} ({}) · times UTC",
+        log.id,
+        log.path.display()
+    );
     if let Some(o) = log.open() {
         let _ = writeln!(
             out,
@@ -162,7 +167,7 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
             Entry::Recovery(r) => {
                 let _ = writeln!(out, "{}  recovery: {}", clock(&item.ts), r.reason);
             }
-            Entry::Data(d) if d.index == 0 => {
+            Entry::Data(d) if d.index == 0 && d.direction == crate::ledger::Direction::Up => {
                 let host = log.conn(d.conn).and_then(|c| c.host()).unwrap_or_default();
                 let _ = writeln!(
                     out,
@@ -319,6 +324,12 @@ fn exchange(
                     e.status
                         .map_or_else(|| "no response".into(), |s| s.to_string())
                 );
+                if e.ambiguous {
+                    let _ = writeln!(
+                        out,
+                        "{PAD}    (made while other MCP calls were also running: may belong to one of them)"
+                    );
+                }
             }
             match (&call.result, &call.error) {
                 (_, Some(err)) => {

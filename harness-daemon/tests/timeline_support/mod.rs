@@ -72,17 +72,18 @@ pub struct Scenario {
     pub audit_body: Vec<u8>,
 }
 
-struct Rec<'a> {
-    ledger: &'a Ledger,
-    w: &'a SessionWriter,
+/// Appends the entries a real exchange produces.
+pub struct Rec<'a> {
+    pub ledger: &'a Ledger,
+    pub w: &'a SessionWriter,
 }
 
 impl Rec<'_> {
-    async fn add(&self, e: Entry) -> Durable {
+    pub async fn add(&self, e: Entry) -> Durable {
         self.w.append(e).await.unwrap()
     }
 
-    async fn conn(&self, conn: u64, pid: u32, host: &str, dst: &str) {
+    pub async fn conn(&self, conn: u64, pid: u32, host: &str, dst: &str) {
         self.add(Entry::ConnOpen(ConnOpen {
             conn,
             proto: "tcp".into(),
@@ -95,7 +96,7 @@ impl Rec<'_> {
         .await;
     }
 
-    async fn request(
+    pub async fn request(
         &self,
         conn: u64,
         exchange: u64,
@@ -120,7 +121,7 @@ impl Rec<'_> {
         .await
     }
 
-    async fn request_body(&self, conn: u64, exchange: u64, bytes: &[u8]) -> Durable {
+    pub async fn request_body(&self, conn: u64, exchange: u64, bytes: &[u8]) -> Durable {
         self.add(Entry::HttpRequestBody(HttpBody {
             conn,
             exchange,
@@ -130,7 +131,7 @@ impl Rec<'_> {
         .await
     }
 
-    async fn response(&self, conn: u64, exchange: u64, status: u16, ctype: &str) -> Durable {
+    pub async fn response(&self, conn: u64, exchange: u64, status: u16, ctype: &str) -> Durable {
         self.add(Entry::HttpResponse(HttpResponse {
             conn,
             exchange,
@@ -141,7 +142,7 @@ impl Rec<'_> {
         .await
     }
 
-    async fn response_body(&self, conn: u64, exchange: u64, bytes: &[u8]) -> Durable {
+    pub async fn response_body(&self, conn: u64, exchange: u64, bytes: &[u8]) -> Durable {
         self.add(Entry::HttpResponseBody(HttpBody {
             conn,
             exchange,
@@ -151,7 +152,7 @@ impl Rec<'_> {
         .await
     }
 
-    async fn chunk(&self, conn: u64, exchange: u64, index: u64, bytes: &[u8], fin: bool) {
+    pub async fn chunk(&self, conn: u64, exchange: u64, index: u64, bytes: &[u8], fin: bool) {
         self.add(Entry::StreamChunk(StreamChunk {
             conn,
             exchange,
@@ -164,7 +165,7 @@ impl Rec<'_> {
         .await;
     }
 
-    async fn note(&self, of: Durable, by: &str, topic: &str, data: serde_json::Value) {
+    pub async fn note(&self, of: Durable, by: &str, topic: &str, data: serde_json::Value) {
         self.add(Entry::Annotation(Annotation {
             of_seq: of.seq(),
             of_hash: of.hash_hex(),
