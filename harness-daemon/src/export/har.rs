@@ -104,7 +104,6 @@ fn entry(log: &SessionLog, x: &Exchange) -> Result<Value, ExportError> {
             "mimeType".into(),
             json!(header(&req.head.headers, "content-type").unwrap_or("")),
         );
-        post.insert("params".into(), json!([]));
         post.insert("text".into(), json!(t));
         if let Some(e) = enc {
             post.insert("encoding".into(), json!(e));
@@ -180,12 +179,17 @@ fn entry(log: &SessionLog, x: &Exchange) -> Result<Value, ExportError> {
             response.insert("comment".into(), json!("no response was recorded"));
         }
     }
-    let send = ms_between(&started, send_end);
-    let wait = ms_between(send_end, wait_end);
-    let receive = ms_between(wait_end, end);
+    // Timestamps have microseconds: milliseconds with three decimals say all they know.
+    let ms = |a: &str, b: &str| (ms_between(a, b) * 1000.0).round() / 1000.0;
+    let send = ms(&started, send_end);
+    let wait = ms(send_end, wait_end);
+    let receive = ms(wait_end, end);
     let mut e = Map::new();
     e.insert("startedDateTime".into(), json!(started));
-    e.insert("time".into(), json!(send + wait + receive));
+    e.insert(
+        "time".into(),
+        json!(((send + wait + receive) * 1000.0).round() / 1000.0),
+    );
     e.insert("request".into(), Value::Object(request));
     e.insert("response".into(), Value::Object(response));
     e.insert("cache".into(), json!({}));
