@@ -22,8 +22,12 @@ enum Command {
     /// Check a session file or ledger directory: chain, blobs, signed checkpoints.
     /// Exit 0 intact, 1 not intact (one line per problem), 2 usage or I/O error.
     Verify(cli::VerifyArgs),
-    /// Print a session's timeline (or one JSON object per entry with --json).
+    /// Print a session's timeline: model calls, tool calls and what they caused (--json: one
+    /// object per entry; --follow: watch a live session; --correlations: the causal chains).
     Log(cli::LogArgs),
+    /// Export a session or ledger as HTTP Archive 1.2 (--format har) or Agent Audit Trail
+    /// records (--format aat).
+    Export(harness::export::ExportArgs),
     /// Print an inclusion proof for one entry, or check one with --verify and --key.
     Prove(cli::ProveArgs),
     /// Run a command inside a new enclosure session (as root).
@@ -108,6 +112,7 @@ fn main() {
         Command::Verify(args) => cli::verify(&args),
         Command::Log(args) => cli::log(&args),
         Command::Prove(args) => cli::prove(&args),
+        Command::Export(args) => harness::export::run(&args),
         Command::Run {
             ledger,
             policy,

@@ -36,8 +36,19 @@ pub struct LogArgs {
     /// A session file or a whole ledger directory.
     pub path: PathBuf,
     /// One JSON object per entry (the entry exactly as recorded) instead of a timeline.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["correlations", "entries"])]
     pub json: bool,
+    /// Watch a live session: print entries as they are recorded, until `session_close`
+    /// (a directory: its newest session).
+    #[arg(long, conflicts_with = "correlations")]
+    pub follow: bool,
+    /// Print the causal chains as JSON: model tool call → MCP call → external requests → the
+    /// model request that carried the result.
+    #[arg(long, conflicts_with = "entries")]
+    pub correlations: bool,
+    /// One line per ledger entry instead of the timeline.
+    #[arg(long)]
+    pub entries: bool,
 }
 
 /// `harness prove SESSION SEQ`, or `harness prove --verify PROOF --key KEY`.
@@ -136,7 +147,96 @@ pub fn log(args: &LogArgs) -> i32 {
     }
 }
 
-fn log_inner(args: &LogArgs) -> Result<(), LedgerError> {
+fn log_inner(args: &LogArgs) -> Result<(), LogError> {
+    if args.follow {
+        return follow(args);
+    }
+    if args.correlations {
+        let mut chains = Vec::new();
+        for log in crate::timeline::read_sessions(&args.path)? {
+            chains.extend(crate::timeline::correlate::correlate(&log).chains);
+        }
+        let text = serde_json::to_string_pretty(&chains).unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        return writeln!(out, "{text}").or_else(ignore_pipe);
+    }
+    if !args.json && !args.entries {
+        let mut out = std::io::stdout().lock();
+        for log in crate::timeline::read_sessions(&args.path)? {
+            let text = crate::timeline::render::render(&log, Default::default());
+            out.write_all(text.as_bytes()).or_else(ignore_pipe)?;
+        }
+        return Ok(());
+    }
+    Ok(log_entries(args)?)
+}
+
+/// Why `harness log` failed.
+#[derive(Debug, thiserror::Error)]
+enum LogError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Timeline(#[from] crate::timeline::TimelineError),
+    #[error("<stdout>: {0}")]
+    Stdout(#[from] std::io::Error),
+}
+
+fn ignore_pipe(e: std::io::Error) -> Result<(), LogError> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(LogError::Stdout(e))
+    }
+}
+
+/// `harness log --follow`: polls the session file and prints each complete new line (raw with
+/// `--json`, rendered otherwise) until `session_close`.
+fn follow(args: &LogArgs) -> Result<(), LogError> {
+    use crate::timeline::session::parse_lines;
+    let file = if args.path.is_dir() {
+        session_files(&args.path)?.pop().ok_or_else(|| {
+            LedgerError::io(
+                &args.path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no session files to follow"),
+            )
+        })?
+    } else {
+        args.path.clone()
+    };
+    let mut live = crate::timeline::render::Live::new();
+    let mut offset = 0usize;
+    let mut next_seq = 0u64;
+    loop {
+        let bytes = std::fs::read(&file).map_err(|e| LedgerError::io(&file, e))?;
+        let complete = bytes[offset.min(bytes.len())..]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(offset, |p| offset + p + 1);
+        let new = &bytes[offset.min(complete)..complete];
+        let items = parse_lines(&file, new, next_seq)?;
+        let mut out = std::io::stdout().lock();
+        let mut closed = false;
+        for (item, raw) in items.iter().zip(new.split(|b| *b == b'\n')) {
+            if args.json {
+                out.write_all(raw).and_then(|()| out.write_all(b"\n"))
+            } else {
+                out.write_all(live.entry(item).as_bytes())
+            }
+            .or_else(ignore_pipe)?;
+            closed |= matches!(item.entry, Entry::SessionClose(_));
+        }
+        out.flush().or_else(ignore_pipe)?;
+        next_seq += items.len() as u64;
+        offset = complete;
+        if closed {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn log_entries(args: &LogArgs) -> Result<(), LedgerError> {
     let files = if args.path.is_dir() {
         session_files(&args.path)?
     } else {

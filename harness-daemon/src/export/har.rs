@@ -1,0 +1,218 @@
+//! HTTP Archive 1.2 (<http://www.softwareishard.com/blog/har-12-spec/>): one `entries[]` item
+//! per recorded HTTP exchange, so HAR viewers open a session. Bodies are the exact recorded
+//! bytes (streamed bodies joined in index order): text when they are UTF-8, else base64 with
+//! `encoding: "base64"`. Secret headers appear as their fingerprints, which is all the ledger
+//! holds. Extra members start with `_` as the spec allows: `_sha256` of each body, `_harness`
+//! (session, seqs, pid) and `_cutOff` for streams that ended without their final chunk.
+use super::ExportError;
+use crate::ledger::Header;
+use crate::timeline::session::{ms_between, BodyParts, Exchange, SessionLog};
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+/// The HAR document for `sessions`.
+pub fn har(sessions: &[SessionLog]) -> Result<Value, ExportError> {
+    let mut entries = Vec::new();
+    for log in sessions {
+        for x in &log.exchanges {
+            if x.request.is_some() {
+                entries.push(entry(log, x)?);
+            }
+        }
+    }
+    Ok(json!({
+        "log": {
+            "version": "1.2",
+            "creator": { "name": "harness", "version": env!("CARGO_PKG_VERSION") },
+            "pages": [],
+            "entries": entries,
+            "comment": "recorded by harness; bodies are the exact bytes from the ledger",
+        }
+    }))
+}
+
+fn headers(hs: &[Header]) -> Vec<Value> {
+    hs.iter()
+        .map(|h| {
+            if let Some(v) = &h.value {
+                json!({ "name": h.name, "value": v })
+            } else if let Some(fp) = &h.fingerprint {
+                json!({ "name": h.name, "value": fp, "comment": "secret: recorded only as its keyed fingerprint" })
+            } else {
+                json!({
+                    "name": h.name,
+                    "value": h.value_b64.clone().unwrap_or_default(),
+                    "comment": "value is not UTF-8: base64",
+                })
+            }
+        })
+        .collect()
+}
+
+fn header<'a>(hs: &'a [Header], name: &str) -> Option<&'a str> {
+    hs.iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .and_then(|h| h.value.as_deref())
+}
+
+/// Text (or base64) of body bytes, with their encoding.
+fn text(bytes: &[u8]) -> (String, Option<&'static str>) {
+    match std::str::from_utf8(bytes) {
+        Ok(t) => (t.to_owned(), None),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+            Some("base64"),
+        ),
+    }
+}
+
+fn query_string(target: &str) -> Vec<Value> {
+    let Some((_, q)) = target.split_once('?') else {
+        return Vec::new();
+    };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (n, v) = p.split_once('=').unwrap_or((p, ""));
+            json!({ "name": n, "value": v })
+        })
+        .collect()
+}
+
+fn entry(log: &SessionLog, x: &Exchange) -> Result<Value, ExportError> {
+    let conn = log.conn(x.conn);
+    // Callers pass only exchanges with a request.
+    let Some(req) = x.request.as_ref() else {
+        return Ok(Value::Null);
+    };
+    let started = req.ts.clone();
+    let mut request = Map::new();
+    request.insert("method".into(), json!(req.head.method));
+    request.insert("url".into(), json!(x.url(conn)));
+    request.insert("httpVersion".into(), json!(req.head.version));
+    request.insert("cookies".into(), json!([]));
+    request.insert("headers".into(), json!(headers(&req.head.headers)));
+    request.insert("queryString".into(), json!(query_string(&req.head.target)));
+    request.insert("headersSize".into(), json!(-1));
+    request.insert("bodySize".into(), json!(x.request_body.len()));
+    if !matches!(x.request_body, BodyParts::None) {
+        let bytes = x.request_body.bytes(&log.dir)?;
+        let (t, enc) = text(&bytes);
+        let mut post = Map::new();
+        post.insert(
+            "mimeType".into(),
+            json!(header(&req.head.headers, "content-type").unwrap_or("")),
+        );
+        post.insert("text".into(), json!(t));
+        if let Some(e) = enc {
+            post.insert("encoding".into(), json!(e));
+        }
+        post.insert("_sha256".into(), json!(hex::encode(Sha256::digest(&bytes))));
+        if x.request_body.is_cut_off() {
+            post.insert("_cutOff".into(), json!(true));
+        }
+        request.insert("postData".into(), Value::Object(post));
+    }
+
+    let mut response = Map::new();
+    let (send_end, wait_end, end) = {
+        let send_end = x.request_body.end().map_or(req.ts.as_str(), |(_, t)| t);
+        let wait_end = x.response.as_ref().map_or(send_end, |r| r.ts.as_str());
+        let end = x.response_body.end().map_or(wait_end, |(_, t)| t);
+        (send_end, wait_end, end)
+    };
+    match &x.response {
+        Some(r) => {
+            let bytes = x.response_body.bytes(&log.dir)?;
+            let (t, enc) = text(&bytes);
+            let mut content = Map::new();
+            content.insert("size".into(), json!(bytes.len()));
+            content.insert(
+                "mimeType".into(),
+                json!(header(&r.head.headers, "content-type").unwrap_or("")),
+            );
+            content.insert("text".into(), json!(t));
+            if let Some(e) = enc {
+                content.insert("encoding".into(), json!(e));
+            }
+            content.insert("_sha256".into(), json!(hex::encode(Sha256::digest(&bytes))));
+            if x.response_body.is_cut_off() {
+                content.insert("_cutOff".into(), json!(true));
+                content.insert(
+                    "comment".into(),
+                    json!("stream cut off: no final chunk was recorded"),
+                );
+            }
+            response.insert("status".into(), json!(r.head.status));
+            response.insert(
+                "statusText".into(),
+                json!(http::StatusCode::from_u16(r.head.status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("")),
+            );
+            response.insert("httpVersion".into(), json!(r.head.version));
+            response.insert("cookies".into(), json!([]));
+            response.insert("headers".into(), json!(headers(&r.head.headers)));
+            response.insert("content".into(), Value::Object(content));
+            response.insert(
+                "redirectURL".into(),
+                json!(header(&r.head.headers, "location").unwrap_or("")),
+            );
+            response.insert("headersSize".into(), json!(-1));
+            response.insert("bodySize".into(), json!(bytes.len()));
+        }
+        None => {
+            response.insert("status".into(), json!(0));
+            response.insert("statusText".into(), json!(""));
+            response.insert("httpVersion".into(), json!(req.head.version));
+            response.insert("cookies".into(), json!([]));
+            response.insert("headers".into(), json!([]));
+            response.insert(
+                "content".into(),
+                json!({ "size": 0, "mimeType": "x-unknown", "text": "" }),
+            );
+            response.insert("redirectURL".into(), json!(""));
+            response.insert("headersSize".into(), json!(-1));
+            response.insert("bodySize".into(), json!(-1));
+            response.insert("comment".into(), json!("no response was recorded"));
+        }
+    }
+    // Timestamps have microseconds: milliseconds with three decimals say all they know.
+    let ms = |a: &str, b: &str| (ms_between(a, b) * 1000.0).round() / 1000.0;
+    let send = ms(&started, send_end);
+    let wait = ms(send_end, wait_end);
+    let receive = ms(wait_end, end);
+    let mut e = Map::new();
+    e.insert("startedDateTime".into(), json!(started));
+    e.insert(
+        "time".into(),
+        json!(((send + wait + receive) * 1000.0).round() / 1000.0),
+    );
+    e.insert("request".into(), Value::Object(request));
+    e.insert("response".into(), Value::Object(response));
+    e.insert("cache".into(), json!({}));
+    e.insert(
+        "timings".into(),
+        json!({ "blocked": -1, "dns": -1, "connect": -1, "ssl": -1,
+                "send": send, "wait": wait, "receive": receive }),
+    );
+    if let Some(o) = conn.and_then(|c| c.open.as_ref()) {
+        e.insert("serverIPAddress".into(), json!(o.dst.ip().to_string()));
+    }
+    e.insert("connection".into(), json!(x.conn.to_string()));
+    e.insert(
+        "_harness".into(),
+        json!({
+            "session": log.id,
+            "conn": x.conn,
+            "exchange": x.exchange,
+            "request_seq": req.seq,
+            "response_seq": x.response.as_ref().map(|r| r.seq),
+            "pid": log.pid_of(x),
+            "annotations": x.notes.iter().map(|n| n.annotation.topic.clone()).collect::<Vec<_>>(),
+        }),
+    );
+    Ok(Value::Object(e))
+}

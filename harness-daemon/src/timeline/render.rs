@@ -1,0 +1,686 @@
+//! The timeline for a person: one step per model call, MCP call or HTTP exchange, in the order
+//! they were recorded, with the model's thinking, text, tool calls and tokens, each MCP call's
+//! result and the external calls beneath it; DNS and denials one line each.
+use super::correlate::{correlate, Correlation};
+use super::session::{Exchange, SessionLog};
+use crate::ledger::{Entry, Header};
+use serde_json::Value;
+use std::fmt::Write as _;
+
+/// How much of each kind of text a timeline shows.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Characters of thinking.
+    pub thinking: usize,
+    /// Characters of model text.
+    pub text: usize,
+    /// Characters of tool arguments and results.
+    pub tool: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            thinking: 240,
+            text: 600,
+            tool: 300,
+        }
+    }
+}
+
+/// Whitespace runs collapsed to one space, cut to `max` characters with a note of how much
+/// was left out.
+pub fn clip(s: &str, max: usize) -> String {
+    let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let n = flat.chars().count();
+    if n <= max {
+        return flat;
+    }
+    let head: String = flat.chars().take(max).collect();
+    format!("{head}… (+{} chars)", n - max)
+}
+
+/// Compact JSON of a value, clipped.
+pub fn clip_json(v: &Value, max: usize) -> String {
+    clip(&serde_json::to_string(v).unwrap_or_default(), max)
+}
+
+/// `HH:MM:SS.mmm` of a ledger `ts`.
+pub fn clock(ts: &str) -> &str {
+    ts.get(11..23).unwrap_or(ts)
+}
+
+const PAD: &str = "               ";
+
+/// Renders a whole session.
+pub fn render(log: &SessionLog, limits: Limits) -> String {
+    let corr = correlate(log);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "== session {} ({}) · times UTC",
+        log.id,
+        log.path.display()
+    );
+    if let Some(o) = log.open() {
+        let _ = writeln!(
+            out,
+            "{PAD}command: {} · uid {} · host {} · {}",
+            o.command.join(" "),
+            o.uid,
+            o.hostname,
+            o.software
+        );
+    }
+    let mut shown_exchanges = std::collections::HashSet::new();
+    let mut tokens = (0u64, 0u64);
+    for item in &log.items {
+        match &item.entry {
+            Entry::SessionOpen(_) => {
+                let _ = writeln!(out, "{}  session opened", clock(&item.ts));
+            }
+            Entry::HttpRequest(_)
+            | Entry::HttpResponse(_)
+            | Entry::StreamChunk(_)
+            | Entry::HttpRequestBody(_)
+            | Entry::HttpResponseBody(_) => {
+                let Some(&i) = log.exchange_of_seq.get(&item.seq) else {
+                    continue;
+                };
+                if corr.parent_call(i).is_some() || !shown_exchanges.insert(i) {
+                    continue;
+                }
+                let x = &log.exchanges[i];
+                if let Some(u) = x.note("llm_response").and_then(|r| r.get("usage")) {
+                    tokens.0 += u.get("input_tokens").and_then(Value::as_u64).unwrap_or(0);
+                    tokens.1 += u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0);
+                }
+                exchange(&mut out, log, &corr, i, x, limits);
+            }
+            Entry::DnsQuery(q) => {
+                let answer = log.dns.get(&q.exchange).and_then(|d| d.answer.as_ref());
+                let result = match answer {
+                    Some(a) if !a.head.answers.is_empty() => a
+                        .head
+                        .answers
+                        .iter()
+                        .map(|r| r.rsplit(' ').next().unwrap_or(r))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    Some(a) => a
+                        .head
+                        .rcode
+                        .clone()
+                        .or(a.head.error.clone())
+                        .unwrap_or_else(|| "no answer".into()),
+                    None => "no answer recorded".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{}  dns   {} {} {} → {}",
+                    clock(&item.ts),
+                    who(q.caller.map(|c| c.pid)),
+                    q.qname,
+                    q.qtype,
+                    result
+                );
+            }
+            Entry::ConnDenied(d) => {
+                let _ = writeln!(
+                    out,
+                    "{}  DENIED {} {} → {}{} (by {}: {})",
+                    clock(&item.ts),
+                    who(d.caller.map(|c| c.pid)),
+                    d.proto,
+                    d.host
+                        .as_deref()
+                        .map(|h| format!("{h} "))
+                        .unwrap_or_default(),
+                    d.dst.map(|a| a.to_string()).unwrap_or_default(),
+                    d.by,
+                    d.reason
+                );
+            }
+            Entry::TlsFailure(t) => {
+                let _ = writeln!(
+                    out,
+                    "{}  TLS FAILED conn {} ({:?} side{}): {}",
+                    clock(&item.ts),
+                    t.conn,
+                    t.side,
+                    t.sni
+                        .as_deref()
+                        .map(|s| format!(", {s}"))
+                        .unwrap_or_default(),
+                    t.reason
+                );
+            }
+            Entry::Error(e) => {
+                let _ = writeln!(
+                    out,
+                    "{}  ERROR {}: {}",
+                    clock(&item.ts),
+                    e.context,
+                    e.message
+                );
+            }
+            Entry::Recovery(r) => {
+                let _ = writeln!(out, "{}  recovery: {}", clock(&item.ts), r.reason);
+            }
+            Entry::Data(d) if d.index == 0 && d.direction == crate::ledger::Direction::Up => {
+                let host = log.conn(d.conn).and_then(|c| c.host()).unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{}  {} → {host}  non-HTTP bytes ({:?}, conn {})",
+                    clock(&item.ts),
+                    who(log.conn(d.conn).and_then(|c| c.pid())),
+                    d.direction,
+                    d.conn
+                );
+            }
+            Entry::SessionClose(c) => {
+                let how = match (c.exit_code, c.signal) {
+                    (Some(code), _) => format!("exit {code}"),
+                    (_, Some(sig)) => format!("signal {sig}"),
+                    _ => "no exit status".into(),
+                };
+                let _ = writeln!(out, "{}  session closed: {how}", clock(&item.ts));
+            }
+            _ => {}
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{PAD}{} exchanges · {} model tool calls · {} MCP tool calls · tokens {} in, {} out",
+        log.exchanges.len(),
+        corr.chains.len(),
+        corr.calls.len(),
+        tokens.0,
+        tokens.1
+    );
+    // What the ledger holds, by kind, in order of first appearance.
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    for item in &log.items {
+        let k = item.entry.kind();
+        match kinds.iter_mut().find(|(n, _)| *n == k) {
+            Some((_, c)) => *c += 1,
+            None => kinds.push((k, 1)),
+        }
+    }
+    let kinds: Vec<String> = kinds.iter().map(|(k, c)| format!("{c} {k}")).collect();
+    let _ = writeln!(
+        out,
+        "{PAD}ledger: {} entries ({})",
+        log.items.len(),
+        kinds.join(", ")
+    );
+    out
+}
+
+fn who(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "pid ?".into(), |p| format!("pid {p}"))
+}
+
+fn status_of(x: &Exchange) -> String {
+    match &x.response {
+        Some(r) => r.head.status.to_string(),
+        None => "no response".into(),
+    }
+}
+
+fn header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .and_then(|h| h.value.as_deref())
+}
+
+/// One exchange as a step (an MCP call with the external calls beneath it).
+fn exchange(
+    out: &mut String,
+    log: &SessionLog,
+    corr: &Correlation,
+    i: usize,
+    x: &Exchange,
+    limits: Limits,
+) {
+    let conn = log.conn(x.conn);
+    let host = conn.and_then(|c| c.host()).unwrap_or_default();
+    let method = x
+        .request
+        .as_ref()
+        .map(|r| r.head.method.as_str())
+        .unwrap_or("?");
+    let target = x
+        .request
+        .as_ref()
+        .map(|r| r.head.target.as_str())
+        .unwrap_or("");
+    let _ = writeln!(
+        out,
+        "{}  #{:<4} {} → {host}  {method} {target} → {}",
+        clock(x.ts()),
+        x.seq(),
+        who(log.pid_of(x)),
+        status_of(x)
+    );
+    let mut cut = Vec::new();
+    if x.request_body.is_cut_off() {
+        cut.push("request");
+    }
+    if x.response_body.is_cut_off() {
+        cut.push("response");
+    }
+    for side in cut {
+        let _ = writeln!(
+            out,
+            "{PAD}(the {side} stream was cut off: no final chunk recorded)"
+        );
+    }
+    if let Some(req) = x.note("llm_request") {
+        llm_request(out, req, limits);
+    }
+    if let Some(resp) = x.note("llm_response") {
+        llm_response(out, resp, limits);
+    }
+    if let Some(req) = x.note("mcp_request") {
+        for m in req
+            .get("messages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let method = m.get("method").and_then(Value::as_str).unwrap_or("?");
+            if method != "tools/call" {
+                let _ = writeln!(out, "{PAD}MCP {method}");
+                continue;
+            }
+            let call = corr
+                .calls
+                .iter()
+                .find(|c| c.exchange == i && Some(&c.id) == m.get("id"));
+            let Some(call) = call else { continue };
+            let why = corr
+                .chain_of_call(call)
+                .map(|c| format!("  (model tool call {})", c.tool_use.id))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{PAD}MCP tools/call {} {}{why}",
+                call.name,
+                clip_json(&call.arguments, limits.tool)
+            );
+            for e in &call.external {
+                let ex = &log.exchanges[e.exchange];
+                let _ = writeln!(
+                    out,
+                    "{PAD}  └ {}  #{:<4} {} → {}  {} {} → {}",
+                    clock(ex.ts()),
+                    e.seq,
+                    who(e.pid),
+                    log.conn(ex.conn).and_then(|c| c.host()).unwrap_or_default(),
+                    e.method,
+                    e.url,
+                    e.status
+                        .map_or_else(|| "no response".into(), |s| s.to_string())
+                );
+                if e.ambiguous {
+                    let _ = writeln!(
+                        out,
+                        "{PAD}    (made while other MCP calls were also running: may belong to one of them)"
+                    );
+                }
+            }
+            match (&call.result, &call.error) {
+                (_, Some(err)) => {
+                    let _ = writeln!(out, "{PAD}error: {}", clip_json(err, limits.tool));
+                }
+                (Some(r), None) => {
+                    let text = result_text(r);
+                    let mark = if call.is_error {
+                        "result (isError)"
+                    } else {
+                        "result"
+                    };
+                    let _ = writeln!(out, "{PAD}{mark}: {}", clip(&text, limits.tool));
+                }
+                (None, None) => {
+                    let _ = writeln!(out, "{PAD}result: none recorded");
+                }
+            }
+        }
+    }
+    if let Some(pe) = x.note("parse_error") {
+        let _ = writeln!(
+            out,
+            "{PAD}(could not parse {} at {}: {})",
+            pe.get("what").and_then(Value::as_str).unwrap_or("?"),
+            pe.get("where").and_then(Value::as_str).unwrap_or("?"),
+            pe.get("error").and_then(Value::as_str).unwrap_or("?")
+        );
+    }
+    if x.note("llm_request").is_none()
+        && x.note("llm_response").is_none()
+        && x.note("mcp_request").is_none()
+    {
+        let ctype = x
+            .response
+            .as_ref()
+            .and_then(|r| header(&r.head.headers, "content-type"))
+            .unwrap_or("");
+        let _ = writeln!(
+            out,
+            "{PAD}{} bytes up, {} bytes down{}{}",
+            x.request_body.len(),
+            x.response_body.len(),
+            if ctype.is_empty() { "" } else { " · " },
+            ctype
+        );
+    }
+}
+
+/// Text of an MCP tool result: its text content joined, else its JSON.
+fn result_text(r: &Value) -> String {
+    let texts: Vec<&str> = r
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("text").and_then(Value::as_str))
+        .collect();
+    if texts.is_empty() {
+        serde_json::to_string(r).unwrap_or_default()
+    } else {
+        texts.join(" ")
+    }
+}
+
+fn llm_request(out: &mut String, req: &Value, limits: Limits) {
+    let model = req.get("model").and_then(Value::as_str).unwrap_or("?");
+    let provider = req.get("provider").and_then(Value::as_str).unwrap_or("?");
+    let api = req.get("api").and_then(Value::as_str).unwrap_or("");
+    let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let tools = req
+        .get("tools")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let _ = writeln!(
+        out,
+        "{PAD}model call: {model} ({provider} {api}{}, {tools} tools offered)",
+        if stream { ", streamed" } else { "" }
+    );
+    // What the model saw that is new: the last message.
+    let Some(last) = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+    else {
+        return;
+    };
+    let role = last.get("role").and_then(Value::as_str).unwrap_or("?");
+    for c in content_blocks(last) {
+        match c.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                let t = c.get("text").and_then(Value::as_str).unwrap_or("");
+                let _ = writeln!(out, "{PAD}{role}: {}", clip(t, limits.text));
+            }
+            Some("tool_result") => {
+                let id = c.get("tool_use_id").and_then(Value::as_str).unwrap_or("?");
+                let content = match c.get("content") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v) => result_text(&serde_json::json!({ "content": v })),
+                    None => String::new(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{PAD}tool result for {id}: {}",
+                    clip(&content, limits.tool)
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+fn content_blocks(message: &Value) -> Vec<Value> {
+    match message.get("content") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(Value::String(s)) => vec![serde_json::json!({"type": "text", "text": s})],
+        _ => Vec::new(),
+    }
+}
+
+fn llm_response(out: &mut String, resp: &Value, limits: Limits) {
+    for t in resp
+        .get("thinking")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let text = t.get("text").and_then(Value::as_str).unwrap_or("");
+        let _ = writeln!(out, "{PAD}thinking: {}", clip(text, limits.thinking));
+    }
+    if let Some(n) = resp.get("redacted_thinking").and_then(Value::as_u64) {
+        if n > 0 {
+            let _ = writeln!(out, "{PAD}thinking: ({n} redacted blocks)");
+        }
+    }
+    for t in resp
+        .get("text")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let _ = writeln!(
+            out,
+            "{PAD}text: {}",
+            clip(t.as_str().unwrap_or(""), limits.text)
+        );
+    }
+    for tc in resp
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let _ = writeln!(
+            out,
+            "{PAD}tool call {} {}  [{}]",
+            tc.get("name").and_then(Value::as_str).unwrap_or("?"),
+            clip_json(tc.get("input").unwrap_or(&Value::Null), limits.tool),
+            tc.get("id").and_then(Value::as_str).unwrap_or("?")
+        );
+    }
+    let usage = resp.get("usage");
+    let n = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64);
+    let mut line = String::new();
+    if let (Some(i), Some(o)) = (n("input_tokens"), n("output_tokens")) {
+        line = format!("tokens: {i} in, {o} out");
+    }
+    if let Some(stop) = resp.get("stop_reason").and_then(Value::as_str) {
+        if !line.is_empty() {
+            line.push_str(" · ");
+        }
+        line.push_str("stop: ");
+        line.push_str(stop);
+    }
+    if !line.is_empty() {
+        let _ = writeln!(out, "{PAD}{line}");
+    }
+}
+
+/// Renders entries as they arrive (`harness log --follow`): one or a few lines per entry that
+/// a person cares about. Keeps what it needs from earlier entries (hosts and pids of
+/// connections).
+#[derive(Debug, Default)]
+pub struct Live {
+    conns: std::collections::HashMap<u64, (Option<u32>, String)>,
+    limits: Limits,
+}
+
+impl Live {
+    /// A live renderer with the default limits.
+    pub fn new() -> Live {
+        Live::default()
+    }
+
+    /// The lines for one entry (possibly none).
+    pub fn entry(&mut self, item: &super::session::Item) -> String {
+        let mut out = String::new();
+        let t = clock(&item.ts);
+        let seq = item.seq;
+        let conn = |c: u64, conns: &std::collections::HashMap<u64, (Option<u32>, String)>| {
+            conns
+                .get(&c)
+                .map(|(p, h)| format!("{} → {h}", who(*p)))
+                .unwrap_or_else(|| format!("conn {c}"))
+        };
+        match &item.entry {
+            Entry::SessionOpen(o) => {
+                let _ = writeln!(
+                    out,
+                    "{t}  #{seq:<4} session opened: {}",
+                    o.command.join(" ")
+                );
+            }
+            Entry::ConnOpen(o) => {
+                let host = o.host.clone().unwrap_or_else(|| o.dst.to_string());
+                self.conns.insert(o.conn, (Some(o.caller.pid), host));
+            }
+            Entry::HttpRequest(r) => {
+                let _ = writeln!(
+                    out,
+                    "{t}  #{seq:<4} {}  {} {}",
+                    conn(r.conn, &self.conns),
+                    r.method,
+                    r.target
+                );
+            }
+            Entry::HttpResponse(r) => {
+                let _ = writeln!(
+                    out,
+                    "{t}  #{seq:<4} {}  ← {}",
+                    conn(r.conn, &self.conns),
+                    r.status
+                );
+            }
+            Entry::Annotation(a) => {
+                let mut body = String::new();
+                match a.topic.as_str() {
+                    "llm_request" => llm_request(&mut body, &a.data, self.limits),
+                    "llm_response" => llm_response(&mut body, &a.data, self.limits),
+                    "mcp_request" => {
+                        for m in a
+                            .data
+                            .get("messages")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
+                            let _ = writeln!(
+                                body,
+                                "{PAD}MCP {} {} {}",
+                                m.get("method").and_then(Value::as_str).unwrap_or("?"),
+                                m.get("name").and_then(Value::as_str).unwrap_or(""),
+                                m.get("arguments")
+                                    .map(|v| clip_json(v, self.limits.tool))
+                                    .unwrap_or_default()
+                            );
+                        }
+                    }
+                    "mcp_response" => {
+                        for m in a
+                            .data
+                            .get("messages")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
+                            if let Some(r) = m.get("result") {
+                                let _ = writeln!(
+                                    body,
+                                    "{PAD}MCP result: {}",
+                                    clip(&result_text(r), self.limits.tool)
+                                );
+                            }
+                            if let Some(e) = m.get("error") {
+                                let _ = writeln!(
+                                    body,
+                                    "{PAD}MCP error: {}",
+                                    clip_json(e, self.limits.tool)
+                                );
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                out.push_str(&body);
+            }
+            Entry::StreamChunk(c) if !c.fin => {}
+            Entry::StreamChunk(c) => {
+                let _ = writeln!(
+                    out,
+                    "{t}  #{seq:<4} {}  {:?} stream complete ({} chunks)",
+                    conn(c.conn, &self.conns),
+                    c.direction,
+                    c.index + 1
+                );
+            }
+            Entry::DnsQuery(q) => {
+                let _ = writeln!(
+                    out,
+                    "{t}  #{seq:<4} dns {} {} {}",
+                    who(q.caller.map(|c| c.pid)),
+                    q.qname,
+                    q.qtype
+                );
+            }
+            Entry::DnsAnswer(a) => {
+                let _ = writeln!(
+                    out,
+                    "{t}  #{seq:<4} dns answer {}",
+                    if a.answers.is_empty() {
+                        a.rcode.clone().unwrap_or_default()
+                    } else {
+                        a.answers.join(", ")
+                    }
+                );
+            }
+            Entry::ConnDenied(d) => {
+                let _ = writeln!(
+                    out,
+                    "{t}  #{seq:<4} DENIED {} {} {} (by {}: {})",
+                    who(d.caller.map(|c| c.pid)),
+                    d.proto,
+                    d.host
+                        .clone()
+                        .or(d.dst.map(|a| a.to_string()))
+                        .unwrap_or_default(),
+                    d.by,
+                    d.reason
+                );
+            }
+            Entry::TlsFailure(f) => {
+                let _ = writeln!(
+                    out,
+                    "{t}  #{seq:<4} TLS FAILED {}: {}",
+                    conn(f.conn, &self.conns),
+                    f.reason
+                );
+            }
+            Entry::Error(e) => {
+                let _ = writeln!(out, "{t}  #{seq:<4} ERROR {}: {}", e.context, e.message);
+            }
+            Entry::SessionClose(c) => {
+                let _ = writeln!(
+                    out,
+                    "{t}  #{seq:<4} session closed: {}",
+                    c.exit_code
+                        .map_or_else(|| format!("signal {:?}", c.signal), |c| format!("exit {c}"))
+                );
+            }
+            _ => {}
+        }
+        out
+    }
+}
