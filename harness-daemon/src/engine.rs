@@ -423,7 +423,12 @@ impl Engine {
         let started = Instant::now();
         let counts = Arc::new(Counts::default());
         let client = Counted::new(conn.client, counts.clone());
-        let rec = ConnRecorder::new(session.writer.clone(), number);
+        let rec = ConnRecorder::new(
+            session.writer.clone(),
+            number,
+            session.tasks.clone(),
+            session.closing.clone(),
+        );
         let result = self.forward(client, conn.dst, rec).await;
         let close = ConnClose {
             conn: number,

@@ -27,6 +27,97 @@ use tokio::sync::mpsc;
 /// Bodies up to this size (complete, not event streams) are recorded as one entry.
 pub const WHOLE_BODY_MAX: usize = 1024 * 1024;
 
+/// How much of each body the semantics stage gets to read (the ledger always has all of it).
+pub const SEMANTICS_CAP: usize = 8 * 1024 * 1024;
+
+/// A copy of a body for the semantics stage, bounded by [`SEMANTICS_CAP`].
+#[derive(Default)]
+struct Capture {
+    bytes: BytesMut,
+    truncated: bool,
+}
+
+impl Capture {
+    fn push(&mut self, data: &[u8]) {
+        let room = SEMANTICS_CAP.saturating_sub(self.bytes.len());
+        if data.len() > room {
+            self.truncated = true;
+        }
+        self.bytes.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    fn take(shared: &SharedCapture) -> (Bytes, bool) {
+        let c = shared.lock().unwrap_or_else(|e| e.into_inner());
+        (c.bytes.clone().freeze(), c.truncated)
+    }
+}
+
+type SharedCapture = Arc<std::sync::Mutex<Capture>>;
+
+/// What the semantics stage needs besides the response body, gathered as the exchange passes.
+struct Pending {
+    rec: ConnRecorder,
+    of_seq: u64,
+    of_hash: String,
+    method: String,
+    scheme: &'static str,
+    authority: Option<String>,
+    target: String,
+    request_headers: Vec<(String, String)>,
+    request: SharedCapture,
+    status: u16,
+    response_headers: Vec<(String, String)>,
+}
+
+impl Pending {
+    /// Annotates the finished exchange (after its bytes were released: never on the client's
+    /// critical path). Annotations reference the `http_response` entry by seq and hash.
+    async fn annotate(self, response: &[u8], response_truncated: bool) {
+        let (request, request_truncated) = Capture::take(&self.request);
+        let view = crate::semantics::ExchangeView {
+            method: &self.method,
+            scheme: self.scheme,
+            authority: self.authority.as_deref(),
+            target: &self.target,
+            request_headers: &self.request_headers,
+            request_body: &request,
+            request_truncated,
+            status: self.status,
+            response_headers: &self.response_headers,
+            response_body: response,
+            response_truncated,
+        };
+        for a in crate::semantics::annotate(&view) {
+            let entry = Entry::Annotation(crate::ledger::Annotation {
+                of_seq: self.of_seq,
+                of_hash: self.of_hash.clone(),
+                by: a.by.into(),
+                topic: a.topic.into(),
+                data: a.data,
+            });
+            if self.rec.append(entry).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Recorded headers as (lower-case name, value or fingerprint) pairs for the semantics stage.
+fn header_pairs(recorded: &[Header]) -> Vec<(String, String)> {
+    recorded
+        .iter()
+        .map(|h| {
+            let value = h
+                .value
+                .clone()
+                .or_else(|| h.fingerprint.clone())
+                .or_else(|| h.value_b64.clone())
+                .unwrap_or_default();
+            (h.name.to_ascii_lowercase(), value)
+        })
+        .collect()
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ProxyBody = BoxBody<Bytes, BoxError>;
 
@@ -191,6 +282,12 @@ async fn exchange(
         target: redacted_target(&rec, req.uri()),
         headers: headers(&rec, req.headers()),
     };
+    let (method, authority, target) = (
+        head.method.clone(),
+        head.authority.clone(),
+        head.target.clone(),
+    );
+    let request_headers = header_pairs(&head.headers);
     if let Err(e) = rec.append(Entry::HttpRequest(head)).await {
         return refusal(
             StatusCode::BAD_GATEWAY,
@@ -198,7 +295,8 @@ async fn exchange(
         );
     }
     let (parts, body) = req.into_parts();
-    let body = match request_body(&rec, n, body).await {
+    let request_capture = SharedCapture::default();
+    let body = match request_body(&rec, n, body, request_capture.clone()).await {
         Ok(body) => body,
         Err(reason) => return refusal(StatusCode::BAD_GATEWAY, &reason),
     };
@@ -219,12 +317,29 @@ async fn exchange(
         status: resp.status().as_u16(),
         headers: headers(&rec, resp.headers()),
     };
-    if let Err(e) = rec.append(Entry::HttpResponse(head)).await {
-        return refusal(
-            StatusCode::BAD_GATEWAY,
-            &format!("the ledger could not record the response ({e}); it was withheld"),
-        );
-    }
+    let response_headers = header_pairs(&head.headers);
+    let durable = match rec.append(Entry::HttpResponse(head)).await {
+        Ok(durable) => durable,
+        Err(e) => {
+            return refusal(
+                StatusCode::BAD_GATEWAY,
+                &format!("the ledger could not record the response ({e}); it was withheld"),
+            )
+        }
+    };
+    let pending = Pending {
+        rec: rec.clone(),
+        of_seq: durable.seq(),
+        of_hash: durable.hash_hex(),
+        method,
+        scheme,
+        authority,
+        target,
+        request_headers,
+        request: request_capture,
+        status: resp.status().as_u16(),
+        response_headers,
+    };
     if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
         // WebSocket and other upgrades: after the 101, the bytes both ways are recorded like
         // any non-HTTP stream.
@@ -250,7 +365,7 @@ async fn exchange(
     let (parts, body) = resp.into_parts();
     let streaming = is_event_stream(&parts.headers)
         || content_length(&parts.headers).is_none_or(|len| len > WHOLE_BODY_MAX as u64);
-    let body = response_body(&rec, n, body, streaming).await;
+    let body = response_body(&rec, n, body, streaming, pending).await;
     Response::from_parts(parts, body)
 }
 
@@ -304,12 +419,21 @@ fn whole(bytes: Bytes, trailers: Option<HeaderMap>) -> ProxyBody {
     StreamBody::new(futures_util::stream::iter(frames)).boxed()
 }
 
-async fn request_body(rec: &ConnRecorder, n: u64, mut body: Incoming) -> Result<ProxyBody, String> {
+async fn request_body(
+    rec: &ConnRecorder,
+    n: u64,
+    mut body: Incoming,
+    capture: SharedCapture,
+) -> Result<ProxyBody, String> {
     let gathered = gather(&mut body)
         .await
         .map_err(|e| format!("reading the request body: {e}"))?;
     match gathered {
         Gathered::Whole(bytes, trailers) => {
+            capture
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(&bytes);
             let recorded = rec.body(bytes.clone()).await.map_err(|e| {
                 format!("the ledger could not record the request body ({e}); it was not forwarded")
             })?;
@@ -337,6 +461,7 @@ async fn request_body(rec: &ConnRecorder, n: u64, mut body: Incoming) -> Result<
             Direction::Up,
             Some(first),
             body,
+            Sink::Capture(capture),
         )),
     }
 }
@@ -346,9 +471,11 @@ async fn response_body(
     n: u64,
     mut body: Incoming,
     streaming: bool,
+    pending: Pending,
 ) -> ProxyBody {
     if streaming {
-        return stream_through(rec.clone(), n, Direction::Down, None, body);
+        let sink = Sink::Annotate(pending);
+        return stream_through(rec.clone(), n, Direction::Down, None, body, sink);
     }
     match gather(&mut body).await {
         Ok(Gathered::Whole(bytes, trailers)) => {
@@ -366,12 +493,17 @@ async fn response_body(
                     .unwrap_or_default(),
             };
             match rec.append(Entry::HttpResponseBody(entry)).await {
-                Ok(_) => whole(bytes, trailers),
+                Ok(_) => {
+                    let copy = bytes.clone();
+                    rec.spawn(async move { pending.annotate(&copy, false).await });
+                    whole(bytes, trailers)
+                }
                 Err(e) => failed_body(format!("ledger: {e}")),
             }
         }
         Ok(Gathered::Partial(first)) => {
-            stream_through(rec.clone(), n, Direction::Down, Some(first), body)
+            let sink = Sink::Annotate(pending);
+            stream_through(rec.clone(), n, Direction::Down, Some(first), body, sink)
         }
         Err(e) => {
             rec.error("reading the response body", e.to_string()).await;
@@ -388,15 +520,28 @@ fn failed_body(reason: String) -> ProxyBody {
 
 /// Passes a body on chunk by chunk, each recorded as a `stream_chunk` and released only once
 /// durable. The channel holds one chunk, so memory stays bounded whatever the body's size.
+/// Where a streamed body's copy goes: into the request's capture, or (response) into the
+/// annotations made once the stream ends.
+enum Sink {
+    Capture(SharedCapture),
+    Annotate(Pending),
+}
+
 fn stream_through(
     rec: ConnRecorder,
     n: u64,
     direction: Direction,
     first: Option<Bytes>,
     mut body: Incoming,
+    sink: Sink,
 ) -> ProxyBody {
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
-    tokio::spawn(async move {
+    let tracker = rec.clone();
+    tracker.spawn(async move {
+        let (capture, annotation) = match sink {
+            Sink::Capture(c) => (c, None),
+            Sink::Annotate(p) => (SharedCapture::default(), Some(p)),
+        };
         let mut index = 0u64;
         let mut pending = first;
         loop {
@@ -443,6 +588,10 @@ fn stream_through(
                 return;
             }
             index += 1;
+            capture
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(&data);
             if !data.is_empty() && tx.send(Ok(Frame::data(data))).await.is_err() {
                 return;
             }
@@ -450,6 +599,11 @@ fn stream_through(
                 let _ = tx.send(Ok(Frame::trailers(t))).await;
             }
             if fin {
+                drop(tx);
+                if let Some(annotation) = annotation {
+                    let (bytes, truncated) = Capture::take(&capture);
+                    annotation.annotate(&bytes, truncated).await;
+                }
                 return;
             }
         }

@@ -16,16 +16,49 @@ pub struct ConnRecorder {
     writer: SessionWriter,
     conn: u64,
     next_exchange: Arc<AtomicU64>,
+    tasks: tokio_util::task::TaskTracker,
+    closing: tokio_util::sync::CancellationToken,
 }
 
+/// How long spawned recording work may go on once its session starts closing (a stream whose
+/// upstream never ends must not hold the session open).
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl ConnRecorder {
-    /// A recorder for connection number `conn` of the session `writer` writes.
-    pub fn new(writer: SessionWriter, conn: u64) -> ConnRecorder {
+    /// A recorder for connection number `conn` of the session `writer` writes; work it spawns
+    /// is tracked by `tasks`, which the session waits for before it closes, and ended
+    /// [`CLOSE_GRACE`] after `closing` fires.
+    pub fn new(
+        writer: SessionWriter,
+        conn: u64,
+        tasks: tokio_util::task::TaskTracker,
+        closing: tokio_util::sync::CancellationToken,
+    ) -> ConnRecorder {
         ConnRecorder {
             writer,
             conn,
             next_exchange: Arc::new(AtomicU64::new(0)),
+            tasks,
+            closing,
         }
+    }
+
+    /// Spawns recording work that must finish before the session's last entry (stream pumps,
+    /// annotations).
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let closing = self.closing.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = async {
+                    closing.cancelled().await;
+                    tokio::time::sleep(CLOSE_GRACE).await;
+                } => {}
+            }
+        });
     }
 
     /// The connection number.
