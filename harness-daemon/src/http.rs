@@ -474,7 +474,7 @@ async fn response_body(
     pending: Pending,
 ) -> ProxyBody {
     if streaming {
-        let sink = Sink::Annotate(pending);
+        let sink = Sink::Annotate(Box::new(pending));
         return stream_through(rec.clone(), n, Direction::Down, None, body, sink);
     }
     match gather(&mut body).await {
@@ -502,7 +502,7 @@ async fn response_body(
             }
         }
         Ok(Gathered::Partial(first)) => {
-            let sink = Sink::Annotate(pending);
+            let sink = Sink::Annotate(Box::new(pending));
             stream_through(rec.clone(), n, Direction::Down, Some(first), body, sink)
         }
         Err(e) => {
@@ -524,7 +524,7 @@ fn failed_body(reason: String) -> ProxyBody {
 /// annotations made once the stream ends.
 enum Sink {
     Capture(SharedCapture),
-    Annotate(Pending),
+    Annotate(Box<Pending>),
 }
 
 fn stream_through(

@@ -5,7 +5,7 @@ use harness::ledger::{Body, Entry, Recorded};
 use harness_tests::peers::{BlockingPeer, Peer, TestCa};
 use harness_tests::{dns_server, privileged, run_enclosed, temp_dir, Enclosed};
 use sha2::{Digest as _, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 struct Setup {
     peer: BlockingPeer,
@@ -388,10 +388,10 @@ fn a_full_ledger_means_errors_for_the_client_and_no_unrecorded_upstream_request(
     let url = s.url("/v1/orders");
     // Many requests once the file system is full: the first few may still fit in the slack of
     // pages the ledger already holds; after that every one must fail before reaching upstream.
+    let resolve = format!("api.example.test:{}:127.0.0.2", s.peer.addr().port());
     let script = format!(
         "while [ ! -e {} ]; do sleep 0.05; done; for i in $(seq 1 40); do /usr/bin/curl -sS --resolve {resolve} -o /dev/null -w '%{{http_code}}\\n' -H 'Authorization: Bearer t' --data-binary \"{{\\\"n\\\":$i}}\" {url}; done",
         go.display(),
-        resolve = format!("api.example.test:{}:127.0.0.2", s.peer.addr().port()),
     );
     let child = std::process::Command::new(harness_tests::harness_bin())
         .args(["run", "--no-daemon", "--user", "nobody", "--ledger"])
