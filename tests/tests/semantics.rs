@@ -1,0 +1,158 @@
+//! What the agent did, end to end through the real proxy: a model call whose answer is a tool
+//! call, the MCP `tools/call` that carries it (to a tool server running inside the enclosure),
+//! and the brokerage call that tool server made — recorded, annotated, and linked as one chain
+//! by `harness log --correlations`; exported as HAR with exact bodies.
+use harness_tests::peers::{Peer, TestCa};
+use harness_tests::{dns_server, harness_bin, privileged, run_enclosed, temp_dir};
+use std::process::Command;
+
+#[test]
+fn model_tool_call_mcp_call_and_brokerage_call_are_one_chain() {
+    if !privileged("chain") {
+        return;
+    }
+    if std::env::var("HARNESS_IN_VM").is_ok() {
+        eprintln!("\n*** SKIPPED agent chain: needs the host's python3 and peers binary ***\n");
+        return;
+    }
+    let dir = temp_dir("chain");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let ca = TestCa::create(dir.join("test-ca")).unwrap();
+    let provider = Peer::builder(&ca)
+        .names(["api.anthropic.test"])
+        .ip("127.0.0.2".parse().unwrap())
+        .spawn_in_thread()
+        .unwrap();
+    let dns = dns_server([127, 0, 0, 2]).to_string();
+    let mcp_dir = dir.join("mcp-ca");
+    std::fs::create_dir_all(&mcp_dir).unwrap();
+    std::fs::set_permissions(
+        &mcp_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let mcp_port = {
+        let l = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let peers = harness_bin().with_file_name("peers");
+    // The API key reaches the agent as real keys do (not on its command line), so it must
+    // appear nowhere in what harness writes.
+    let key_file = dir.join("api-key");
+    std::fs::write(&key_file, "sk-test-5ecret").unwrap();
+    let agent = format!(
+        r#"
+import json, os, subprocess, urllib.request
+key = open("{key_file}").read().strip()
+# The tool server runs inside the enclosure too: its own calls go through harness.
+mcp = subprocess.Popen(["{peers}", "--ca-dir", "{mcp_dir}", "--plaintext", "--listen", "127.0.0.3:{mcp_port}",
+    "--broker-url", "https://api.anthropic.test:{port}", "--broker-addr", "127.0.0.2:{port}",
+    "--trust", os.environ["SSL_CERT_FILE"]], stdout=subprocess.PIPE)
+mcp.stdout.readline()
+def post(url, body, headers):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={{"content-type": "application/json", **headers}})
+    with urllib.request.urlopen(req) as r:
+        return r.headers, json.loads(r.read() or b"null")
+_, reply = post("https://api.anthropic.test:{port}/v1/messages",
+    {{"model": "claude-test", "max_tokens": 100, "messages": [{{"role": "user", "content": "Buy 10 ACME"}}],
+      "tools": [{{"name": "place_order", "input_schema": {{"type": "object"}}}}]}}, {{"x-api-key": key}})
+call = [b for b in reply["content"] if b["type"] == "tool_use"][0]
+mcp_url = "http://127.0.0.3:{mcp_port}/mcp"
+h, _ = post(mcp_url, {{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {{"protocolVersion": "2025-03-26", "capabilities": {{}}, "clientInfo": {{"name": "t", "version": "1"}}}}}}, {{"accept": "application/json, text/event-stream"}})
+sid = {{"mcp-session-id": h["mcp-session-id"], "accept": "application/json, text/event-stream"}}
+post(mcp_url, {{"jsonrpc": "2.0", "method": "notifications/initialized"}}, sid)
+_, result = post(mcp_url, {{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {{"name": call["name"], "arguments": call["input"]}}}}, sid)
+_, final = post("https://api.anthropic.test:{port}/v1/messages",
+    {{"model": "claude-test", "max_tokens": 100, "messages": [{{"role": "user", "content": "Buy 10 ACME"}},
+      {{"role": "assistant", "content": reply["content"]}},
+      {{"role": "user", "content": [{{"type": "tool_result", "tool_use_id": call["id"], "content": json.dumps(result["result"]["content"])}}]}}]}}, {{"x-api-key": key}})
+print(json.dumps({{"tool": call["name"], "final": [b.get("text") for b in final["content"]]}}))
+mcp.terminate()
+"#,
+        peers = peers.display(),
+        key_file = key_file.display(),
+        mcp_dir = mcp_dir.display(),
+        port = provider.addr().port(),
+    );
+    let ledger = dir.join("ledger");
+    let run = run_enclosed(
+        &ledger,
+        &[
+            "--upstream-ca",
+            ca.cert_path().to_str().unwrap(),
+            "--dns-upstream",
+            &dns,
+        ],
+        &["/usr/bin/python3", "-c", &agent],
+    );
+    assert!(
+        run.output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.output.stderr)
+    );
+    assert!(!provider.orders().is_empty(), "the brokerage got no order");
+
+    let out = Command::new(harness_bin())
+        .args(["log", "--correlations"])
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chains: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let chain = chains
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["tool_use"]["name"] == "place_order"))
+        .unwrap_or_else(|| panic!("no chain for place_order: {chains:#}"));
+    assert!(!chain["mcp_call"].is_null(), "{chain:#}");
+    assert_eq!(chain["mcp_call"]["name"], "place_order");
+    let external = chain["mcp_call"]["external"]
+        .as_array()
+        .or_else(|| chain["external"].as_array())
+        .expect("external calls");
+    assert!(
+        external
+            .iter()
+            .any(|e| e["method"] == "POST"
+                && e["url"].as_str().unwrap_or("").ends_with("/v1/orders")),
+        "{chain:#}"
+    );
+    assert_ne!(
+        chain["mcp_call"]["pid"], external[0]["pid"],
+        "the brokerage call comes from the tool server, not the agent"
+    );
+    assert!(
+        !chain["result_seq"].is_null(),
+        "the tool result went back to the model: {chain:#}"
+    );
+
+    let timeline = Command::new(harness_bin())
+        .arg("log")
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&timeline.stdout);
+    assert!(text.contains("place_order"), "{text}");
+    assert!(
+        !text.contains("sk-test"),
+        "a secret in clear in the timeline"
+    );
+
+    let har = Command::new(harness_bin())
+        .args(["export", "--format", "har"])
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    assert!(
+        har.status.success(),
+        "{}",
+        String::from_utf8_lossy(&har.stderr)
+    );
+    let har: serde_json::Value = serde_json::from_slice(&har.stdout).unwrap();
+    let entries = har["log"]["entries"].as_array().unwrap();
+    assert!(entries.len() >= 6, "{} HAR entries", entries.len());
+    assert_eq!(har["log"]["version"], "1.2");
+}
