@@ -19,6 +19,21 @@ pub fn run(opts: &Options) -> Result<()> {
         cmd.arg("--").args(&opts.args);
     }
     exec(&mut cmd)?;
+    // The proxy bench runs the release `harness` and `loadgen` binaries under `harness run`.
+    step("bench: building release binaries for the proxy bench");
+    exec(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "harness-daemon",
+        "-p",
+        "harness-tests",
+        "--bins",
+    ]))?;
+    step("bench: cargo bench -p harness-tests --bench proxy");
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "harness-tests", "--bench", "proxy"]);
+    exec(&mut cmd)?;
     let criterion = target_dir()?.join("criterion");
     if criterion.join("report/index.html").exists() {
         note(format!(
