@@ -331,6 +331,9 @@ fn spawn_enclosed(
         // Clients that honour these variables trust the harness CA; the bind mounts (set up
         // in the child before it drops root, so registered first) catch those that do not.
         cmd.envs(bundle.env());
+        // A directory of hashed host certificates would be searched without the harness CA
+        // (OpenSSL consults it when SSL_CERT_FILE is unset by a client): the bundle is the trust.
+        cmd.env_remove("SSL_CERT_DIR");
         bundle.mounts()?.install(&mut cmd);
     }
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
