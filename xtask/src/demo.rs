@@ -397,3 +397,47 @@ fn host_of(addr: &str) -> &str {
 fn port_of(addr: &str) -> &str {
     addr.rsplit_once(':').map_or("", |(_, port)| port)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chain(broker_pid: u64, status: u64) -> Value {
+        json!([{
+            "session": "S",
+            "tool_use": {"seq": 46, "id": "toolu_1", "name": "place_order",
+                         "input": {"symbol": "ACME", "qty": 10, "side": "buy"}},
+            "mcp_call": {"seq": 87, "id": 3, "name": "place_order", "pid": 100,
+                         "host": "mcp.demo", "is_error": false, "external": []},
+            "external": [{"seq": 94, "method": "POST", "url": "https://broker.demo/v1/orders",
+                          "status": status, "pid": broker_pid, "ambiguous": false}],
+            "result_seq": 106,
+        }])
+    }
+
+    #[test]
+    fn accepts_the_whole_chain() {
+        summarize_chains(&chain(101, 201)).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_broken_chain() {
+        assert!(summarize_chains(&json!([])).is_err());
+        // The brokerage call must come from the tool server, not the agent, and succeed.
+        assert!(summarize_chains(&chain(100, 201)).is_err());
+        assert!(summarize_chains(&chain(101, 500)).is_err());
+        let mut no_result = chain(101, 201);
+        no_result[0]["result_seq"] = Value::Null;
+        assert!(summarize_chains(&no_result).is_err());
+        let mut no_mcp = chain(101, 201);
+        no_mcp[0]["mcp_call"] = Value::Null;
+        assert!(summarize_chains(&no_mcp).is_err());
+    }
+
+    #[test]
+    fn splits_addresses() {
+        assert_eq!(host_of(MCP_ADDR), "127.0.0.3");
+        assert_eq!(port_of(MCP_ADDR), "8443");
+    }
+}
