@@ -1,84 +1,186 @@
 #!/usr/bin/env python3
-"""A sample "agent" for `cargo xtask demo`: looks names up and calls the brokerage API.
+"""The sample agent `cargo xtask demo` encloses: a model, an MCP tool server, a brokerage.
 
-It knows nothing about harness: no proxy settings, no configuration. Run it enclosed with
-`harness run -- python3 agent.py URL`, and every connection it makes lands in the ledger.
-Exit status: 0 when every API call succeeded.
+    agent.py --peers PATH [--prompt TEXT] [--mcp-listen ADDR] [--mcp-url URL] [--broker-url URL]
+
+1. Starts its MCP tool server as a child process (the project's `peers` binary, serving MCP over
+   Streamable HTTP); the server's `place_order` tool calls the brokerage API over HTTPS.
+2. MCP: `initialize`, `notifications/initialized`, `tools/list`.
+3. Asks the model (the official Anthropic Python SDK, at https://api.anthropic.com) to act on
+   the prompt with those tools; the model answers with a `tool_use` for `place_order`.
+4. MCP: `tools/call place_order` with the model's arguments; the tool server places the order
+   with the brokerage.
+5. Sends the tool result back to the model and prints its final answer.
+
+It knows nothing about harness: no proxy, no CA flags, no base URL override. Enclosed by
+`harness run`, every connection it and its tool server make is redirected, recorded and, for
+TLS, terminated by harness with a CA the enclosure trusts (SSL_CERT_FILE, and the system bundle
+paths bind-mounted). Exit status 0 when the whole exchange succeeded.
 """
+import argparse
 import json
-import random
-import socket
-import struct
+import os
+import subprocess
 import sys
-import urllib.request
+import tempfile
+import http.client
+import urllib.parse
 
-# No proxy from the environment: the point is that harness needs none.
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+import anthropic
 
-
-def call(method, url, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json", "User-Agent": "demo-agent/1.0"})
-    with OPENER.open(req, timeout=10) as resp:
-        answer = json.loads(resp.read())
-        print(f"agent: {method} {url} -> {resp.status} {json.dumps(answer)}", flush=True)
-        return answer
+MODEL = "claude-sonnet-4-6"
 
 
-def dns_query(name):
-    """One DNS A query over UDP to the first nameserver in /etc/resolv.conf (port 53).
+def say(text):
+    print(f"agent: {text}", flush=True)
 
-    Enclosed, it goes to harness's resolver whatever the address; `cargo xtask demo` points
-    that resolver at the demo service's own DNS responder.
-    """
-    server = "127.0.0.53"
-    try:
-        with open("/etc/resolv.conf") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] == "nameserver":
-                    server = parts[1]
-                    break
-    except OSError:
-        pass
-    qid = random.randrange(65536)
-    question = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".") if p) + b"\0"
-    packet = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + question + struct.pack(">HH", 1, 1)
-    family = socket.AF_INET6 if ":" in server else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.settimeout(3)
-        s.sendto(packet, (server, 53))
-        reply, _ = s.recvfrom(4096)
-    rcode = reply[3] & 0x0F
-    answers = struct.unpack(">H", reply[6:8])[0]
-    # With one question and compressed answer names, an A record's address is the last 4 bytes.
-    address = socket.inet_ntoa(reply[-4:]) if answers and len(reply) >= 16 else None
-    return server, rcode, answers, address
+
+class Mcp:
+    """A minimal MCP client over Streamable HTTP (JSON-RPC 2.0 in POST bodies)."""
+
+    def __init__(self, url):
+        self.url = url
+        parts = urllib.parse.urlsplit(url)
+        # One keep-alive connection, no proxy from the environment: harness needs none.
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=30)
+        self.path = parts.path or "/"
+        self.session = None
+        self.version = None
+        self.next_id = 1
+
+    def post(self, message):
+        headers = {"Content-Type": "application/json",
+                   "Accept": "application/json, text/event-stream",
+                   "User-Agent": "demo-agent/1.0"}
+        if self.session:
+            headers["Mcp-Session-Id"] = self.session
+        if self.version:
+            headers["MCP-Protocol-Version"] = self.version
+        self.conn.request("POST", self.path, body=json.dumps(message).encode(), headers=headers)
+        resp = self.conn.getresponse()
+        body = resp.read().decode()
+        if resp.status >= 300:
+            raise RuntimeError(f"MCP {message['method']}: HTTP {resp.status} {body}")
+        self.session = resp.headers.get("Mcp-Session-Id") or self.session
+        kind = resp.headers.get("Content-Type", "")
+        if "id" not in message:
+            return None  # a notification: 202, no body
+        if kind.startswith("text/event-stream"):
+            messages = []
+            for event in body.replace("\r\n", "\n").split("\n\n"):
+                data = "\n".join(l[5:].lstrip() for l in event.split("\n") if l.startswith("data:"))
+                if data:
+                    messages.append(json.loads(data))
+        else:
+            messages = [json.loads(body)]
+        for m in messages:
+            if m.get("id") == message["id"]:
+                if "error" in m:
+                    raise RuntimeError(f"MCP {message['method']} failed: {m['error']}")
+                return m["result"]
+        raise RuntimeError(f"MCP {message['method']}: no response in {body!r}")
+
+    def request(self, method, params):
+        message = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}
+        self.next_id += 1
+        return self.post(message)
+
+    def notify(self, method):
+        self.post({"jsonrpc": "2.0", "method": method})
+
+
+def start_tool_server(args):
+    """Starts the MCP server (peers) and waits for its ready line; returns (process, info)."""
+    ca_dir = tempfile.mkdtemp(prefix="demo-mcp-ca-")
+    cmd = [args.peers, "--ca-dir", ca_dir, "--listen", args.mcp_listen, "--name", "mcp.demo",
+           "--plaintext", "--broker-url", args.broker_url]
+    # The tool server's own HTTPS calls trust what the enclosure trusts.
+    if os.environ.get("SSL_CERT_FILE"):
+        cmd += ["--trust", os.environ["SSL_CERT_FILE"]]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    line = server.stdout.readline()
+    if not line:
+        server.wait()
+        raise RuntimeError(f"the MCP tool server exited ({server.returncode}) before it was ready")
+    return server, json.loads(line)
 
 
 def main():
-    base = sys.argv[1].rstrip("/") if len(sys.argv) > 1 else "http://127.0.0.1:8080"
-    addrs = sorted({info[4][0] for info in socket.getaddrinfo("localhost", None, proto=socket.IPPROTO_TCP)})
-    print(f"agent: getaddrinfo(localhost) -> {', '.join(addrs)}", flush=True)
-    try:
-        server, rcode, answers, address = dns_query("brokerage.demo")
-        print(f"agent: DNS query brokerage.demo. A via {server}:53 -> rcode {rcode}, "
-              f"{answers} answer(s){' ' + address if address else ''}", flush=True)
-    except OSError as e:
-        print(f"agent: DNS query localhost. A failed: {e}", flush=True)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--peers", required=True, help="the peers binary (the MCP tool server)")
+    p.add_argument("--prompt", default="Buy 10 ACME")
+    p.add_argument("--mcp-listen", default="127.0.0.3:8443")
+    p.add_argument("--mcp-url", default="http://mcp.demo:8443/mcp")
+    p.add_argument("--broker-url", default="https://broker.demo")
+    args = p.parse_args()
 
-    ok = True
+    trust = os.environ.get("SSL_CERT_FILE")
+    say(f"pid {os.getpid()}, uid {os.getuid()}; TLS roots from "
+        f"{'SSL_CERT_FILE=' + trust if trust else 'the system bundle'} (set by harness, not by me)")
+
+    server, info = start_tool_server(args)
     try:
-        call("GET", f"{base}/v1/accounts")
-        quote = call("GET", f"{base}/v1/quotes/ACME")
-        order = call("POST", f"{base}/v1/orders", {"symbol": "ACME", "qty": 10, "limit": quote["price"]})
-        print(f"agent: done, order {order['order_id']} {order['status']}", flush=True)
-    except Exception as e:  # the demo reports any failure and exits non-zero
-        print(f"agent: API call failed: {e}", flush=True)
-        ok = False
-    sys.exit(0 if ok else 1)
+        say(f"started the MCP tool server, pid {server.pid}, on {info['peers'][0]['addr']} "
+            f"(its tools call {args.broker_url})")
+        mcp = Mcp(args.mcp_url)
+        init = mcp.request("initialize", {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "harness-demo-agent", "version": "1.0"}})
+        mcp.version = init["protocolVersion"]
+        mcp.notify("notifications/initialized")
+        tools = mcp.request("tools/list", {})["tools"]
+        say(f"MCP {args.mcp_url}: {init['serverInfo']['name']}, "
+            f"tools: {', '.join(t['name'] for t in tools)}")
+
+        client = anthropic.Anthropic(base_url="https://api.anthropic.com",
+                                     api_key="sk-ant-demo-0000-not-a-real-key", max_retries=0)
+        offered = [{"name": t["name"], "description": t.get("description", ""),
+                    "input_schema": t["inputSchema"]} for t in tools]
+        messages = [{"role": "user", "content": args.prompt}]
+        say(f"user: {args.prompt}")
+        # First turn streamed (SSE), as agents usually do.
+        with client.messages.stream(model=MODEL, max_tokens=1024, messages=messages, tools=offered,
+                                    thinking={"type": "enabled", "budget_tokens": 512}) as stream:
+            first = stream.get_final_message()
+        for block in first.content:
+            if block.type == "thinking":
+                say(f"model thinks: {block.thinking}")
+            elif block.type == "text":
+                say(f"model says: {block.text}")
+            elif block.type == "tool_use":
+                say(f"model calls: {block.name}({json.dumps(block.input)}) [{block.id}]")
+        calls = [b for b in first.content if b.type == "tool_use"]
+        if not calls:
+            raise RuntimeError(f"the model made no tool call (stop_reason {first.stop_reason})")
+
+        results = []
+        for call in calls:
+            result = mcp.request("tools/call", {"name": call.name, "arguments": call.input})
+            text = "\n".join(c.get("text", "") for c in result.get("content", []))
+            say(f"tool {call.name} -> {'ERROR ' if result.get('isError') else ''}{text}")
+            if result.get("isError"):
+                raise RuntimeError(f"the tool {call.name} failed: {text}")
+            results.append({"type": "tool_result", "tool_use_id": call.id,
+                            "content": [{"type": "text", "text": text}]})
+
+        messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+                     {"role": "user", "content": results}]
+        # Second turn buffered (plain JSON).
+        final = client.messages.create(model=MODEL, max_tokens=1024, messages=messages,
+                                       tools=offered,
+                                       thinking={"type": "enabled", "budget_tokens": 512})
+        answer = " ".join(b.text for b in final.content if b.type == "text")
+        say(f"model answers: {answer}")
+        say(f"tokens: {first.usage.input_tokens + final.usage.input_tokens} in, "
+            f"{first.usage.output_tokens + final.usage.output_tokens} out")
+    finally:
+        server.terminate()
+        server.wait()
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Exception as e:  # the demo reports any failure and exits non-zero
+        say(f"FAILED: {type(e).__name__}: {e}")
+        sys.exit(1)

@@ -1,15 +1,26 @@
-//! `cargo xtask demo`: encloses a small sample agent (xtask/demo/agent.py) that looks a name up
-//! and calls a local pretend brokerage API (xtask/demo/service.py), then prints what harness
+//! `cargo xtask demo`: encloses a small sample agent (xtask/demo/agent.py, the official Anthropic
+//! Python SDK) that asks the project's mock model provider to "Buy 10 ACME", receives a
+//! `place_order` tool call, runs it on an MCP tool server it started itself, whose tool places the
+//! order with a mock brokerage API over HTTPS; then prints `harness log` of the session, the
+//! causal chain, and `harness verify`'s verdict. Fails unless all of that happened and was
 //! recorded. Needs root, like `harness run`.
-use crate::util::{cargo, exec, is_root, note, step, target_dir, warn, which};
+//!
+//! Outside the enclosure: the mock provider (api.anthropic.com → 127.0.0.2:443) and brokerage
+//! (broker.demo → 127.0.0.4:443), one `peers` process serving real TLS with a test CA, and a DNS
+//! responder (xtask/demo/dns.py) that harness's resolver forwards to. Inside: the agent and its
+//! MCP tool server (mcp.demo → 127.0.0.3:8443, another `peers`, a child of the agent).
+use crate::util::{cargo, exec, is_root, note, output, show, step, target_dir, warn};
 use anyhow::{bail, Context as _, Result};
+use serde_json::Value;
 use std::io::{BufRead as _, BufReader};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 #[derive(Debug, clap::Parser)]
 pub struct Options {
-    /// Ledger directory to record into [default: a fresh directory under /tmp].
+    /// Ledger directory to record into [default: DIR/ledger, DIR a fresh /tmp/harness-demo-PID].
     #[arg(long)]
     pub ledger: Option<PathBuf>,
     /// Policy file passed to `harness run --policy`.
@@ -19,12 +30,26 @@ pub struct Options {
     /// nobody].
     #[arg(long)]
     pub user: Option<String>,
+    /// What the user asks the agent.
+    #[arg(long, default_value = "Buy 10 ACME")]
+    pub prompt: String,
 }
 
-/// Kills the demo service when the demo ends, however it ends.
-struct Service(Child);
+/// The demo's names and where they live (all loopback; the mock peers listen there).
+const MODEL_ADDR: &str = "127.0.0.2:443";
+const MCP_ADDR: &str = "127.0.0.3:8443";
+const BROKER_ADDR: &str = "127.0.0.4:443";
+const MODEL_HOST: &str = "api.anthropic.com";
+const MCP_HOST: &str = "mcp.demo";
+const BROKER_HOST: &str = "broker.demo";
 
-impl Drop for Service {
+/// What the agent's virtualenv must provide.
+const VENV_PACKAGES: &[&str] = &["anthropic", "httpx"];
+
+/// Kills a helper process when the demo ends, however it ends.
+struct Helper(Child);
+
+impl Drop for Helper {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -36,45 +61,92 @@ pub fn run(opts: &Options) -> Result<()> {
         bail!("`cargo xtask demo` runs `harness run`, which needs root (cgroups and eBPF): run it as root");
     }
     crate::setup::run(&crate::setup::Options { check: false })?;
-    step("demo: building the harness binary");
-    exec(cargo().args(["build", "-p", "harness-daemon", "--bin", "harness"]))?;
-    let harness = target_dir()?.join("debug/harness");
-    let python = python()?;
+    step("demo: building harness and the mock peers (model provider, MCP server, brokerage)");
+    exec(cargo().args([
+        "build",
+        "-p",
+        "harness-daemon",
+        "--bin",
+        "harness",
+        "-p",
+        "harness-tests",
+        "--bin",
+        "peers",
+    ]))?;
+    let target = target_dir()?;
+    let harness = target.join("debug/harness");
+    let venv = ensure_venv(&target.join("demo-venv"))?;
     let demo_dir = crate::util::workspace_root().join("xtask/demo");
 
-    let ledger = match &opts.ledger {
-        Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(format!("harness-demo-{}", std::process::id())),
-    };
+    // Everything the enclosed user must read lives in (or is copied to) a world-readable
+    // directory: the agent may run as `nobody`, who cannot reach /root.
+    let work = std::env::temp_dir().join(format!("harness-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755))?;
+    let ledger = opts.ledger.clone().unwrap_or_else(|| work.join("ledger"));
     std::fs::create_dir_all(&ledger).with_context(|| format!("creating {}", ledger.display()))?;
+    let peers = reachable(&target.join("debug/peers"), &work)?;
+    let agent = reachable(&demo_dir.join("agent.py"), &work)?;
+    let venv = reachable(&venv, &work)?;
+    let python = venv.join("bin/python");
 
-    step("demo: starting the sample brokerage API on 127.0.0.1 (xtask/demo/service.py)");
-    let (_service, url, dns) = start_service(&python, &demo_dir.join("service.py"))?;
-    note(format!("HTTP API: {url}; DNS responder: {dns}"));
+    step(format!(
+        "demo: starting the mock model provider ({MODEL_HOST} at {MODEL_ADDR}) and brokerage API ({BROKER_HOST} at {BROKER_ADDR}), outside the enclosure"
+    ));
+    let peer_ca = work.join("peer-ca");
+    let mut peers_cmd = Command::new(&peers);
+    peers_cmd
+        .arg("--ca-dir")
+        .arg(&peer_ca)
+        .args(["--listen", MODEL_ADDR, "--listen", BROKER_ADDR])
+        .args(["--name", MODEL_HOST, "--name", BROKER_HOST]);
+    let (_peers, ready) = start(&mut peers_cmd, "the mock peers")?;
+    let ready: Value = serde_json::from_str(&ready)
+        .with_context(|| format!("the mock peers' ready line is not JSON: {ready}"))?;
+    let peer_ca_pem = ready["ca"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("the mock peers did not say where their CA is")?;
+    note(format!(
+        "serving TLS with a test CA: {} (harness verifies them with --upstream-ca)",
+        peer_ca_pem.display()
+    ));
+
+    step("demo: starting a DNS responder for the demo's names on 127.0.0.1 (xtask/demo/dns.py)");
+    let mut dns_cmd = Command::new("/usr/bin/python3");
+    dns_cmd.arg(demo_dir.join("dns.py")).args([
+        format!("{MODEL_HOST}={}", host_of(MODEL_ADDR)),
+        format!("{MCP_HOST}={}", host_of(MCP_ADDR)),
+        format!("{BROKER_HOST}={}", host_of(BROKER_ADDR)),
+    ]);
+    let (_dns, dns) = start(&mut dns_cmd, "the DNS responder")?;
+    let dns = dns
+        .strip_prefix("dns on ")
+        .map(str::to_owned)
+        .with_context(|| format!("the DNS responder did not start (said {dns:?})"))?;
+    note(format!(
+        "{dns}: {MODEL_HOST} → {}, {MCP_HOST} → {}, {BROKER_HOST} → {} (harness run --dns-upstream)",
+        host_of(MODEL_ADDR),
+        host_of(MCP_ADDR),
+        host_of(BROKER_ADDR)
+    ));
 
     step("demo: enclosing the sample agent (xtask/demo/agent.py) with `harness run`");
-    let run_help = Command::new(&harness)
-        .args(["run", "--help"])
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", harness.display()))?;
-    if !run_help.status.success() {
-        bail!(
-            "this build of harness has no `run` subcommand yet ({} run --help failed)",
-            harness.display()
-        );
-    }
-    let run_help = String::from_utf8_lossy(&run_help.stdout);
+    note(format!(
+        "the agent starts its MCP tool server ({MCP_HOST} at {MCP_ADDR}) inside the enclosure"
+    ));
+    let before = sessions(&ledger)?;
     let mut cmd = Command::new(&harness);
-    cmd.arg("run").arg("--ledger").arg(&ledger);
-    if run_help.contains("--no-daemon") {
-        // A running `harness daemon` would record into its own ledger, not the demo's.
-        cmd.arg("--no-daemon");
-    }
-    if run_help.contains("--dns-upstream") {
-        // The agent's DNS query is answered by the demo's responder: no network needed.
-        cmd.arg("--dns-upstream").arg(&dns);
-    }
+    cmd.arg("run")
+        .arg("--no-daemon")
+        .arg("--ledger")
+        .arg(&ledger)
+        .arg("--ca-dir")
+        .arg(work.join("harness-ca"))
+        .arg("--upstream-ca")
+        .arg(&peer_ca_pem)
+        .arg("--dns-upstream")
+        .arg(&dns);
     if let Some(policy) = &opts.policy {
         cmd.arg("--policy").arg(policy);
     }
@@ -85,108 +157,287 @@ pub fn run(opts: &Options) -> Result<()> {
         (None, None) => Some("nobody".to_owned()),
     };
     if let Some(user) = &user {
-        note(format!("the agent runs as user {user}"));
         cmd.args(["--user", user]);
     }
     cmd.arg("--")
         .arg(&python)
-        .arg(demo_dir.join("agent.py"))
-        .arg(&url);
-    let agent = exec(&mut cmd);
-    if let Err(err) = &agent {
+        .arg(&agent)
+        .arg("--peers")
+        .arg(&peers)
+        .arg("--prompt")
+        .arg(&opts.prompt)
+        .arg("--mcp-listen")
+        .arg(MCP_ADDR)
+        .arg("--mcp-url")
+        .arg(format!("http://{MCP_HOST}:{}/mcp", port_of(MCP_ADDR)))
+        .arg("--broker-url")
+        .arg(format!("https://{BROKER_HOST}"));
+    // The SDK warns on stderr about anything unusual; the demo shows only what matters.
+    cmd.env("PYTHONWARNINGS", "ignore::DeprecationWarning");
+    let agent_result = exec(&mut cmd);
+    if let Err(err) = &agent_result {
         warn(format!("the enclosed agent did not succeed: {err:#}"));
     }
 
+    let session = sessions(&ledger)?
+        .into_iter()
+        .filter(|s| !before.contains(s))
+        .max()
+        .with_context(|| format!("harness recorded no new session in {}", ledger.display()))?;
+
     step(format!(
-        "demo: what harness recorded in {}",
-        ledger.display()
+        "demo: what harness recorded (`harness log {}`)",
+        session.display()
     ));
-    if has_subcommand(&harness, "log") {
-        exec(Command::new(&harness).arg("log").arg(&ledger))?;
-    } else {
-        note("(`harness log` not available yet: the raw ledger entries follow)");
-        print_jsonl(&ledger)?;
+    exec(Command::new(&harness).arg("log").arg(&session))?;
+
+    step("demo: the causal chain (`harness log --correlations`)");
+    let mut corr = Command::new(&harness);
+    corr.args(["log", "--correlations"]).arg(&session);
+    show(&corr);
+    let chains: Value = serde_json::from_str(&output(&mut corr)?)
+        .context("`harness log --correlations` did not print JSON")?;
+    let chain = summarize_chains(&chains);
+
+    step("demo: verifying the ledger (`harness verify`)");
+    let verified = exec(Command::new(&harness).arg("verify").arg(&ledger));
+
+    agent_result.context("the demo's enclosed agent failed")?;
+    chain?;
+    verified.context("the ledger did not verify")?;
+    // Staged copies are only for the enclosed user's sake; the ledger stays.
+    for staged in [&peers, &agent, &venv] {
+        if staged.starts_with(&work) {
+            let _ = std::fs::remove_dir_all(staged).or_else(|_| std::fs::remove_file(staged));
+        }
     }
-    if has_subcommand(&harness, "verify") {
-        step("demo: verifying the ledger");
-        exec(Command::new(&harness).arg("verify").arg(&ledger))?;
-    }
-    agent.context("the demo's enclosed agent failed")?;
     step(format!(
-        "demo: done; the ledger stays in {} (try `{} log` / `verify` on it)",
+        "demo: done; the ledger stays in {} (try `{} log --json`, `export --format har` on it)",
         ledger.display(),
         harness.display()
     ));
     Ok(())
 }
 
-/// A python3 that any user can run: the enclosed agent may run as another user than root, and
-/// root's own interpreters (pyenv under /root) are out of its reach. Debian's comes first.
-fn python() -> Result<PathBuf> {
-    let system = Path::new("/usr/bin/python3");
-    if system.exists() {
-        return Ok(system.to_path_buf());
+/// Prints each chain on a few lines; fails unless one goes model tool call `place_order` → MCP
+/// `tools/call place_order` → an external HTTPS request the tool server made (another pid) →
+/// the model request that carried the result back.
+fn summarize_chains(chains: &Value) -> Result<()> {
+    let empty = Vec::new();
+    let chains = chains.as_array().unwrap_or(&empty);
+    let mut complete = false;
+    for c in chains {
+        let tool = &c["tool_use"];
+        let mcp = &c["mcp_call"];
+        println!(
+            "model tool call {} {} [{}] (#{})",
+            tool["name"].as_str().unwrap_or("?"),
+            tool["input"],
+            tool["id"].as_str().unwrap_or("?"),
+            tool["seq"]
+        );
+        if mcp.is_object() {
+            println!(
+                "  → MCP tools/call {} on {} by pid {} (#{}){}",
+                mcp["name"].as_str().unwrap_or("?"),
+                mcp["host"].as_str().unwrap_or("?"),
+                mcp["pid"],
+                mcp["seq"],
+                if mcp["is_error"] == true {
+                    " → error"
+                } else {
+                    ""
+                }
+            );
+        } else {
+            println!("  → no MCP call carried it");
+        }
+        let external = c["external"].as_array().unwrap_or(&empty);
+        for x in external {
+            println!(
+                "    → {} {} → {} by pid {} (#{})",
+                x["method"].as_str().unwrap_or("?"),
+                x["url"].as_str().unwrap_or("?"),
+                x["status"],
+                x["pid"],
+                x["seq"]
+            );
+        }
+        if c["result_seq"].is_number() {
+            println!("  → result back to the model (#{})", c["result_seq"]);
+        }
+        let brokered = external.iter().any(|x| {
+            x["url"]
+                .as_str()
+                .is_some_and(|u| u.contains(BROKER_HOST) && u.ends_with("/v1/orders"))
+                && x["status"]
+                    .as_u64()
+                    .is_some_and(|s| (200..300).contains(&s))
+                && x["pid"] != mcp["pid"]
+        });
+        complete |= tool["name"] == "place_order"
+            && mcp["name"] == "place_order"
+            && brokered
+            && c["result_seq"].is_number();
     }
-    which("python3").context("python3 not found: run `cargo xtask setup` as root")
+    if !complete {
+        bail!(
+            "no complete chain in the ledger: model tool call place_order → MCP tools/call place_order → POST https://{BROKER_HOST}/v1/orders by the tool server → result back to the model ({} chain(s) found)",
+            chains.len()
+        );
+    }
+    Ok(())
 }
 
-/// Starts service.py on free ports; returns it, the API's URL and the DNS responder's address.
-fn start_service(python: &Path, script: &Path) -> Result<(Service, String, String)> {
-    let mut child = Command::new(python)
-        .arg(script)
+/// The agent's virtualenv with the official Anthropic SDK; created on first use (pip from PyPI),
+/// quick when it is already there.
+fn ensure_venv(venv: &Path) -> Result<PathBuf> {
+    let python = venv.join("bin/python");
+    let import = format!("import {}", VENV_PACKAGES.join(", "));
+    if crate::util::succeeds(Command::new(&python).args(["-c", &import])) {
+        note(format!(
+            "virtualenv {}: {} present",
+            venv.display(),
+            VENV_PACKAGES.join(", ")
+        ));
+        return Ok(venv.to_path_buf());
+    }
+    step(format!(
+        "demo: creating the agent's virtualenv {} with {} (from PyPI)",
+        venv.display(),
+        VENV_PACKAGES.join(", ")
+    ));
+    if !python.exists() {
+        exec(
+            Command::new("/usr/bin/python3")
+                .args(["-m", "venv"])
+                .arg(venv),
+        )
+        .context("creating the virtualenv (python3-venv is installed by `cargo xtask setup`)")?;
+    }
+    exec(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(VENV_PACKAGES),
+    )?;
+    Ok(venv.to_path_buf())
+}
+
+/// `path` itself when every user can read it, else a copy of it in `work` (world-readable).
+fn reachable(path: &Path, work: &Path) -> Result<PathBuf> {
+    let path = path
+        .canonicalize()
+        .with_context(|| format!("{} is missing", path.display()))?;
+    let open = path.ancestors().skip(1).all(|dir| {
+        dir.metadata()
+            .is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
+    }) && path
+        .metadata()
+        .is_ok_and(|m| m.permissions().mode() & 0o004 != 0);
+    if open {
+        return Ok(path);
+    }
+    let copy = work.join(path.file_name().context("a path without a name")?);
+    note(format!(
+        "{} is out of other users' reach: copying it to {}",
+        path.display(),
+        copy.display()
+    ));
+    exec(Command::new("cp").arg("-a").arg(&path).arg(&copy))?;
+    exec(Command::new("chmod").args(["-R", "a+rX"]).arg(&copy))?;
+    Ok(copy)
+}
+
+/// Starts a helper and waits (up to 30 s) for its first line of stdout.
+fn start(cmd: &mut Command, what: &str) -> Result<(Helper, String)> {
+    show(cmd);
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("starting {}", script.display()))?;
-    let stdout = child.stdout.take().context("service stdout")?;
-    let service = Service(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let mut expect = |prefix: &str| -> Result<String> {
-        let line = lines
-            .next()
-            .transpose()
-            .context("reading the demo service's output")?
-            .unwrap_or_default();
-        line.trim()
-            .strip_prefix(prefix)
-            .map(str::to_owned)
-            .with_context(|| format!("the demo service did not start (said {line:?})"))
-    };
-    let url = expect("listening on ")?;
-    let dns = expect("dns on ")?;
-    Ok((service, url, dns))
+        .with_context(|| format!("starting {what}"))?;
+    let stdout = child.stdout.take().context("helper stdout")?;
+    let helper = Helper(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+        let _ = tx.send(read);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| anyhow::anyhow!("{what} did not say it was ready within 30 s"))?
+        .with_context(|| format!("reading {what}'s output"))?;
+    if line.trim().is_empty() {
+        bail!("{what} exited before it was ready (is another demo running on the same addresses?)");
+    }
+    Ok((helper, line.trim().to_owned()))
 }
 
-/// Whether `harness SUBCOMMAND --help` works (the subcommand exists).
-fn has_subcommand(harness: &Path, subcommand: &str) -> bool {
-    crate::util::succeeds(Command::new(harness).args([subcommand, "--help"]))
-}
-
-/// Pretty-prints every JSON line of every `*.jsonl` file in the ledger directory.
-fn print_jsonl(ledger: &Path) -> Result<()> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(ledger)
+/// The session files (`*.jsonl`) in a ledger directory.
+fn sessions(ledger: &Path) -> Result<Vec<PathBuf>> {
+    Ok(std::fs::read_dir(ledger)
         .with_context(|| format!("reading {}", ledger.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        warn(format!(
-            "no session files (*.jsonl) in {}",
-            ledger.display()
-        ));
+        .collect())
+}
+
+fn host_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(host, _)| host)
+}
+
+fn port_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or("", |(_, port)| port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chain(broker_pid: u64, status: u64) -> Value {
+        json!([{
+            "session": "S",
+            "tool_use": {"seq": 46, "id": "toolu_1", "name": "place_order",
+                         "input": {"symbol": "ACME", "qty": 10, "side": "buy"}},
+            "mcp_call": {"seq": 87, "id": 3, "name": "place_order", "pid": 100,
+                         "host": "mcp.demo", "is_error": false, "external": []},
+            "external": [{"seq": 94, "method": "POST", "url": "https://broker.demo/v1/orders",
+                          "status": status, "pid": broker_pid, "ambiguous": false}],
+            "result_seq": 106,
+        }])
     }
-    for file in files {
-        note(format!("session {}", file.display()));
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading {}", file.display()))?;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            match serde_json::from_str::<serde_json::Value>(line) {
-                Ok(value) => println!("{}", serde_json::to_string_pretty(&value)?),
-                Err(_) => println!("{line}"),
-            }
-        }
+
+    #[test]
+    fn accepts_the_whole_chain() {
+        summarize_chains(&chain(101, 201)).unwrap();
     }
-    Ok(())
+
+    #[test]
+    fn refuses_a_broken_chain() {
+        assert!(summarize_chains(&json!([])).is_err());
+        // The brokerage call must come from the tool server, not the agent, and succeed.
+        assert!(summarize_chains(&chain(100, 201)).is_err());
+        assert!(summarize_chains(&chain(101, 500)).is_err());
+        let mut no_result = chain(101, 201);
+        no_result[0]["result_seq"] = Value::Null;
+        assert!(summarize_chains(&no_result).is_err());
+        let mut no_mcp = chain(101, 201);
+        no_mcp[0]["mcp_call"] = Value::Null;
+        assert!(summarize_chains(&no_mcp).is_err());
+    }
+
+    #[test]
+    fn splits_addresses() {
+        assert_eq!(host_of(MCP_ADDR), "127.0.0.3");
+        assert_eq!(port_of(MCP_ADDR), "8443");
+    }
 }

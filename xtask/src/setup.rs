@@ -37,6 +37,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "python3",
         "privileged tests and the demo enclose Python clients",
     ),
+    (
+        "python3-venv",
+        "the demo's agent runs in a virtualenv with the Anthropic SDK",
+    ),
 ];
 
 /// The bpf-linker release the eBPF build is proven with (DESIGN.md).
