@@ -56,6 +56,9 @@ pub struct VmOptions {
     /// VM memory in MiB.
     #[arg(long, default_value_t = 1024)]
     pub memory: u32,
+    /// Keep debug info in the VM's binaries (a bigger initramfs, slower to boot under TCG).
+    #[arg(long)]
+    pub keep_debuginfo: bool,
 }
 
 #[derive(Debug, clap::Parser)]
@@ -112,6 +115,8 @@ pub fn run(opts: &Options, with_setup: bool) -> Result<()> {
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let initramfs = work.join("initramfs.cpio.gz");
     let log = work.join("console.log");
+    let scratch = work.join("bin");
+    fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let nonce = nonce();
     step(format!("vm-test: packing {}", initramfs.display()));
     pack_initramfs(&Initramfs {
@@ -122,6 +127,8 @@ pub fn run(opts: &Options, with_setup: bool) -> Result<()> {
         kernel_version: kernel_version.as_deref(),
         test_args: &opts.args,
         nonce: &nonce,
+        keep_debuginfo: opts.vm.keep_debuginfo,
+        scratch: &scratch,
     })?;
 
     step(format!(
@@ -320,6 +327,9 @@ struct Initramfs<'a> {
     kernel_version: Option<&'a str>,
     test_args: &'a [String],
     nonce: &'a str,
+    keep_debuginfo: bool,
+    /// A directory for intermediate files.
+    scratch: &'a Path,
 }
 
 fn pack_initramfs(spec: &Initramfs) -> Result<()> {
@@ -392,18 +402,32 @@ fn pack_initramfs(spec: &Initramfs) -> Result<()> {
     )?;
     cpio.file("etc/resolv.conf", 0o644, b"nameserver 127.0.0.1\n")?;
 
-    let harness =
-        fs::read(spec.harness).with_context(|| format!("reading {}", spec.harness.display()))?;
-    cpio.file("harness/bin/harness", 0o755, &harness)?;
-    for bin in spec.bins {
-        let name = file_name(bin)?;
-        let data = fs::read(bin).with_context(|| format!("reading {}", bin.display()))?;
-        cpio.file(&format!("harness/bin/{name}"), 0o755, &data)?;
+    // Our own binaries, without debug info unless asked: it is most of their size, and the
+    // kernel unpacks the initramfs at emulation speed (symbols stay, so backtraces name
+    // functions; panic messages carry file and line anyway).
+    let strip = (!spec.keep_debuginfo).then(strip_tool).flatten();
+    if strip.is_none() && !spec.keep_debuginfo {
+        warn("neither llvm-strip nor strip found: binaries keep their debug info");
     }
-    for test in spec.tests {
-        let name = file_name(test)?;
-        let data = fs::read(test).with_context(|| format!("reading {}", test.display()))?;
-        cpio.file(&format!("harness/tests/{name}"), 0o755, &data)?;
+    let ours = std::iter::once((spec.harness, "harness/bin/harness".to_owned()))
+        .chain(
+            spec.bins
+                .iter()
+                .map(|b| Ok((b.as_path(), format!("harness/bin/{}", file_name(b)?))))
+                .collect::<Result<Vec<_>>>()?,
+        )
+        .chain(
+            spec.tests
+                .iter()
+                .map(|t| Ok((t.as_path(), format!("harness/tests/{}", file_name(t)?))))
+                .collect::<Result<Vec<_>>>()?,
+        );
+    for (path, inside) in ours {
+        let data = match &strip {
+            Some(tool) => stripped(tool, path, spec.scratch)?,
+            None => fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        };
+        cpio.file(&inside, 0o755, &data)?;
     }
 
     let mut insmods = Vec::new();
@@ -546,6 +570,29 @@ fn add_python<W: Write>(cpio: &mut Cpio<W>, libs: &mut BTreeSet<PathBuf>) -> Res
     }
     note(format!("added {} ({files} files)", stdlib.display()));
     Ok(())
+}
+
+/// LLVM 22's strip (installed by setup), else binutils'.
+fn strip_tool() -> Option<PathBuf> {
+    let llvm = Path::new("/usr/lib/llvm-22/bin/llvm-strip");
+    if llvm.exists() {
+        Some(llvm.to_path_buf())
+    } else {
+        which("llvm-strip").or_else(|| which("strip"))
+    }
+}
+
+/// `path`'s bytes without debug info (written through a file in `scratch`).
+fn stripped(tool: &Path, path: &Path, scratch: &Path) -> Result<Vec<u8>> {
+    let out = scratch.join(file_name(path)?);
+    crate::util::output(
+        Command::new(tool)
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&out)
+            .arg(path),
+    )?;
+    fs::read(&out).with_context(|| format!("reading {}", out.display()))
 }
 
 fn file_name(path: &Path) -> Result<String> {
