@@ -7,6 +7,9 @@
 //! to a log file; a per-run marker line carries the outcome, and a timeout catches hangs.
 use crate::util::{cargo, exec, human, note, quote, show, step, target_dir, warn, which};
 use anyhow::{bail, ensure, Context as _, Result};
+mod cpio;
+
+use cpio::Cpio;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufWriter, Read as _, Write};
@@ -53,6 +56,9 @@ pub struct VmOptions {
     /// VM memory in MiB.
     #[arg(long, default_value_t = 1024)]
     pub memory: u32,
+    /// Keep debug info in the VM's binaries (a bigger initramfs, slower to boot under TCG).
+    #[arg(long)]
+    pub keep_debuginfo: bool,
 }
 
 #[derive(Debug, clap::Parser)]
@@ -109,6 +115,8 @@ pub fn run(opts: &Options, with_setup: bool) -> Result<()> {
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let initramfs = work.join("initramfs.cpio.gz");
     let log = work.join("console.log");
+    let scratch = work.join("bin");
+    fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let nonce = nonce();
     step(format!("vm-test: packing {}", initramfs.display()));
     pack_initramfs(&Initramfs {
@@ -119,6 +127,8 @@ pub fn run(opts: &Options, with_setup: bool) -> Result<()> {
         kernel_version: kernel_version.as_deref(),
         test_args: &opts.args,
         nonce: &nonce,
+        keep_debuginfo: opts.vm.keep_debuginfo,
+        scratch: &scratch,
     })?;
 
     step(format!(
@@ -317,6 +327,9 @@ struct Initramfs<'a> {
     kernel_version: Option<&'a str>,
     test_args: &'a [String],
     nonce: &'a str,
+    keep_debuginfo: bool,
+    /// A directory for intermediate files.
+    scratch: &'a Path,
 }
 
 fn pack_initramfs(spec: &Initramfs) -> Result<()> {
@@ -389,18 +402,32 @@ fn pack_initramfs(spec: &Initramfs) -> Result<()> {
     )?;
     cpio.file("etc/resolv.conf", 0o644, b"nameserver 127.0.0.1\n")?;
 
-    let harness =
-        fs::read(spec.harness).with_context(|| format!("reading {}", spec.harness.display()))?;
-    cpio.file("harness/bin/harness", 0o755, &harness)?;
-    for bin in spec.bins {
-        let name = file_name(bin)?;
-        let data = fs::read(bin).with_context(|| format!("reading {}", bin.display()))?;
-        cpio.file(&format!("harness/bin/{name}"), 0o755, &data)?;
+    // Our own binaries, without debug info unless asked: it is most of their size, and the
+    // kernel unpacks the initramfs at emulation speed (symbols stay, so backtraces name
+    // functions; panic messages carry file and line anyway).
+    let strip = (!spec.keep_debuginfo).then(strip_tool).flatten();
+    if strip.is_none() && !spec.keep_debuginfo {
+        warn("neither llvm-strip nor strip found: binaries keep their debug info");
     }
-    for test in spec.tests {
-        let name = file_name(test)?;
-        let data = fs::read(test).with_context(|| format!("reading {}", test.display()))?;
-        cpio.file(&format!("harness/tests/{name}"), 0o755, &data)?;
+    let ours = std::iter::once((spec.harness, "harness/bin/harness".to_owned()))
+        .chain(
+            spec.bins
+                .iter()
+                .map(|b| Ok((b.as_path(), format!("harness/bin/{}", file_name(b)?))))
+                .collect::<Result<Vec<_>>>()?,
+        )
+        .chain(
+            spec.tests
+                .iter()
+                .map(|t| Ok((t.as_path(), format!("harness/tests/{}", file_name(t)?))))
+                .collect::<Result<Vec<_>>>()?,
+        );
+    for (path, inside) in ours {
+        let data = match &strip {
+            Some(tool) => stripped(tool, path, spec.scratch)?,
+            None => fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        };
+        cpio.file(&inside, 0o755, &data)?;
     }
 
     let mut insmods = Vec::new();
@@ -543,6 +570,29 @@ fn add_python<W: Write>(cpio: &mut Cpio<W>, libs: &mut BTreeSet<PathBuf>) -> Res
     }
     note(format!("added {} ({files} files)", stdlib.display()));
     Ok(())
+}
+
+/// LLVM 22's strip (installed by setup), else binutils'.
+fn strip_tool() -> Option<PathBuf> {
+    let llvm = Path::new("/usr/lib/llvm-22/bin/llvm-strip");
+    if llvm.exists() {
+        Some(llvm.to_path_buf())
+    } else {
+        which("llvm-strip").or_else(|| which("strip"))
+    }
+}
+
+/// `path`'s bytes without debug info (written through a file in `scratch`).
+fn stripped(tool: &Path, path: &Path, scratch: &Path) -> Result<Vec<u8>> {
+    let out = scratch.join(file_name(path)?);
+    crate::util::output(
+        Command::new(tool)
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&out)
+            .arg(path),
+    )?;
+    fs::read(&out).with_context(|| format!("reading {}", out.display()))
 }
 
 fn file_name(path: &Path) -> Result<String> {
@@ -701,86 +751,6 @@ fn nonce() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     format!("{:x}-{:x}", std::process::id(), nanos)
-}
-
-// === cpio (newc) ===
-
-/// A minimal writer of the "newc" cpio format the kernel unpacks: directories, regular files
-/// and symlinks, all owned by root, parents created on demand.
-struct Cpio<W: Write> {
-    out: W,
-    ino: u32,
-    dirs: BTreeSet<String>,
-}
-
-impl<W: Write> Cpio<W> {
-    fn new(out: W) -> Self {
-        Self {
-            out,
-            ino: 1,
-            dirs: BTreeSet::new(),
-        }
-    }
-
-    fn dir(&mut self, path: &str) -> Result<()> {
-        let path = path.trim_matches('/');
-        if path.is_empty() || self.dirs.contains(path) {
-            return Ok(());
-        }
-        if let Some((parent, _)) = path.rsplit_once('/') {
-            self.dir(parent)?;
-        }
-        self.dirs.insert(path.to_owned());
-        self.entry(path, 0o040_755, &[])
-    }
-
-    fn file(&mut self, path: &str, perm: u32, data: &[u8]) -> Result<()> {
-        self.parent(path)?;
-        self.entry(path, 0o100_000 | perm, data)
-    }
-
-    fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
-        self.parent(path)?;
-        self.entry(path, 0o120_777, target.as_bytes())
-    }
-
-    fn parent(&mut self, path: &str) -> Result<()> {
-        match path.trim_matches('/').rsplit_once('/') {
-            Some((parent, _)) => self.dir(parent),
-            None => Ok(()),
-        }
-    }
-
-    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) -> Result<()> {
-        let name = name.trim_start_matches('/');
-        let size = u32::try_from(data.len()).context("file too large for cpio")?;
-        let namesize = name.len() + 1;
-        let nlink = if mode & 0o170_000 == 0o040_000 { 2 } else { 1 };
-        let ino = self.ino;
-        self.ino += 1;
-        write!(
-            self.out,
-            "070701{ino:08x}{mode:08x}{:08x}{:08x}{nlink:08x}{:08x}{size:08x}{:08x}{:08x}{:08x}{:08x}{namesize:08x}{:08x}",
-            0, 0, 0, 0, 0, 0, 0, 0
-        )?;
-        self.out.write_all(name.as_bytes())?;
-        self.out.write_all(&[0])?;
-        self.pad(110 + namesize)?;
-        self.out.write_all(data)?;
-        self.pad(data.len())?;
-        Ok(())
-    }
-
-    fn pad(&mut self, len: usize) -> Result<()> {
-        let pad = (4 - len % 4) % 4;
-        self.out.write_all(&[0u8; 3][..pad])?;
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<W> {
-        self.entry("TRAILER!!!", 0, &[])?;
-        Ok(self.out)
-    }
 }
 
 // === booting ===
@@ -959,17 +929,6 @@ mod tests {
         );
         assert_eq!(missing, ["nope"]);
         assert_eq!(strip_compression("kernel/c.ko.xz"), "kernel/c.ko");
-    }
-
-    #[test]
-    fn cpio_entries_are_aligned() {
-        let mut cpio = Cpio::new(Vec::new());
-        cpio.file("etc/x", 0o644, b"abc").unwrap();
-        let out = cpio.finish().unwrap();
-        assert!(out.starts_with(b"070701"));
-        // "etc" dir: 110 + 4 ("etc\0") = 114 → 116; then the file header.
-        assert_eq!(&out[116..122], b"070701");
-        assert_eq!(out.len() % 4, 0);
     }
 
     #[test]
