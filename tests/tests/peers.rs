@@ -1300,7 +1300,12 @@ fn curl_with_cacert_talks_http1_and_h2() {
 #[test]
 fn peers_binary_prints_its_addresses_and_serves() {
     let dir = temp_dir("peers-bin");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_peers"))
+    // Beside the harness binary under test (the VM has its own copies, not cargo's paths).
+    let peers = std::env::var_os("HARNESS_BIN")
+        .map(|h| std::path::PathBuf::from(h).with_file_name("peers"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_peers").into());
+    let mut child = std::process::Command::new(peers)
         .arg("--ca-dir")
         .arg(&dir)
         .args(["--listen", "127.0.0.4:0", "--listen", "[::1]:0"])
