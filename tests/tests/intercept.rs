@@ -407,16 +407,20 @@ fn a_full_ledger_means_errors_for_the_client_and_no_unrecorded_upstream_request(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Once the session is open, fill the file system to the last block.
-    for _ in 0..500 {
-        if harness::ledger::session_files(&ledger)
-            .map(|f| !f.is_empty())
-            .unwrap_or(false)
-        {
-            break;
+    // Once the session is open (its first entry written: engine start can take seconds under
+    // emulation), fill the file system to the last block.
+    let opened = (0..3000).any(|_| {
+        let open = harness::ledger::session_files(&ledger)
+            .ok()
+            .and_then(|f| f.first().cloned())
+            .and_then(|f| harness::ledger::read_session(&f).ok())
+            .is_some_and(|entries| !entries.is_empty());
+        if !open {
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+        open
+    });
+    assert!(opened, "the session never opened");
     let _ = std::process::Command::new("dd")
         .args(["if=/dev/zero", "bs=4096"])
         .arg(format!("of={}", ledger.join("filler").display()))
