@@ -45,21 +45,30 @@ fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> E
 /// The mount point of the cgroup2 file system, read from `/proc/self/mountinfo` (never assumed:
 /// hybrid hosts mount it at `/sys/fs/cgroup/unified`, unified ones at `/sys/fs/cgroup`).
 pub fn cgroup2_mount() -> Result<PathBuf, EnclosureError> {
-    let path = Path::new("/proc/self/mountinfo");
-    let file = fs::File::open(path).map_err(io_err(path, "reading mount table"))?;
+    mount_point("cgroup2")
+        .map_err(io_err(Path::new(MOUNTINFO), "reading mount table"))?
+        .ok_or(EnclosureError::NoCgroup2)
+}
+
+/// The mount table of this process.
+pub const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// Where a file system of type `fstype` is mounted, if anywhere (the first such mount).
+pub fn mount_point(fstype: &str) -> io::Result<Option<PathBuf>> {
+    let file = fs::File::open(MOUNTINFO)?;
     for line in io::BufReader::new(file).lines() {
-        let line = line.map_err(io_err(path, "reading mount table"))?;
+        let line = line?;
         // Fields: id parent major:minor root mountpoint options [optional…] - fstype source super
         let Some((left, right)) = line.split_once(" - ") else {
             continue;
         };
-        if right.split_whitespace().next() == Some("cgroup2") {
+        if right.split_whitespace().next() == Some(fstype) {
             if let Some(mount_point) = left.split_whitespace().nth(4) {
-                return Ok(PathBuf::from(unescape_mount_path(mount_point)));
+                return Ok(Some(PathBuf::from(unescape_mount_path(mount_point))));
             }
         }
     }
-    Err(EnclosureError::NoCgroup2)
+    Ok(None)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal (`\040`).

@@ -181,48 +181,30 @@ impl Hook {
             move |source: aya::programs::ProgramError| HookError::Program { program, source }
         };
 
-        {
-            let name = "harness_sock_create";
-            let prog: &mut CgroupSock = program(&mut ebpf, name)?;
-            prog.load().map_err(program_err(name))?;
-            let id = prog
-                .attach(&cgroup, CgroupAttachMode::Single)
-                .map_err(program_err(name))?;
-            let link = prog.take_link(id).map_err(program_err(name))?;
-            pin(name, link.try_into().map_err(fd_link_err(name))?)?;
+        // Load, attach to the enclosure, and pin: the same four steps for every program; only
+        // the program type and the attach call differ.
+        macro_rules! attach_pinned {
+            ($ty:ty, $name:expr, |$prog:ident| $attach:expr) => {{
+                let name: &'static str = $name;
+                let $prog: &mut $ty = program(&mut ebpf, name)?;
+                $prog.load().map_err(program_err(name))?;
+                let id = $attach.map_err(program_err(name))?;
+                let link = $prog.take_link(id).map_err(program_err(name))?;
+                pin(name, link.try_into().map_err(fd_link_err(name))?)?;
+            }};
         }
-        {
-            let name = "harness_egress";
-            let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
-            prog.load().map_err(program_err(name))?;
-            let id = prog
-                .attach(
-                    &cgroup,
-                    CgroupSkbAttachType::Egress,
-                    CgroupAttachMode::Single,
-                )
-                .map_err(program_err(name))?;
-            let link = prog.take_link(id).map_err(program_err(name))?;
-            pin(name, link.try_into().map_err(fd_link_err(name))?)?;
-        }
-        {
-            let name = "harness_sockops";
-            let prog: &mut SockOps = program(&mut ebpf, name)?;
-            prog.load().map_err(program_err(name))?;
-            let id = prog
-                .attach(&cgroup, CgroupAttachMode::Single)
-                .map_err(program_err(name))?;
-            let link = prog.take_link(id).map_err(program_err(name))?;
-            pin(name, link.try_into().map_err(fd_link_err(name))?)?;
-        }
+        attach_pinned!(CgroupSock, "harness_sock_create", |prog| prog
+            .attach(&cgroup, CgroupAttachMode::Single));
+        attach_pinned!(CgroupSkb, "harness_egress", |prog| prog.attach(
+            &cgroup,
+            CgroupSkbAttachType::Egress,
+            CgroupAttachMode::Single
+        ));
+        attach_pinned!(SockOps, "harness_sockops", |prog| prog
+            .attach(&cgroup, CgroupAttachMode::Single));
         for name in SOCK_ADDR_PROGRAMS {
-            let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-            prog.load().map_err(program_err(name))?;
-            let id = prog
-                .attach(&cgroup, CgroupAttachMode::Single)
-                .map_err(program_err(name))?;
-            let link = prog.take_link(id).map_err(program_err(name))?;
-            pin(name, link.try_into().map_err(fd_link_err(name))?)?;
+            attach_pinned!(CgroupSockAddr, name, |prog| prog
+                .attach(&cgroup, CgroupAttachMode::Single));
         }
 
         let by_peer = take_hash(&mut ebpf, "BY_PEER")?;
@@ -374,19 +356,12 @@ fn take_hash<K: aya::Pod, V: aya::Pod>(
 
 /// A mounted bpffs, mounting one at /sys/fs/bpf when the host has none (as systemd would).
 fn bpffs() -> Result<PathBuf, HookError> {
-    let mountinfo = Path::new("/proc/self/mountinfo");
-    let text = fs::read_to_string(mountinfo).map_err(|source| HookError::Io {
-        path: mountinfo.to_owned(),
+    let mounted = crate::enclosure::mount_point("bpf").map_err(|source| HookError::Io {
+        path: PathBuf::from(crate::enclosure::MOUNTINFO),
         source,
     })?;
-    for line in text.lines() {
-        if let Some((left, right)) = line.split_once(" - ") {
-            if right.split_whitespace().next() == Some("bpf") {
-                if let Some(mp) = left.split_whitespace().nth(4) {
-                    return Ok(PathBuf::from(mp));
-                }
-            }
-        }
+    if let Some(mount_point) = mounted {
+        return Ok(mount_point);
     }
     let target = PathBuf::from("/sys/fs/bpf");
     fs::create_dir_all(&target).map_err(|source| HookError::Io {
