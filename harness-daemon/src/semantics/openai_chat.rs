@@ -80,8 +80,8 @@ fn tool_use(id: Value, f: &Value) -> Value {
     json!({"type": "tool_use", "id": id, "name": str_or_null(f, "name"), "input": input})
 }
 
-/// Content as text: a string, or its text parts joined.
-fn text_of(c: Option<&Value>) -> String {
+/// Content as text: a string, or its text parts joined (Chat Completions and Responses alike).
+pub(super) fn text_of(c: Option<&Value>) -> String {
     match c {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(p)) => p
@@ -93,8 +93,8 @@ fn text_of(c: Option<&Value>) -> String {
     }
 }
 
-/// Content parts as normalised blocks.
-fn parts(c: Option<&Value>) -> Vec<Value> {
+/// Content parts as normalised blocks (the part types of Chat Completions and of Responses).
+pub(super) fn parts(c: Option<&Value>) -> Vec<Value> {
     match c {
         Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
         Some(Value::Array(p)) => p
@@ -104,6 +104,7 @@ fn parts(c: Option<&Value>) -> Vec<Value> {
                     json!({"type": "text", "text": str_or_null(p, "text")})
                 }
                 "image_url" | "input_image" => json!({"type": "image"}),
+                "input_file" => json!({"type": "file"}),
                 "input_audio" => json!({"type": "audio"}),
                 "refusal" => json!({"type": "refusal", "text": str_or_null(p, "refusal")}),
                 other => json!({ "type": other }),

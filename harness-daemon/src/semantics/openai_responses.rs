@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::json::{arr, str_of, str_or_null, u64_of};
+use super::openai_chat::{parts, text_of};
 use super::reply::{error_of, Reply, Thinking, ToolCall, Usage};
 use super::{sse, Errs};
 
@@ -92,38 +93,6 @@ fn tool_use(item: &Value) -> Value {
     let input = serde_json::from_str::<Value>(args).unwrap_or_else(|_| json!(args));
     json!({"type": "tool_use", "id": str_or_null(item, "call_id"),
            "name": str_or_null(item, "name"), "input": input})
-}
-
-fn text_of(c: Option<&Value>) -> String {
-    match c {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(p)) => p
-            .iter()
-            .filter_map(|p| str_of(p, "text"))
-            .collect::<Vec<_>>()
-            .join("\n\n"),
-        _ => String::new(),
-    }
-}
-
-fn parts(c: Option<&Value>) -> Vec<Value> {
-    match c {
-        Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
-        Some(Value::Array(p)) => p
-            .iter()
-            .map(|p| match str_of(p, "type").unwrap_or("") {
-                "input_text" | "output_text" | "text" => {
-                    json!({"type": "text", "text": str_or_null(p, "text")})
-                }
-                "input_image" => json!({"type": "image"}),
-                "input_file" => json!({"type": "file"}),
-                "input_audio" => json!({"type": "audio"}),
-                "refusal" => json!({"type": "refusal", "text": str_or_null(p, "refusal")}),
-                other => json!({ "type": other }),
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 // === Response ===
