@@ -72,7 +72,7 @@ impl Bench {
         let mut peak_kib = 0;
         if measure_rss {
             while child.try_wait().expect("wait").is_none() {
-                peak_kib = peak_kib.max(vm_hwm_kib(child.id()));
+                peak_kib = peak_kib.max(harness_tests::vm_hwm_kib(child.id()));
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -102,15 +102,6 @@ fn ulid() -> String {
             .unwrap()
             .as_nanos()
     )
-}
-
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// p50 of write(4 KiB) + fdatasync on a file in `dir`.

@@ -56,6 +56,16 @@ pub fn probe_bin() -> PathBuf {
         .unwrap_or_else(|| target_dir_bin("probe"))
 }
 
+/// The resident set high-water mark of a process (`VmHWM`), in KiB; 0 once it is gone.
+pub fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// A fresh empty directory under the system temp dir, world-traversable.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

@@ -283,16 +283,6 @@ for line in urllib.request.urlopen(req):
         .any(|r| matches!(&r.entry, Entry::StreamChunk(c) if c.fin)));
 }
 
-/// The resident set high-water mark of a process, in KiB.
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn hundred_megabytes_each_way_in_bounded_memory() {
     if !privileged("100mb") {
@@ -339,7 +329,7 @@ fn hundred_megabytes_each_way_in_bounded_memory() {
     let pid = child.id();
     let mut peak = 0;
     while child.try_wait().unwrap().is_none() {
-        peak = peak.max(vm_hwm_kib(pid));
+        peak = peak.max(harness_tests::vm_hwm_kib(pid));
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
