@@ -3,16 +3,24 @@
 //!
 //! The order of events for every exchange is the point of this module:
 //! 1. the request head is durable before anything goes upstream;
-//! 2. a small request body is recorded whole (`http_request_body`) and then forwarded; a large
-//!    or streaming one chunk by chunk (`stream_chunk`), each chunk durable before it is sent;
+//! 2. a small request body is recorded whole (`http_request_body`), in the same group commit as
+//!    the head, and then forwarded; a large or streaming one chunk by chunk (`stream_chunk`),
+//!    each chunk durable before it is sent;
 //! 3. the response head is durable before the client sees it;
-//! 4. a small, non-streaming response body is recorded whole and then released; anything else
-//!    (SSE, large, unknown length) chunk by chunk, each released only once durable.
+//! 4. a small, non-streaming response body is read whole, committed with its head and then
+//!    released with it; anything else (SSE, large, unknown length) goes chunk by chunk, each
+//!    released only once durable.
+//!
+//! So a small JSON exchange costs two commits (request, response), each shared by whatever else
+//! the session commits at that moment.
 //!
 //! If the ledger fails: before the response starts, the client gets a 502 with a short reason;
 //! once a body is streaming, the stream is cut (the client sees an aborted body, never
 //! unrecorded bytes).
-use crate::ledger::{Direction, Entry, Header, HttpBody, HttpRequest, HttpResponse, StreamChunk};
+use crate::ledger::{
+    Direction, Durable, Entry, Header, HttpBody, HttpRequest, HttpResponse, LedgerError,
+    StreamChunk,
+};
 use crate::record::{recording_relay, ConnRecorder};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -288,15 +296,9 @@ async fn exchange(
         head.target.clone(),
     );
     let request_headers = header_pairs(&head.headers);
-    if let Err(e) = rec.append(Entry::HttpRequest(head)).await {
-        return refusal(
-            StatusCode::BAD_GATEWAY,
-            &format!("the ledger could not record the request ({e}); it was not forwarded"),
-        );
-    }
     let (parts, body) = req.into_parts();
     let request_capture = SharedCapture::default();
-    let body = match request_body(&rec, n, body, request_capture.clone()).await {
+    let body = match request_body(&rec, n, head, body, request_capture.clone()).await {
         Ok(body) => body,
         Err(reason) => return refusal(StatusCode::BAD_GATEWAY, &reason),
     };
@@ -318,8 +320,18 @@ async fn exchange(
         headers: headers(&rec, resp.headers()),
     };
     let response_headers = header_pairs(&head.headers);
-    let durable = match rec.append(Entry::HttpResponse(head)).await {
-        Ok(durable) => durable,
+    // A whole body (small, not an event stream) is read before anything is recorded, so that
+    // head and body are committed together — one fsync — and released together.
+    let streaming = upstream_upgrade.is_some()
+        || is_event_stream(resp.headers())
+        || content_length(resp.headers()).is_none_or(|len| len > WHOLE_BODY_MAX as u64);
+    let gathered = if streaming {
+        None
+    } else {
+        Some(gather(resp.body_mut()).await)
+    };
+    let (durable, release) = match record_response(&rec, n, head, gathered).await {
+        Ok(recorded) => recorded,
         Err(e) => {
             return refusal(
                 StatusCode::BAD_GATEWAY,
@@ -363,9 +375,18 @@ async fn exchange(
         );
     }
     let (parts, body) = resp.into_parts();
-    let streaming = is_event_stream(&parts.headers)
-        || content_length(&parts.headers).is_none_or(|len| len > WHOLE_BODY_MAX as u64);
-    let body = response_body(&rec, n, body, streaming, pending).await;
+    let body = match release {
+        Release::Whole(bytes, trailers) => {
+            let copy = bytes.clone();
+            rec.spawn(async move { pending.annotate(&copy, false).await });
+            whole(bytes, trailers)
+        }
+        Release::Stream(first) => {
+            let sink = Sink::Annotate(Box::new(pending));
+            stream_through(rec.clone(), n, Direction::Down, first, body, sink)
+        }
+        Release::Failed(reason) => failed_body(reason),
+    };
     Response::from_parts(parts, body)
 }
 
@@ -419,24 +440,42 @@ fn whole(bytes: Bytes, trailers: Option<HeaderMap>) -> ProxyBody {
     StreamBody::new(futures_util::stream::iter(frames)).boxed()
 }
 
+/// Records the request — its head, then its body — and returns the body to forward. A whole
+/// (small) body is committed together with the head, one fsync for both; a larger one follows
+/// the durable head chunk by chunk. Either way nothing is forwarded before it is durable; the
+/// error is the client's 502 reason.
 async fn request_body(
     rec: &ConnRecorder,
     n: u64,
+    head: HttpRequest,
     mut body: Incoming,
     capture: SharedCapture,
 ) -> Result<ProxyBody, String> {
-    let gathered = gather(&mut body)
-        .await
-        .map_err(|e| format!("reading the request body: {e}"))?;
+    let not_recorded = |what: &str, e: &dyn std::fmt::Display| {
+        format!("the ledger could not record the request {what} ({e}); it was not forwarded")
+    };
+    let gathered = match gather(&mut body).await {
+        Ok(gathered) => gathered,
+        Err(e) => {
+            // The head is still recorded: the request was made, even if its body never came.
+            let reason = format!("reading the request body: {e}");
+            rec.append(Entry::HttpRequest(head))
+                .await
+                .map_err(|e| not_recorded("head", &e))?;
+            rec.error("reading the request body", e.to_string()).await;
+            return Err(reason);
+        }
+    };
     match gathered {
         Gathered::Whole(bytes, trailers) => {
             capture
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(&bytes);
-            let recorded = rec.body(bytes.clone()).await.map_err(|e| {
-                format!("the ledger could not record the request body ({e}); it was not forwarded")
-            })?;
+            let recorded = rec
+                .body(bytes.clone())
+                .await
+                .map_err(|e| not_recorded("body", &e))?;
             let entry = HttpBody {
                 conn: rec.conn(),
                 exchange: n,
@@ -446,70 +485,84 @@ async fn request_body(
                     .map(|t| headers(rec, t))
                     .unwrap_or_default(),
             };
-            rec.append(Entry::HttpRequestBody(entry))
-                .await
-                .map_err(|e| {
-                    format!(
-                        "the ledger could not record the request body ({e}); it was not forwarded"
-                    )
-                })?;
+            rec.append_all(vec![
+                Entry::HttpRequest(head),
+                Entry::HttpRequestBody(entry),
+            ])
+            .await
+            .map_err(|e| not_recorded("head and body", &e))?;
             Ok(whole(bytes, trailers))
         }
-        Gathered::Partial(first) => Ok(stream_through(
-            rec.clone(),
-            n,
-            Direction::Up,
-            Some(first),
-            body,
-            Sink::Capture(capture),
-        )),
+        Gathered::Partial(first) => {
+            rec.append(Entry::HttpRequest(head))
+                .await
+                .map_err(|e| not_recorded("head", &e))?;
+            Ok(stream_through(
+                rec.clone(),
+                n,
+                Direction::Up,
+                Some(first),
+                body,
+                Sink::Capture(capture),
+            ))
+        }
     }
 }
 
-async fn response_body(
+/// How a response's body goes to the client once its head is durable.
+enum Release {
+    /// All of it, already durable with the head.
+    Whole(Bytes, Option<HeaderMap>),
+    /// Chunk by chunk as each becomes durable, starting with what was already read.
+    Stream(Option<Bytes>),
+    /// Not at all: the client sees the head, then the body cut, for this reason.
+    Failed(String),
+}
+
+/// Records the response head — together with the whole body when `gathered` holds it (one
+/// group commit for both) — and says how the body is to be released. `Err` means the head is
+/// not durable: nothing of the response may reach the client.
+async fn record_response(
     rec: &ConnRecorder,
     n: u64,
-    mut body: Incoming,
-    streaming: bool,
-    pending: Pending,
-) -> ProxyBody {
-    if streaming {
-        let sink = Sink::Annotate(Box::new(pending));
-        return stream_through(rec.clone(), n, Direction::Down, None, body, sink);
-    }
-    match gather(&mut body).await {
-        Ok(Gathered::Whole(bytes, trailers)) => {
-            let recorded = match rec.body(bytes.clone()).await {
-                Ok(b) => b,
-                Err(e) => return failed_body(format!("ledger: {e}")),
-            };
-            let entry = HttpBody {
-                conn: rec.conn(),
-                exchange: n,
-                body: recorded,
-                trailers: trailers
-                    .as_ref()
-                    .map(|t| headers(rec, t))
-                    .unwrap_or_default(),
-            };
-            match rec.append(Entry::HttpResponseBody(entry)).await {
-                Ok(_) => {
-                    let copy = bytes.clone();
-                    rec.spawn(async move { pending.annotate(&copy, false).await });
-                    whole(bytes, trailers)
-                }
-                Err(e) => failed_body(format!("ledger: {e}")),
-            }
+    head: HttpResponse,
+    gathered: Option<Result<Gathered, hyper::Error>>,
+) -> Result<(Durable, Release), LedgerError> {
+    let (bytes, trailers) = match gathered {
+        None => {
+            return Ok((
+                rec.append(Entry::HttpResponse(head)).await?,
+                Release::Stream(None),
+            ))
         }
-        Ok(Gathered::Partial(first)) => {
-            let sink = Sink::Annotate(Box::new(pending));
-            stream_through(rec.clone(), n, Direction::Down, Some(first), body, sink)
+        Some(Ok(Gathered::Partial(first))) => {
+            let durable = rec.append(Entry::HttpResponse(head)).await?;
+            return Ok((durable, Release::Stream(Some(first))));
         }
-        Err(e) => {
+        Some(Err(e)) => {
+            let durable = rec.append(Entry::HttpResponse(head)).await?;
             rec.error("reading the response body", e.to_string()).await;
-            failed_body(format!("upstream: {e}"))
+            return Ok((durable, Release::Failed(format!("upstream: {e}"))));
         }
-    }
+        Some(Ok(Gathered::Whole(bytes, trailers))) => (bytes, trailers),
+    };
+    let recorded = rec.body(bytes.clone()).await?;
+    let body = HttpBody {
+        conn: rec.conn(),
+        exchange: n,
+        body: recorded,
+        trailers: trailers
+            .as_ref()
+            .map(|t| headers(rec, t))
+            .unwrap_or_default(),
+    };
+    let durable = rec
+        .append_all(vec![
+            Entry::HttpResponse(head),
+            Entry::HttpResponseBody(body),
+        ])
+        .await?;
+    Ok((durable[0], Release::Whole(bytes, trailers)))
 }
 
 /// A body that fails at once: the client sees the response cut.

@@ -81,6 +81,11 @@ impl ConnRecorder {
         self.writer.append(entry).await
     }
 
+    /// Appends `entries` in one group commit; resolves once all are durable, in order.
+    pub async fn append_all(&self, entries: Vec<Entry>) -> Result<Vec<Durable>, LedgerError> {
+        self.writer.append_all(entries).await
+    }
+
     /// The recorded form of `bytes`: inline, or a durable blob for large ones (written off the
     /// async threads, since a blob write ends in an fsync).
     pub async fn body(&self, bytes: bytes::Bytes) -> Result<Body, LedgerError> {

@@ -95,6 +95,68 @@ async fn an_entry_that_cannot_be_canonical_is_refused_without_harm() {
         .intact());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entries_appended_together_are_consecutive_and_refused_together() {
+    let dir = scratch("append-all");
+    let ledger = Ledger::open(&dir).unwrap();
+    let (w, _) = ledger.open_session(session_open()).await.unwrap();
+    // Groups of three from 16 tasks at once: each group's seqs are consecutive, whatever the
+    // other tasks interleave.
+    let mut handles = Vec::new();
+    for t in 0..16u64 {
+        let w = w.clone();
+        handles.push(tokio::spawn(async move {
+            let mut groups = Vec::new();
+            for i in 0..50u64 {
+                let base = (t * 50 + i) * 3;
+                let entries = (base..base + 3).map(conn_open).collect();
+                let durable = w.append_all(entries).await.unwrap();
+                groups.push((base, durable));
+            }
+            groups
+        }));
+    }
+    let mut groups = Vec::new();
+    for h in handles {
+        groups.extend(h.await.unwrap());
+    }
+    let recs = read_session(&ledger.session_path(&w.id())).unwrap();
+    for (base, durable) in &groups {
+        assert_eq!(durable.len(), 3);
+        let first = durable[0].seq();
+        assert_eq!(
+            durable.iter().map(|d| d.seq()).collect::<Vec<_>>(),
+            [first, first + 1, first + 2]
+        );
+        for (k, d) in durable.iter().enumerate() {
+            match &recs[d.seq() as usize].entry {
+                Entry::ConnOpen(c) => assert_eq!(c.conn, base + k as u64),
+                other => panic!("seq {}: {other:?}", d.seq()),
+            }
+        }
+    }
+    // A group with one entry that cannot be canonical is refused whole: none of it is written
+    // and the chain goes on unbroken.
+    let before = read_session(&ledger.session_path(&w.id())).unwrap().len();
+    let bad = Entry::ConnClose(ConnClose {
+        conn: u64::MAX,
+        bytes_up: 0,
+        bytes_down: 0,
+        duration_ms: 0,
+        error: None,
+    });
+    assert!(matches!(
+        w.append_all(vec![conn_open(7), bad]).await,
+        Err(LedgerError::Entry { .. })
+    ));
+    let next = w.append(conn_open(8)).await.unwrap();
+    assert_eq!(next.seq() as usize, before);
+    w.close(close()).await.unwrap();
+    assert!(verify_path(&dir, &VerifyOptions::default())
+        .unwrap()
+        .intact());
+}
+
 #[tokio::test]
 async fn secrets_are_fingerprinted_and_blobs_stream() {
     let dir = scratch("secrets");

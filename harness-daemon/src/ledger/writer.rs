@@ -68,10 +68,12 @@ impl Resume {
     }
 }
 
+/// Entries that must land in one batch, in order: either all of them are durable or none is
+/// reported so.
 struct Submit {
-    object: Map<String, Value>,
+    objects: Vec<Map<String, Value>>,
     close: bool,
-    done: oneshot::Sender<Result<Durable, LedgerError>>,
+    done: oneshot::Sender<Result<Vec<Durable>, LedgerError>>,
 }
 
 #[derive(Clone)]
@@ -158,29 +160,44 @@ impl SessionWriter {
     /// Appends `entry`; resolves once it is durable, or with the error that ended the session.
     /// An entry whose future is dropped before it resolves may or may not be written.
     pub async fn append(&self, entry: Entry) -> Result<Durable, LedgerError> {
-        self.submit(entry, false).await
+        let mut durable = self.submit(vec![entry], false).await?;
+        Ok(durable.remove(0))
+    }
+
+    /// Appends `entries` consecutively and in one group commit (one `fdatasync` for all of
+    /// them: a request head with its body, say); resolves once all are durable, in order.
+    pub async fn append_all(&self, entries: Vec<Entry>) -> Result<Vec<Durable>, LedgerError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.submit(entries, false).await
     }
 
     /// Writes `session_close` and a final signed checkpoint; resolves when both are durable.
     /// The session accepts nothing after it.
     pub async fn close(&self, close: SessionClose) -> Result<Durable, LedgerError> {
-        self.submit(Entry::SessionClose(close), true).await
+        let mut durable = self.submit(vec![Entry::SessionClose(close)], true).await?;
+        Ok(durable.remove(0))
     }
 
-    async fn submit(&self, entry: Entry, close: bool) -> Result<Durable, LedgerError> {
+    async fn submit(&self, entries: Vec<Entry>, close: bool) -> Result<Vec<Durable>, LedgerError> {
         if let Some(end) = self.ended() {
             return Err(self.end_error(end));
         }
-        let object = canon::entry_object(&entry).map_err(|source| LedgerError::Entry {
-            path: self.shared.path.clone(),
-            source,
-        })?;
+        let objects = entries
+            .iter()
+            .map(canon::entry_object)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| LedgerError::Entry {
+                path: self.shared.path.clone(),
+                source,
+            })?;
         let (done, rx) = oneshot::channel();
         if self
             .shared
             .tx
             .send(Submit {
-                object,
+                objects,
                 close,
                 done,
             })
@@ -233,7 +250,10 @@ struct Thread {
     buf: Vec<u8>,
 }
 
-type Waiter = (oneshot::Sender<Result<Durable, LedgerError>>, Durable);
+type Waiter = (
+    oneshot::Sender<Result<Vec<Durable>, LedgerError>>,
+    Vec<Durable>,
+);
 
 impl Thread {
     fn run(mut self, rx: mpsc::Receiver<Submit>) {
@@ -290,26 +310,41 @@ impl Thread {
                 }));
                 continue;
             }
-            let seq = self.st.next_seq;
-            let ts = self.next_ts();
-            let bytes = match canon::seal(m.object, &self.id, seq, &ts, &self.st.prev) {
-                Ok(b) => b,
-                Err(source) => {
-                    let _ = m.done.send(Err(LedgerError::Entry {
-                        path: self.path.clone(),
-                        source,
-                    }));
-                    continue;
+            // Seal the submission's entries on a copy of the chain state: one that cannot be
+            // sealed whole is refused whole, and the chain goes on as if it had not come.
+            let mut st = (self.st.next_seq, self.st.prev, self.st.last_ts.clone());
+            let mut sealed = Vec::with_capacity(m.objects.len());
+            let mut refused = None;
+            for object in m.objects {
+                let seq = st.0;
+                let ts = self.next_ts(&st.2);
+                match canon::seal(object, &self.id, seq, &ts, &st.1) {
+                    Ok(bytes) => {
+                        let hash = canon::sha256(&bytes);
+                        st = (seq + 1, hash, ts);
+                        sealed.push((bytes, Durable { seq, hash }));
+                    }
+                    Err(source) => {
+                        refused = Some(source);
+                        break;
+                    }
                 }
-            };
-            let hash = canon::sha256(&bytes);
-            self.buf.extend_from_slice(&bytes);
-            self.buf.push(b'\n');
-            self.st.prev = hash;
-            self.st.next_seq += 1;
-            self.st.last_ts = ts;
-            leaves.push(leaf_hash(&hash));
-            let durable = Durable { seq, hash };
+            }
+            if let Some(source) = refused {
+                let _ = m.done.send(Err(LedgerError::Entry {
+                    path: self.path.clone(),
+                    source,
+                }));
+                continue;
+            }
+            (self.st.next_seq, self.st.prev, self.st.last_ts) = st;
+            let mut durable = Vec::with_capacity(sealed.len());
+            for (bytes, d) in sealed {
+                self.buf.extend_from_slice(&bytes);
+                self.buf.push(b'\n');
+                leaves.push(leaf_hash(&d.hash));
+                durable.push(d);
+            }
             if m.close {
                 self.closed = true;
                 close_waiter = Some((m.done, durable));
@@ -365,11 +400,12 @@ impl Thread {
         true
     }
 
-    fn next_ts(&self) -> String {
+    /// The timestamp of an entry following one stamped `last_ts`.
+    fn next_ts(&self, last_ts: &str) -> String {
         let now = canon::format_ts(time::OffsetDateTime::now_utc());
         // Fixed-width UTC: string order is time order. Timestamps never go backwards.
-        if now < self.st.last_ts {
-            self.st.last_ts.clone()
+        if now.as_str() < last_ts {
+            last_ts.to_owned()
         } else {
             now
         }
