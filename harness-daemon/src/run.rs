@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Where `harness run` records when it embeds the engine and no `--ledger` is given.
@@ -334,7 +334,12 @@ fn spawn_enclosed(
         // A directory of hashed host certificates would be searched without the harness CA
         // (OpenSSL consults it when SSL_CERT_FILE is unset by a client): the bundle is the trust.
         cmd.env_remove("SSL_CERT_DIR");
-        bundle.mounts()?.install(&mut cmd);
+        let venvs = crate::tls::trust::namespace::command_venvs(
+            Path::new(program),
+            std::env::var_os("PATH").as_deref(),
+            std::env::var_os("VIRTUAL_ENV").as_deref(),
+        );
+        bundle.mounts_for(&venvs)?.install(&mut cmd);
     }
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
     // system calls (write, setgroups, setgid, setuid, prctl) on values captured by copy; `procs`

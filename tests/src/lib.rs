@@ -80,6 +80,48 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The project's Python virtualenv (`HARNESS_PYTHON_VENV`, made by `cargo xtask test`: pip's
+/// `requests`, `httpx`, `certifi`, `anthropic`), at a path the enclosed user (`nobody`) can
+/// use: the venv itself when every user can reach it, else a world-readable copy in `work`.
+/// `None`, after saying so loudly, when it is not given or the test runs in the VM (which has
+/// no virtualenv).
+pub fn python_venv(test: &str, work: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if std::env::var_os("HARNESS_IN_VM").is_some() {
+        eprintln!("\n*** SKIPPED {test}: no Python virtualenv in the VM image ***\n");
+        return None;
+    }
+    let Some(venv) = std::env::var_os("HARNESS_PYTHON_VENV").map(PathBuf::from) else {
+        eprintln!("\n*** SKIPPED {test}: HARNESS_PYTHON_VENV is not set; `cargo xtask test` makes the virtualenv and sets it ***\n");
+        return None;
+    };
+    let venv = venv
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("HARNESS_PYTHON_VENV={}: {e}", venv.display()));
+    let open = venv.ancestors().skip(1).all(|dir| {
+        dir.metadata()
+            .is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
+    });
+    if open {
+        return Some(venv);
+    }
+    let copy = work.join("python-venv");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&venv)
+        .arg(&copy)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&copy)
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(copied, "copying {} to {}", venv.display(), copy.display());
+    std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some(copy)
+}
+
 /// A TCP test peer: answers every connection with `hello from <its address>` (HTTP/1.1 if the
 /// client spoke HTTP), and remembers what each client sent.
 pub struct Peer {

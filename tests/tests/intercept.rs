@@ -174,6 +174,87 @@ fn python_and_node_clients_trust_harness_without_flags() {
     assert_eq!(statuses(&run.entries), [200]);
 }
 
+/// Python `requests` and `httpx` as pip installs them: they trust certifi's own copy of the
+/// roots, not the system's. With the environment harness gives (REQUESTS_CA_BUNDLE,
+/// SSL_CERT_FILE) and — told to ignore the environment (`trust_env=False`) — through the bundle
+/// bind-mounted over the virtualenv's `certifi/cacert.pem`. Each request and response body in
+/// the ledger is exactly what the client sent and the peer answered.
+#[test]
+fn python_requests_and_httpx_trust_harness_through_certifi_without_flags() {
+    if !privileged("requests-httpx") {
+        return;
+    }
+    let s = setup("requests-httpx");
+    let Some(venv) = harness_tests::python_venv("requests-httpx", &s.dir) else {
+        return;
+    };
+    let url = s.url("/v1/orders");
+    let script = r#"
+import json, sys, certifi, httpx, requests
+url, prefix, token = sys.argv[1], sys.argv[2], open(sys.argv[3]).read()
+assert certifi.where().startswith(prefix), certifi.where()
+headers = {"content-type": "application/json", "authorization": "Bearer " + token}
+def body(client):
+    return json.dumps({"symbol": "ACME", "qty": 3, "side": "buy", "client": client, "note": "naïve ✓"}).encode()
+out = {}
+out["requests"] = requests.post(url, data=body("requests"), headers=headers).json()
+with httpx.Client() as c:
+    out["httpx"] = c.post(url, content=body("httpx"), headers=headers).json()
+# Ignoring the environment: certifi's file in the venv, which only the bind mount covers.
+s = requests.Session()
+s.trust_env = False
+out["requests_no_env"] = s.post(url, data=body("requests_no_env"), headers=headers).json()
+with httpx.Client(trust_env=False) as c:
+    out["httpx_no_env"] = c.post(url, content=body("httpx_no_env"), headers=headers).json()
+print(json.dumps(out))
+"#;
+    let python = venv.join("bin/python");
+    // The token reaches the client through a file: on the command line it would be recorded
+    // (harness records the command it runs).
+    let token = s.dir.join("token");
+    std::fs::write(&token, "py-secret-42").unwrap();
+    let run = s.run(
+        "ledger",
+        &[
+            python.to_str().unwrap(),
+            "-c",
+            script,
+            &url,
+            venv.to_str().unwrap(),
+            token.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&run);
+    let out: serde_json::Value = serde_json::from_slice(&run.output.stdout).expect("JSON");
+    for client in ["requests", "httpx", "requests_no_env", "httpx_no_env"] {
+        assert_eq!(out[client]["symbol"], "ACME", "{client}: {out}");
+    }
+    assert_eq!(statuses(&run.entries), [201; 4]);
+    // What the peer received and sent is, byte for byte, what the ledger holds.
+    let seen: Vec<_> = s
+        .peer
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri == "/v1/orders")
+        .collect();
+    assert_eq!(seen.len(), 4);
+    let requests = bodies(&run.entries, false);
+    let responses = bodies(&run.entries, true);
+    for (i, exchange) in seen.iter().enumerate() {
+        let sent = exchange.body.bytes.as_deref().unwrap();
+        assert_eq!(requests[i].sha256(), sha256_hex(sent), "request {i}");
+        let answered = exchange.response.as_ref().unwrap().body.as_ref().unwrap();
+        assert_eq!(
+            responses[i].sha256(),
+            sha256_hex(answered.bytes.as_deref().unwrap()),
+            "response {i}"
+        );
+    }
+    let files = harness::ledger::session_files(&s.dir.join("ledger")).unwrap();
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(!text.contains("py-secret-42"), "secret in clear");
+}
+
 #[test]
 fn a_429_stays_a_429_with_its_retry_after() {
     if !privileged("429") {

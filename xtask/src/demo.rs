@@ -43,9 +43,6 @@ const MODEL_HOST: &str = "api.anthropic.com";
 const MCP_HOST: &str = "mcp.demo";
 const BROKER_HOST: &str = "broker.demo";
 
-/// What the agent's virtualenv must provide.
-const VENV_PACKAGES: &[&str] = &["anthropic", "httpx"];
-
 /// Kills a helper process when the demo ends, however it ends.
 struct Helper(Child);
 
@@ -75,7 +72,7 @@ pub fn run(opts: &Options) -> Result<()> {
     ]))?;
     let target = target_dir()?;
     let harness = target.join("debug/harness");
-    let venv = ensure_venv(&target.join("demo-venv"))?;
+    let venv = crate::venv::ensure()?;
     let demo_dir = crate::util::workspace_root().join("xtask/demo");
 
     // Everything the enclosed user must read lives in (or is copied to) a world-readable
@@ -287,46 +284,6 @@ fn summarize_chains(chains: &Value) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The agent's virtualenv with the official Anthropic SDK; created on first use (pip from PyPI),
-/// quick when it is already there.
-fn ensure_venv(venv: &Path) -> Result<PathBuf> {
-    let python = venv.join("bin/python");
-    let import = format!("import {}", VENV_PACKAGES.join(", "));
-    if crate::util::succeeds(Command::new(&python).args(["-c", &import])) {
-        note(format!(
-            "virtualenv {}: {} present",
-            venv.display(),
-            VENV_PACKAGES.join(", ")
-        ));
-        return Ok(venv.to_path_buf());
-    }
-    step(format!(
-        "demo: creating the agent's virtualenv {} with {} (from PyPI)",
-        venv.display(),
-        VENV_PACKAGES.join(", ")
-    ));
-    if !python.exists() {
-        exec(
-            Command::new("/usr/bin/python3")
-                .args(["-m", "venv"])
-                .arg(venv),
-        )
-        .context("creating the virtualenv (python3-venv is installed by `cargo xtask setup`)")?;
-    }
-    exec(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(VENV_PACKAGES),
-    )?;
-    Ok(venv.to_path_buf())
 }
 
 /// `path` itself when every user can read it, else a copy of it in `work` (world-readable).

@@ -6,6 +6,7 @@ mod demo;
 mod setup;
 mod test;
 mod util;
+mod venv;
 mod vm_test;
 
 use clap::Parser;

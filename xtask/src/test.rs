@@ -82,6 +82,7 @@ fn steps(opts: &Options, done: &mut Vec<(&'static str, Duration)>) -> Result<()>
         },
         &mut || {
             let debug = target_dir()?.join("debug");
+            let venv = crate::venv::ensure()?;
             let mut cmd = cargo();
             cmd.args([
                 "test",
@@ -91,7 +92,8 @@ fn steps(opts: &Options, done: &mut Vec<(&'static str, Duration)>) -> Result<()>
                 "--no-fail-fast",
             ])
             .env("HARNESS_BIN", debug.join("harness"))
-            .env("HARNESS_PROBE", debug.join("probe"));
+            .env("HARNESS_PROBE", debug.join("probe"))
+            .env("HARNESS_PYTHON_VENV", venv);
             if opts.unprivileged {
                 step("test: unit and integration tests, privileged ones SKIPPED");
                 cmd.env_remove("HARNESS_PRIVILEGED_TESTS");

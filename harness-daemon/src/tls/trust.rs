@@ -149,6 +149,12 @@ impl TrustBundle {
     pub fn mounts(&self) -> Result<TrustMounts, TrustError> {
         TrustMounts::discover(&self.path)
     }
+
+    /// As [`mounts`](Self::mounts), plus certifi's copies in the virtualenvs the enclosed
+    /// command will use ([`namespace::command_venvs`]).
+    pub fn mounts_for(&self, venvs: &[PathBuf]) -> Result<TrustMounts, TrustError> {
+        TrustMounts::discover_for(&self.path, venvs)
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary file renamed over it, mode 0644. A bundle

@@ -35,6 +35,53 @@ pub const CERTIFI_PATTERNS: [&str; 4] = [
     "/usr/lib/python3*/site-packages/certifi/cacert.pem",
 ];
 
+/// Where certifi's roots sit inside a virtualenv (relative to its root): its own certifi, and
+/// the copy pip vendors.
+pub const VENV_CERTIFI_PATTERNS: [&str; 4] = [
+    "lib/python3*/site-packages/certifi/cacert.pem",
+    "lib64/python3*/site-packages/certifi/cacert.pem",
+    "lib/python3*/site-packages/pip/_vendor/certifi/cacert.pem",
+    "lib64/python3*/site-packages/pip/_vendor/certifi/cacert.pem",
+];
+
+/// The Python virtualenvs an enclosed command will run in, as far as can be told before it
+/// starts: the one whose `bin/` holds `program` (found on `path` when it names no directory, as
+/// exec would find it; `venv/bin/python` or a console script such as `venv/bin/agent`), and
+/// `virtual_env` (an activated `VIRTUAL_ENV`). A directory counts only when it has the
+/// `pyvenv.cfg` every virtualenv has. The program's path is not canonicalised: a venv's
+/// `python` is a symlink to the system interpreter, and it is the link's directory that says
+/// which site-packages it uses.
+pub fn command_venvs(
+    program: &Path,
+    path: Option<&OsStr>,
+    virtual_env: Option<&OsStr>,
+) -> Vec<PathBuf> {
+    let found = if program.components().count() > 1 {
+        Some(program.to_path_buf())
+    } else {
+        path.into_iter()
+            .flat_map(std::env::split_paths)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+    };
+    let from_program = found
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|bin| bin.file_name() == Some(OsStr::new("bin")))
+        .and_then(Path::parent)
+        .map(Path::to_path_buf);
+    let mut venvs = Vec::new();
+    for root in from_program
+        .into_iter()
+        .chain(virtual_env.map(PathBuf::from))
+    {
+        if root.join("pyvenv.cfg").is_file() && !venvs.contains(&root) {
+            venvs.push(root);
+        }
+    }
+    venvs
+}
+
 /// Bind mounts prepared before fork, performed by [`enter`](Self::enter) in the child.
 #[derive(Debug, Clone)]
 pub struct TrustMounts {
@@ -49,9 +96,22 @@ impl TrustMounts {
     /// that exists here as a regular file (symlinks resolved, duplicates and the bundle itself
     /// dropped).
     pub fn discover(bundle: &Path) -> Result<TrustMounts, TrustError> {
+        TrustMounts::discover_for(bundle, &[])
+    }
+
+    /// As [`discover`](Self::discover), plus certifi's copies inside the Python virtualenvs
+    /// `venvs` (see [`command_venvs`]): a virtualenv's `requests` or `httpx` told to ignore the
+    /// environment (`trust_env=False`) reads `certifi/cacert.pem` from its own site-packages,
+    /// which no system-wide pattern can name.
+    pub fn discover_for(bundle: &Path, venvs: &[PathBuf]) -> Result<TrustMounts, TrustError> {
         let mut candidates: Vec<PathBuf> = SYSTEM_BUNDLE_PATHS.iter().map(PathBuf::from).collect();
         for pattern in CERTIFI_PATTERNS {
             candidates.extend(expand(Path::new(pattern)));
+        }
+        for venv in venvs {
+            for pattern in VENV_CERTIFI_PATTERNS {
+                candidates.extend(expand(&venv.join(pattern)));
+            }
         }
         TrustMounts::new(bundle, candidates)
     }

@@ -104,6 +104,51 @@ fn discover_covers_the_system_bundle_and_certifi() {
 }
 
 #[test]
+fn a_command_in_a_virtualenv_brings_its_certifi_into_the_mounts() {
+    let root = temp_dir("venv");
+    let venv = root.join("venv");
+    let certifi = venv.join("lib/python3.11/site-packages/certifi");
+    fs::create_dir_all(&certifi).unwrap();
+    fs::create_dir_all(venv.join("bin")).unwrap();
+    fs::write(certifi.join("cacert.pem"), "roots").unwrap();
+    fs::write(venv.join("bin/agent"), "#!/bin/sh\n").unwrap();
+    // The interpreter is a symlink out of the venv: its directory, not its target, counts.
+    symlink("/usr/bin/python3", venv.join("bin/python")).unwrap();
+    let not_a_venv = root.join("plain");
+    fs::create_dir_all(not_a_venv.join("bin")).unwrap();
+    fs::write(not_a_venv.join("bin/agent"), "").unwrap();
+    // No pyvenv.cfg yet: nothing is a virtualenv.
+    assert!(command_venvs(&venv.join("bin/python"), None, None).is_empty());
+    fs::write(venv.join("pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+
+    assert_eq!(
+        command_venvs(&venv.join("bin/python"), None, None),
+        [venv.clone()]
+    );
+    // A bare name is looked up on PATH, as exec would.
+    let path = std::env::join_paths([not_a_venv.join("nowhere"), venv.join("bin")]).unwrap();
+    assert_eq!(
+        command_venvs(Path::new("agent"), Some(&path), None),
+        [venv.clone()]
+    );
+    // The first match on PATH wins, and it is not a venv; an activated VIRTUAL_ENV still is.
+    let path = std::env::join_paths([not_a_venv.join("bin"), venv.join("bin")]).unwrap();
+    assert!(command_venvs(Path::new("agent"), Some(&path), None).is_empty());
+    assert_eq!(
+        command_venvs(Path::new("agent"), Some(&path), Some(venv.as_os_str())),
+        [venv.clone()]
+    );
+    assert!(command_venvs(Path::new("/usr/bin/python3"), None, None).is_empty());
+
+    let bundle = root.join("bundle.pem");
+    fs::write(&bundle, "b").unwrap();
+    let mounts = TrustMounts::discover_for(&bundle, std::slice::from_ref(&venv)).unwrap();
+    let wanted = certifi.join("cacert.pem").canonicalize().unwrap();
+    assert!(mounts.targets().any(|t| t == wanted));
+    fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
 fn enclosed_child_reads_the_bundle_at_the_system_path_and_the_host_file_is_unchanged() {
     if !is_root() {
         return skipped("enclosed_child_reads_the_bundle_at_the_system_path");
