@@ -4,12 +4,13 @@
 use crate::accept::{self, Listeners, Redirected, Unattributed};
 use crate::enclosure::{Enclosure, EnclosureError};
 use crate::hook::{ip_words, Hook, HookError};
+use crate::http::Version;
 use crate::intercept::{self, InterceptError, Interceptor};
 use crate::ledger::{
     ConnClose, ConnDenied, ConnOpen, Entry, ErrorEntry, Ledger, LedgerError, SessionClose,
     SessionOpen,
 };
-use crate::policy::{Action, Policy, PolicyError};
+use crate::policy::{Action, ConnPolicy, Policy, PolicyError};
 use crate::record::{recording_relay, ConnRecorder, Counted, Counts};
 use crate::resolver;
 use crate::session::{Names, Session, Sessions};
@@ -453,19 +454,9 @@ impl Engine {
         let (kind, client) = sniff::sniff(client)
             .await
             .map_err(|e| format!("reading from the client: {e}"))?;
+        let policy = ConnPolicy::new(self.inner.config.policy.clone(), dst);
         if let (Kind::Tls, Some(interceptor)) = (kind, &self.inner.interceptor) {
-            let policy = self.inner.config.policy.clone();
-            let decide = move |hello: &intercept::Hello| match &hello.sni {
-                Some(sni) => {
-                    let d = policy.decide(dst, Some(sni));
-                    match d.action {
-                        Action::Allow => Ok(()),
-                        Action::Deny => Err(format!("TLS server name {sni}: {}", d.reason)),
-                    }
-                }
-                None => Ok(()),
-            };
-            return intercept::serve(interceptor, client, dst, rec, decide).await;
+            return intercept::serve(interceptor, client, policy, rec).await;
         }
         let upstream = TcpStream::connect(dst)
             .await
@@ -473,12 +464,12 @@ impl Engine {
         let _ = upstream.set_nodelay(true);
         match kind {
             Kind::Http1 => {
-                crate::http::serve(client, upstream, crate::http::Version::Http1, "http", rec)
+                crate::http::serve(client, upstream, Version::Http1, "http", policy, rec)
                     .await
                     .map_err(|e| e.to_string())
             }
             Kind::Http2 => {
-                crate::http::serve(client, upstream, crate::http::Version::Http2, "http", rec)
+                crate::http::serve(client, upstream, Version::Http2, "http", policy, rec)
                     .await
                     .map_err(|e| e.to_string())
             }

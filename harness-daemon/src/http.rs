@@ -18,9 +18,10 @@
 //! once a body is streaming, the stream is cut (the client sees an aborted body, never
 //! unrecorded bytes).
 use crate::ledger::{
-    Direction, Durable, Entry, Header, HttpBody, HttpRequest, HttpResponse, LedgerError,
-    StreamChunk,
+    ConnDenied, Direction, Durable, Entry, Header, HttpBody, HttpRequest, HttpResponse,
+    LedgerError, StreamChunk,
 };
+use crate::policy::ConnPolicy;
 use crate::record::{recording_relay, ConnRecorder};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -173,11 +174,15 @@ impl Upstream {
 }
 
 /// Serves one client connection until it ends.
+///
+/// Each request's host (`:authority` or `Host`) is put to `policy` before anything of it is
+/// forwarded: a denied one is recorded (its head and the denial) and answered 403 by harness.
 pub async fn serve<C, U>(
     client: C,
     upstream: U,
     version: Version,
     scheme: &'static str,
+    policy: ConnPolicy,
     rec: ConnRecorder,
 ) -> Result<(), HttpError>
 where
@@ -206,7 +211,8 @@ where
     let service = hyper::service::service_fn(move |req| {
         let rec = rec.clone();
         let upstream = upstream.clone();
-        async move { Ok::<_, Infallible>(exchange(rec, upstream, scheme, version, req).await) }
+        let policy = policy.clone();
+        async move { Ok::<_, Infallible>(exchange(rec, upstream, scheme, version, &policy, req).await) }
     });
     match version {
         Version::Http1 => hyper::server::conn::http1::Builder::new()
@@ -269,6 +275,7 @@ async fn exchange(
     upstream: Upstream,
     scheme: &'static str,
     version: Version,
+    policy: &ConnPolicy,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let n = rec.next_exchange();
@@ -296,6 +303,12 @@ async fn exchange(
         head.target.clone(),
     );
     let request_headers = header_pairs(&head.headers);
+    if let Some((host, denied)) = authority
+        .as_deref()
+        .and_then(|host| policy.check(host).err().map(|d| (host, d)))
+    {
+        return refuse_host(&rec, head, policy, host, denied).await;
+    }
     let (parts, body) = req.into_parts();
     let request_capture = SharedCapture::default();
     let body = match request_body(&rec, n, head, body, request_capture.clone()).await {
@@ -388,6 +401,38 @@ async fn exchange(
         Release::Failed(reason) => failed_body(reason),
     };
     Response::from_parts(parts, body)
+}
+
+/// A request whose host the policy denies: its head and the denial are recorded, nothing of
+/// it goes upstream, and harness answers 403 (502 if even that cannot be recorded).
+async fn refuse_host(
+    rec: &ConnRecorder,
+    head: HttpRequest,
+    policy: &ConnPolicy,
+    host: &str,
+    denied: crate::policy::Decision,
+) -> Response<ProxyBody> {
+    let reason = format!("HTTP host {host}: {}", denied.reason);
+    let denial = Entry::ConnDenied(ConnDenied {
+        conn: Some(rec.conn()),
+        proto: "http".into(),
+        dst: Some(policy.dst()),
+        host: Some(host.to_owned()),
+        caller: None,
+        by: "daemon".into(),
+        reason: reason.clone(),
+        rule: denied.rule,
+    });
+    match rec.append_all(vec![Entry::HttpRequest(head), denial]).await {
+        Ok(_) => refusal(
+            StatusCode::FORBIDDEN,
+            &format!("denied by policy: {reason}"),
+        ),
+        Err(e) => refusal(
+            StatusCode::BAD_GATEWAY,
+            &format!("the ledger could not record the request ({e}); it was not forwarded"),
+        ),
+    }
 }
 
 fn is_event_stream(headers: &HeaderMap) -> bool {

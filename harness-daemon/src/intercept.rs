@@ -4,11 +4,11 @@
 //! speak the same HTTP version and the HTTP stage can forward exchange by exchange.
 use crate::http::{self, Version};
 use crate::ledger::{ConnDenied, Entry, TlsFailure, TlsSide};
+use crate::policy::ConnPolicy;
 use crate::record::{recording_relay, ConnRecorder};
 use crate::sniff::Kind;
 use crate::tls::{provider, ServerConfigs};
 use rustls::pki_types::{CertificateDer, ServerName};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -106,14 +106,14 @@ pub struct Hello {
     pub sni: Option<String>,
 }
 
-/// Serves one TLS connection: handshake both ways, then HTTP (or recorded bytes). `decide`
-/// gets the SNI and says whether the connection may go on (`Err(reason)` closes it).
+/// Serves one TLS connection: handshake both ways, then HTTP (or recorded bytes). `policy` is
+/// asked about the SNI before anything goes upstream (a deny is recorded and closes the
+/// connection), and then about each HTTP request's host.
 pub async fn serve<C>(
     interceptor: &Interceptor,
     client: C,
-    dst: SocketAddr,
+    policy: ConnPolicy,
     rec: ConnRecorder,
-    decide: impl FnOnce(&Hello) -> Result<(), String>,
 ) -> Result<(), String>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -136,7 +136,13 @@ where
                 .collect()
         })
         .unwrap_or_default();
-    if let Err(reason) = decide(&info) {
+    let dst = policy.dst();
+    if let Some(denied) = info.sni.as_deref().and_then(|sni| policy.check(sni).err()) {
+        let reason = format!(
+            "TLS server name {}: {}",
+            info.sni.as_deref().unwrap_or_default(),
+            denied.reason
+        );
         let _ = rec
             .append(Entry::ConnDenied(ConnDenied {
                 conn: Some(rec.conn()),
@@ -146,7 +152,7 @@ where
                 caller: None,
                 by: "daemon".into(),
                 reason: reason.clone(),
-                rule: None,
+                rule: denied.rule,
             }))
             .await;
         return Err(reason);
@@ -190,10 +196,10 @@ where
         }
     };
     match chosen.as_deref() {
-        Some(b"h2") => http::serve(client, upstream, Version::Http2, "https", rec)
+        Some(b"h2") => http::serve(client, upstream, Version::Http2, "https", policy, rec)
             .await
             .map_err(|e| e.to_string()),
-        Some(b"http/1.1") => http::serve(client, upstream, Version::Http1, "https", rec)
+        Some(b"http/1.1") => http::serve(client, upstream, Version::Http1, "https", policy, rec)
             .await
             .map_err(|e| e.to_string()),
         _ => {
@@ -202,7 +208,7 @@ where
                 .await
                 .map_err(|e| format!("reading from the client: {e}"))?;
             match kind {
-                Kind::Http1 => http::serve(client, upstream, Version::Http1, "https", rec)
+                Kind::Http1 => http::serve(client, upstream, Version::Http1, "https", policy, rec)
                     .await
                     .map_err(|e| e.to_string()),
                 _ => recording_relay(client, upstream, &rec).await,

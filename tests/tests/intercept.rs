@@ -255,6 +255,81 @@ print(json.dumps(out))
     assert!(!text.contains("py-secret-42"), "secret in clear");
 }
 
+/// A connection allowed by its TLS server name cannot carry a request for a host the policy
+/// denies (domain fronting): harness answers 403, records the request head and the denial, and
+/// the upstream never sees the request. The allowed host on the same setup still works.
+#[test]
+fn a_request_for_a_denied_host_never_reaches_upstream() {
+    if !privileged("host-policy") {
+        return;
+    }
+    let s = setup("host-policy");
+    let policy = s.dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "default = \"deny\"\n[[rule]]\naction = \"allow\"\nhost = \"api.example.test\"\n",
+    )
+    .unwrap();
+    let url = s.url("/v1/quotes/ACME");
+    for flag in ["--http1.1", "--http2"] {
+        let ledger = s.dir.join(format!("ledger{flag}"));
+        let extra = [
+            "--upstream-ca",
+            s.ca.to_str().unwrap(),
+            "--dns-upstream",
+            &s.dns,
+            "--policy",
+            policy.to_str().unwrap(),
+        ];
+        let before = s.peer.requests().len();
+        let run = run_enclosed(
+            &ledger,
+            &extra,
+            &[
+                "/bin/sh",
+                "-c",
+                &format!(
+                    "/usr/bin/curl -sS {flag} -H 'Authorization: Bearer t' -o /dev/null -w '%{{http_code}}\\n' -H 'Host: fronted.example.test' {url}; /usr/bin/curl -sS {flag} -H 'Authorization: Bearer t' -o /dev/null -w '%{{http_code}}\\n' {url}"
+                ),
+            ],
+        );
+        assert_ok(&run);
+        let codes = String::from_utf8_lossy(&run.output.stdout);
+        assert_eq!(codes.lines().collect::<Vec<_>>(), ["403", "200"], "{flag}");
+        let seen = s.peer.requests();
+        assert_eq!(seen.len(), before + 1, "{flag}: only the allowed request");
+        assert!(seen
+            .iter()
+            .all(|r| !r.headers.iter().any(|(_, v)| v.contains("fronted"))));
+        let denied: Vec<_> = run
+            .entries
+            .iter()
+            .filter_map(|r| match &r.entry {
+                Entry::ConnDenied(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(denied.len(), 1, "{flag}: {denied:?}");
+        assert_eq!(denied[0].proto, "http");
+        assert_eq!(denied[0].host.as_deref(), Some("fronted.example.test"));
+        assert!(
+            denied[0].reason.contains("default deny"),
+            "{}",
+            denied[0].reason
+        );
+        let heads = run
+            .entries
+            .iter()
+            .filter(|r| {
+                matches!(&r.entry, Entry::HttpRequest(h)
+                if h.authority.as_deref() == Some("fronted.example.test"))
+            })
+            .count();
+        assert_eq!(heads, 1, "{flag}: the refused request's head is recorded");
+        assert_eq!(statuses(&run.entries), [200], "{flag}");
+    }
+}
+
 #[test]
 fn a_429_stays_a_429_with_its_retry_after() {
     if !privileged("429") {

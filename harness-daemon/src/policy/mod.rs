@@ -274,6 +274,55 @@ fn cidr_contains(net: &IpNet, ip: IpAddr) -> bool {
     }
 }
 
+/// The policy as it applies to one accepted connection: asked again for every name the
+/// connection reveals after it was allowed — the TLS server name, then each HTTP request's
+/// `Host` / `:authority` — so that a connection allowed for one name cannot carry requests for
+/// a name the policy denies (domain fronting, a forged Host).
+#[derive(Clone, Debug)]
+pub struct ConnPolicy {
+    policy: std::sync::Arc<Policy>,
+    dst: SocketAddr,
+}
+
+impl ConnPolicy {
+    /// The policy for a connection to `dst`.
+    pub fn new(policy: std::sync::Arc<Policy>, dst: SocketAddr) -> ConnPolicy {
+        ConnPolicy { policy, dst }
+    }
+
+    /// The connection's destination.
+    pub fn dst(&self) -> SocketAddr {
+        self.dst
+    }
+
+    /// Whether the connection may go on under the name `host` (a bare name or an HTTP
+    /// authority: a `:port` and IPv6 brackets are dropped). An address in place of a name names
+    /// no host rule, and the address itself was decided when the connection was accepted, so
+    /// it passes. `Err` holds the deciding deny.
+    pub fn check(&self, host: &str) -> Result<(), Decision> {
+        let name = authority_host(host);
+        if name.is_empty() || name.parse::<IpAddr>().is_ok() {
+            return Ok(());
+        }
+        let decision = self.policy.decide(self.dst, Some(name));
+        match decision.action {
+            Action::Allow => Ok(()),
+            Action::Deny => Err(decision),
+        }
+    }
+}
+
+/// The host of an HTTP authority (`host`, `host:port`, `[v6]:port`, `[v6]`).
+fn authority_host(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
 /// A validated policy, ready to be evaluated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {

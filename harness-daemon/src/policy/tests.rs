@@ -787,3 +787,36 @@ fn learned_conflicts_resolve_deny_first_then_lowest_rule() {
         )]
     );
 }
+
+#[test]
+fn a_connection_is_checked_again_for_each_name_it_reveals() {
+    let p = std::sync::Arc::new(policy(
+        r#"
+default = "deny"
+[[rule]]
+action = "allow"
+host = "api.example.test"
+[[rule]]
+action = "deny"
+host = "*.evil.test"
+"#,
+    ));
+    let conn = ConnPolicy::new(p, "10.1.2.3:443".parse().unwrap());
+    for allowed in [
+        "api.example.test",
+        "API.Example.Test.",
+        "api.example.test:443",
+        // An address names no host rule; the address was decided at accept.
+        "10.9.9.9",
+        "[fd00::1]:8443",
+        "",
+    ] {
+        assert!(conn.check(allowed).is_ok(), "{allowed}");
+    }
+    let denied = conn.check("x.evil.test:443").unwrap_err();
+    assert_eq!(denied.rule, Some(1));
+    assert!(denied.reason.contains("rule[2]"), "{}", denied.reason);
+    // Not named by any rule: the default (deny) decides.
+    let other = conn.check("other.example.test").unwrap_err();
+    assert_eq!(other.rule, None);
+}

@@ -123,20 +123,20 @@ fn a_command_in_a_virtualenv_brings_its_certifi_into_the_mounts() {
 
     assert_eq!(
         command_venvs(&venv.join("bin/python"), None, None),
-        [venv.clone()]
+        std::slice::from_ref(&venv)
     );
     // A bare name is looked up on PATH, as exec would.
     let path = std::env::join_paths([not_a_venv.join("nowhere"), venv.join("bin")]).unwrap();
     assert_eq!(
         command_venvs(Path::new("agent"), Some(&path), None),
-        [venv.clone()]
+        std::slice::from_ref(&venv)
     );
     // The first match on PATH wins, and it is not a venv; an activated VIRTUAL_ENV still is.
     let path = std::env::join_paths([not_a_venv.join("bin"), venv.join("bin")]).unwrap();
     assert!(command_venvs(Path::new("agent"), Some(&path), None).is_empty());
     assert_eq!(
         command_venvs(Path::new("agent"), Some(&path), Some(venv.as_os_str())),
-        [venv.clone()]
+        std::slice::from_ref(&venv)
     );
     assert!(command_venvs(Path::new("/usr/bin/python3"), None, None).is_empty());
 
