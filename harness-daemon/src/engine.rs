@@ -322,6 +322,10 @@ impl Engine {
                     continue;
                 }
             };
+            // Released bytes go out at once: a response head and its first SSE event are
+            // separate small writes, which Nagle's algorithm would hold for the client's
+            // delayed ACK (~40 ms).
+            let _ = client.set_nodelay(true);
             match accept::recover(&self.inner.hook, client, peer) {
                 Ok(redirected) => self.admit(redirected),
                 Err(unattributed) => self.refuse_unattributed(unattributed),

@@ -104,7 +104,7 @@ impl Pending {
                 topic: a.topic.into(),
                 data: a.data,
             });
-            if self.rec.append(entry).await.is_err() {
+            if self.rec.append_lazy(entry).await.is_err() {
                 return;
             }
         }

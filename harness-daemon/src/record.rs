@@ -81,6 +81,14 @@ impl ConnRecorder {
         self.writer.append(entry).await
     }
 
+    /// Appends an entry nobody waits on before releasing bytes (an annotation): it is written
+    /// with the next commit that someone does wait on, or on its own after at most
+    /// [`LAZY_WAIT`](crate::ledger::LAZY_WAIT), so that it does not cost an fsync of its own
+    /// on a busy connection. Resolves once durable, like [`append`](Self::append).
+    pub async fn append_lazy(&self, entry: Entry) -> Result<Durable, LedgerError> {
+        self.writer.append_lazy(entry).await
+    }
+
     /// Appends `entries` in one group commit; resolves once all are durable, in order.
     pub async fn append_all(&self, entries: Vec<Entry>) -> Result<Vec<Durable>, LedgerError> {
         self.writer.append_all(entries).await
@@ -89,6 +97,10 @@ impl ConnRecorder {
     /// The recorded form of `bytes`: inline, or a durable blob for large ones (written off the
     /// async threads, since a blob write ends in an fsync).
     pub async fn body(&self, bytes: bytes::Bytes) -> Result<Body, LedgerError> {
+        if bytes.len() <= crate::ledger::INLINE_MAX {
+            // Inline: no file, no fsync, nothing to move off this thread.
+            return self.ledger().body(&bytes);
+        }
         let ledger = self.ledger().clone();
         tokio::task::spawn_blocking(move || ledger.body(&bytes))
             .await

@@ -157,6 +157,31 @@ async fn entries_appended_together_are_consecutive_and_refused_together() {
         .intact());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_entries_become_durable_alone_or_with_the_next_commit() {
+    let dir = scratch("lazy");
+    let ledger = Ledger::open(&dir).unwrap();
+    let (w, _) = ledger.open_session(session_open()).await.unwrap();
+    // Alone: committed after its short wait.
+    let alone = w.append_lazy(conn_open(1)).await.unwrap();
+    assert_eq!(alone.seq(), 1);
+    // With an eager entry submitted behind it: both durable, in submission order.
+    let lazy = tokio::spawn({
+        let w = w.clone();
+        async move { w.append_lazy(conn_open(2)).await }
+    });
+    tokio::task::yield_now().await;
+    let eager = w.append(conn_open(3)).await.unwrap();
+    let lazy = lazy.await.unwrap().unwrap();
+    assert_eq!([lazy.seq(), eager.seq()].iter().max(), Some(&3));
+    w.close(close()).await.unwrap();
+    let recs = read_session(&ledger.session_path(&w.id())).unwrap();
+    assert_eq!(recs.len(), 5);
+    assert!(verify_path(&dir, &VerifyOptions::default())
+        .unwrap()
+        .intact());
+}
+
 #[tokio::test]
 async fn secrets_are_fingerprinted_and_blobs_stream() {
     let dir = scratch("secrets");

@@ -31,7 +31,7 @@ pub use canon::{
     MAX_SAFE_INTEGER,
 };
 pub use entry::*;
-pub use writer::{Durable, SessionWriter};
+pub use writer::{Durable, SessionWriter, LAZY_WAIT};
 
 use hmac::{Hmac, Mac as _};
 use note::NoteSigner;

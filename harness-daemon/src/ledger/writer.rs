@@ -20,6 +20,10 @@ use ulid::Ulid;
 /// Most entries one batch takes (bounds the write buffer).
 const MAX_BATCH: usize = 4096;
 
+/// How long a batch of lazy entries only (annotations) waits for an entry someone is waiting
+/// on, to share its fsync, before it is committed alone.
+pub const LAZY_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Proof that an entry is durable on disk. Only the ledger can make one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Durable {
@@ -73,6 +77,8 @@ impl Resume {
 struct Submit {
     objects: Vec<Map<String, Value>>,
     close: bool,
+    /// Nobody waits on it to release bytes: it may wait for company (see [`LAZY_WAIT`]).
+    lazy: bool,
     done: oneshot::Sender<Result<Vec<Durable>, LedgerError>>,
 }
 
@@ -160,7 +166,16 @@ impl SessionWriter {
     /// Appends `entry`; resolves once it is durable, or with the error that ended the session.
     /// An entry whose future is dropped before it resolves may or may not be written.
     pub async fn append(&self, entry: Entry) -> Result<Durable, LedgerError> {
-        let mut durable = self.submit(vec![entry], false).await?;
+        let mut durable = self.submit(vec![entry], false, false).await?;
+        Ok(durable.remove(0))
+    }
+
+    /// Appends `entry` without asking for a commit of its own: it is written with the next
+    /// entry appended by [`append`](Self::append) or [`append_all`](Self::append_all), or
+    /// alone after at most [`LAZY_WAIT`]. For entries nobody waits on before releasing bytes
+    /// (annotations). Resolves once durable.
+    pub async fn append_lazy(&self, entry: Entry) -> Result<Durable, LedgerError> {
+        let mut durable = self.submit(vec![entry], false, true).await?;
         Ok(durable.remove(0))
     }
 
@@ -170,17 +185,24 @@ impl SessionWriter {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        self.submit(entries, false).await
+        self.submit(entries, false, false).await
     }
 
     /// Writes `session_close` and a final signed checkpoint; resolves when both are durable.
     /// The session accepts nothing after it.
     pub async fn close(&self, close: SessionClose) -> Result<Durable, LedgerError> {
-        let mut durable = self.submit(vec![Entry::SessionClose(close)], true).await?;
+        let mut durable = self
+            .submit(vec![Entry::SessionClose(close)], true, false)
+            .await?;
         Ok(durable.remove(0))
     }
 
-    async fn submit(&self, entries: Vec<Entry>, close: bool) -> Result<Vec<Durable>, LedgerError> {
+    async fn submit(
+        &self,
+        entries: Vec<Entry>,
+        close: bool,
+        lazy: bool,
+    ) -> Result<Vec<Durable>, LedgerError> {
         if let Some(end) = self.ended() {
             return Err(self.end_error(end));
         }
@@ -199,6 +221,7 @@ impl SessionWriter {
             .send(Submit {
                 objects,
                 close,
+                lazy,
                 done,
             })
             .is_err()
@@ -279,8 +302,19 @@ impl Thread {
                 }
             };
             batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
+            let lazy_until = Instant::now() + LAZY_WAIT;
+            loop {
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                // Only lazy entries so far: wait a little for one that someone waits on.
+                if batch.len() >= MAX_BATCH || !batch.iter().all(|m| m.lazy) {
+                    break;
+                }
+                match rx.recv_timeout(lazy_until.saturating_duration_since(Instant::now())) {
                     Ok(m) => batch.push(m),
                     Err(_) => break,
                 }
