@@ -390,3 +390,105 @@ async fn export_errors_are_one_line() {
     let (code, _, _) = harness(&["export", "/nonexistent/x.jsonl", "--format", "zip"]);
     assert_eq!(code, 2);
 }
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn har_text_is_decoded_and_sha256_is_of_the_recorded_bytes() {
+    let dir = scratch("har-gzip");
+    let ledger = Ledger::open(&dir).unwrap();
+    let (w, _) = ledger.open_session(session_open()).await.unwrap();
+    let r = Rec {
+        ledger: &ledger,
+        w: &w,
+    };
+    let json = r#"{"content":[{"type":"text","text":"ACME trades at 12.50 — buying 10. ünïcödé ✓"}],"stop_reason":"end_turn","usage":{"input_tokens":20,"output_tokens":9}}"#.repeat(20);
+    let wire = gzip(json.as_bytes());
+    let question = br#"{"model":"claude-test","messages":[{"role":"user","content":"hi"}]}"#;
+    let question_wire = gzip(question);
+    r.conn(1, AGENT, "api.anthropic.com", "160.79.104.10:443")
+        .await;
+    r.request(
+        1,
+        0,
+        "POST",
+        "api.anthropic.com",
+        "/v1/messages",
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+    )
+    .await;
+    r.request_body(1, 0, &question_wire).await;
+    let head = |status, coding: &str| HttpResponse {
+        conn: 1,
+        exchange: 0,
+        version: "HTTP/1.1".into(),
+        status,
+        headers: vec![
+            ledger.header("content-type", b"application/json"),
+            ledger.header("content-encoding", coding.as_bytes()),
+        ],
+    };
+    r.add(Entry::HttpResponse(head(200, "gzip"))).await;
+    r.response_body(1, 0, &wire).await;
+    // A second exchange whose gzip body is cut: shown as recorded, saying why.
+    let cut = &wire[..wire.len() / 2];
+    r.request(1, 1, "GET", "api.anthropic.com", "/v1/models", &[])
+        .await;
+    r.add(Entry::HttpResponse(HttpResponse {
+        exchange: 1,
+        ..head(200, "gzip")
+    }))
+    .await;
+    r.response_body(1, 1, cut).await;
+    let file = w.path().to_owned();
+    w.close(SessionClose {
+        exit_code: Some(0),
+        signal: None,
+    })
+    .await
+    .unwrap();
+
+    let (code, out, err) = harness(&["export", file.to_str().unwrap(), "--format", "har"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    validate_har(&doc);
+    let entries = doc["log"]["entries"].as_array().unwrap();
+    let (req, resp) = (&entries[0]["request"], &entries[0]["response"]);
+    let content = &resp["content"];
+    assert_eq!(content["text"], json.as_str());
+    assert!(content.get("encoding").is_none());
+    assert_eq!(content["size"], json.len());
+    assert_eq!(content["compression"], json.len() - wire.len());
+    assert_eq!(content["_sha256"], hex::encode(Sha256::digest(&wire)));
+    assert_eq!(resp["bodySize"], wire.len());
+    let comment = content["comment"].as_str().unwrap();
+    assert!(
+        comment.starts_with("decoded from content-encoding gzip"),
+        "{comment}"
+    );
+    assert_eq!(har_bytes(&req["postData"]), question);
+    assert_eq!(
+        req["postData"]["_sha256"],
+        hex::encode(Sha256::digest(&question_wire))
+    );
+    assert_eq!(req["bodySize"], question_wire.len());
+
+    let content = &entries[1]["response"]["content"];
+    assert_eq!(content["encoding"], "base64");
+    assert_eq!(har_bytes(content), cut);
+    assert_eq!(content["size"], cut.len());
+    assert!(content.get("compression").is_none());
+    let comment = content["comment"].as_str().unwrap();
+    assert!(
+        comment.starts_with("content-encoding gzip not undone (gzip data ends early"),
+        "{comment}"
+    );
+}

@@ -57,7 +57,18 @@ async fn the_timeline_tells_the_story_in_order() {
         out.contains("pid 100 → telemetry.example  POST /v1/ping → 202"),
         "{out}"
     );
-    assert!(out.contains("tokens 320 in, 65 out"), "{out}");
+    assert!(
+        out.contains("8 exchanges · 1 model tool call · 1 MCP tool call · tokens 320 in, 65 out"),
+        "{out}"
+    );
+    assert!(
+        out.contains("(anthropic messages, streamed, 1 tool offered)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 bytes up, 0 bytes down · application/json"),
+        "{out}"
+    );
     assert!(!out.contains(SECRET), "{out}");
     // A ledger directory gives every session.
     let (code, dir_out, err) = harness(&["log", s.dir.to_str().unwrap()]);
@@ -323,4 +334,68 @@ async fn parallel_tool_calls_mark_shared_external_calls_ambiguous() {
     let (code, out, err) = harness(&["log", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("may belong to one of them"), "{out}");
+}
+
+#[tokio::test]
+async fn tool_arguments_are_compact_json_and_encoded_bodies_say_so() {
+    let dir = scratch("args");
+    let ledger = Ledger::open(&dir).unwrap();
+    let (w, _) = ledger.open_session(session_open()).await.unwrap();
+    let r = Rec {
+        ledger: &ledger,
+        w: &w,
+    };
+    r.conn(1, AGENT, "api.openai.com", "162.159.140.245:443")
+        .await;
+    r.request(1, 0, "POST", "api.openai.com", "/v1/chat/completions", &[])
+        .await;
+    let resp = r.response(1, 0, 200, "application/json").await;
+    let long = "x".repeat(400);
+    r.note(
+        resp,
+        "semantics/openai",
+        "llm_response",
+        serde_json::json!({"text": [], "redacted_thinking": 1, "tool_calls": [
+            {"id": "call_1", "name": "place_order",
+             "input": {"symbol": "ACME", "qty": 10, "note": "two  spaces\nand a newline"}},
+            {"id": "call_2", "name": "broken", "input": "{\"symbol\": \"AC",
+             "input_error": "EOF while parsing a string at line 1 column 14"},
+            {"id": "call_3", "name": "long", "input": {"text": long}}],
+            "stop_reason": "tool_calls"}),
+    )
+    .await;
+    r.conn(2, AGENT, "api.example.test", "192.0.2.1:443").await;
+    r.request(2, 0, "GET", "api.example.test", "/v1/things", &[])
+        .await;
+    let resp = r.response(2, 0, 200, "application/json").await;
+    r.response_body(2, 0, &[0x1f; 31]).await;
+    r.note(
+        resp,
+        "semantics/http",
+        "http",
+        serde_json::json!({"method": "GET", "status": 200, "request_bytes": 0,
+            "response_bytes": 31, "response_encoding": "gzip", "response_decoded_bytes": 1204}),
+    )
+    .await;
+    let file = w.path().to_owned();
+    w.close(SessionClose {
+        exit_code: Some(0),
+        signal: None,
+    })
+    .await
+    .unwrap();
+    let (code, out, err) = harness(&["log", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for needle in [
+        // Whitespace inside strings is the value's, not collapsed. (Keys come sorted: ledger
+        // entries are RFC 8785 canonical.)
+        r#"tool call place_order {"note":"two  spaces\nand a newline","qty":10,"symbol":"ACME"}  [call_1]"#,
+        r#"tool call broken {"symbol": "AC  (arguments are not valid JSON: EOF while parsing a string at line 1 column 14)  [call_2]"#,
+        "… (+111 chars)  [call_3]",
+        "thinking: (1 block redacted)",
+        "0 bytes up, 31 bytes gzip (1204 decoded) down · application/json",
+        "2 exchanges · 3 model tool calls · 0 MCP tool calls",
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in:\n{out}");
+    }
 }

@@ -336,6 +336,96 @@ async fn anthropic_stream_and_buffered_say_the_same() {
     );
 }
 
+fn gunzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(b)
+        .read_to_end(&mut out)
+        .expect("a gzip body");
+    out
+}
+
+#[tokio::test]
+async fn json_answers_are_gzipped_for_clients_that_accept_it() {
+    let ca = ca("gzip");
+    let peer = peer(&ca).await;
+    let c = client(&ca, H2_H1);
+    let request = |stream: bool| {
+        json!({"model": "claude-test", "max_tokens": 100, "stream": stream,
+               "messages": [{"role": "user", "content": "buy ACME"}]})
+        .to_string()
+    };
+    let url = peer.url("/v1/messages");
+    let key = ("x-api-key", "sk-test");
+    let plain = c
+        .post(peer.addr(), &url, &[key], request(false))
+        .await
+        .unwrap();
+    assert!(plain.header("content-encoding").is_none());
+    let plain = plain.bytes().await.unwrap();
+    // As the Python SDK (httpx) asks.
+    let accept = ("accept-encoding", "gzip, deflate");
+    let gz = c
+        .post(peer.addr(), &url, &[key, accept], request(false))
+        .await
+        .unwrap();
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert_eq!(gz.header("vary"), Some("accept-encoding"));
+    let wire = gz.bytes().await.unwrap();
+    let answer: Value = serde_json::from_slice(&gunzip(&wire)).unwrap();
+    let plain: Value = serde_json::from_slice(&plain).unwrap();
+    // Ids are per request; the rest is the same answer.
+    assert_eq!(answer["content"][0], plain["content"][0]);
+    assert_eq!(answer["content"][1], plain["content"][1]);
+    assert_eq!(answer["content"][2]["input"], plain["content"][2]["input"]);
+    assert_eq!(answer["stop_reason"], plain["stop_reason"]);
+    // The log holds what went on the wire: the gzip bytes.
+    let ex = peer.requests().pop().unwrap();
+    let response = ex.response.unwrap();
+    assert!(response
+        .headers
+        .iter()
+        .any(|(n, v)| n == "content-encoding" && v == "gzip"));
+    assert_eq!(response.body.unwrap().bytes.as_deref(), Some(wire.as_ref()));
+    // Errors are JSON too, and gzip'd alike.
+    let denied = c
+        .post(peer.addr(), &url, &[accept], request(false))
+        .await
+        .unwrap();
+    assert_eq!(denied.status, 401);
+    assert_eq!(denied.header("content-encoding"), Some("gzip"));
+    // Event streams and bulk bytes are never encoded; nor is anything for gzip;q=0.
+    let sse = c
+        .post(peer.addr(), &url, &[key, accept], request(true))
+        .await
+        .unwrap();
+    assert!(sse.header("content-encoding").is_none());
+    let bulk = c
+        .send(
+            peer.addr(),
+            harness_tests::peers::build(
+                "GET",
+                &peer.url("/bytes/1000"),
+                &[accept],
+                Default::default(),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(bulk.header("content-encoding").is_none());
+    let refused = c
+        .post(
+            peer.addr(),
+            &url,
+            &[key, ("accept-encoding", "gzip;q=0, identity")],
+            request(false),
+        )
+        .await
+        .unwrap();
+    assert!(refused.header("content-encoding").is_none());
+}
+
 #[tokio::test]
 async fn anthropic_answers_a_tool_result_with_the_after_tool_reply() {
     let ca = ca("after-tool");

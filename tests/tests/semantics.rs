@@ -1,7 +1,8 @@
 //! What the agent did, end to end through the real proxy: a model call whose answer is a tool
 //! call, the MCP `tools/call` that carries it (to a tool server running inside the enclosure),
 //! and the brokerage call that tool server made — recorded, annotated, and linked as one chain
-//! by `harness log --correlations`; exported as HAR with exact bodies.
+//! by `harness log --correlations`; exported as HAR. The agent asks for gzip, as SDKs do, so the
+//! answers it gets (and harness records) are gzip'd.
 use harness_tests::peers::{Peer, TestCa};
 use harness_tests::{dns_server, harness_bin, privileged, run_enclosed, temp_dir};
 use std::process::Command;
@@ -42,17 +43,21 @@ fn model_tool_call_mcp_call_and_brokerage_call_are_one_chain() {
     std::fs::write(&key_file, "sk-test-5ecret").unwrap();
     let agent = format!(
         r#"
-import json, os, subprocess, urllib.request
+import gzip, json, os, subprocess, urllib.request
 key = open("{key_file}").read().strip()
 # The tool server runs inside the enclosure too: its own calls go through harness.
 mcp = subprocess.Popen(["{peers}", "--ca-dir", "{mcp_dir}", "--plaintext", "--listen", "127.0.0.3:{mcp_port}",
     "--broker-url", "https://api.anthropic.test:{port}", "--broker-addr", "127.0.0.2:{port}",
     "--trust", os.environ["SSL_CERT_FILE"]], stdout=subprocess.PIPE)
 mcp.stdout.readline()
+# As the SDKs (httpx, fetch) do: ask for gzip, and undo it.
 def post(url, body, headers):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={{"content-type": "application/json", **headers}})
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={{"content-type": "application/json", "accept-encoding": "gzip, deflate", **headers}})
     with urllib.request.urlopen(req) as r:
-        return r.headers, json.loads(r.read() or b"null")
+        data = r.read()
+        if r.headers.get("content-encoding") == "gzip":
+            data = gzip.decompress(data)
+        return r.headers, json.loads(data or b"null")
 _, reply = post("https://api.anthropic.test:{port}/v1/messages",
     {{"model": "claude-test", "max_tokens": 100, "messages": [{{"role": "user", "content": "Buy 10 ACME"}}],
       "tools": [{{"name": "place_order", "input_schema": {{"type": "object"}}}}]}}, {{"x-api-key": key}})
@@ -155,4 +160,26 @@ mcp.terminate()
     let entries = har["log"]["entries"].as_array().unwrap();
     assert!(entries.len() >= 6, "{} HAR entries", entries.len());
     assert_eq!(har["log"]["version"], "1.2");
+    // The model's answers came gzip'd (the agent asked, as SDKs do): HAR shows them decoded.
+    let model = entries
+        .iter()
+        .find(|e| {
+            e["request"]["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/v1/messages"))
+        })
+        .expect("a model call in the HAR");
+    let content = &model["response"]["content"];
+    assert!(
+        model["response"]["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["name"] == "content-encoding" && h["value"] == "gzip"),
+        "{model:#}"
+    );
+    let answer: serde_json::Value =
+        serde_json::from_str(content["text"].as_str().unwrap_or("")).expect("decoded JSON");
+    assert!(answer["content"].is_array(), "{model:#}");
+    assert!(content["compression"].is_i64(), "{model:#}");
 }

@@ -1,11 +1,17 @@
 //! HTTP Archive 1.2 (<http://www.softwareishard.com/blog/har-12-spec/>): one `entries[]` item
-//! per recorded HTTP exchange, so HAR viewers open a session. Bodies are the exact recorded
-//! bytes (streamed bodies joined in index order): text when they are UTF-8, else base64 with
-//! `encoding: "base64"`. Secret headers appear as their fingerprints, which is all the ledger
-//! holds. Extra members start with `_` as the spec allows: `_sha256` of each body, `_harness`
-//! (session, seqs, pid) and `_cutOff` for streams that ended without their final chunk.
+//! per recorded HTTP exchange, so HAR viewers open a session. Bodies are the recorded bytes
+//! (streamed bodies joined in index order) with their `Content-Encoding` undone, as HAR's
+//! `text` is "HTTP decoded": text when UTF-8, else base64 with `encoding: "base64"`;
+//! `content.size` is the decoded length and `content.compression` the bytes the coding saved,
+//! while `bodySize` and `_sha256` stay those of the exact recorded (encoded) bytes. A body
+//! that does not decode (corrupt, cut, an unknown coding, over [`DECODE_CAP`]) is given as
+//! recorded, with a `comment` saying why. Secret headers appear as their fingerprints, which
+//! is all the ledger holds. Extra members start with `_` as the spec allows: `_sha256` of each
+//! body, `_harness` (session, seqs, pid) and `_cutOff` for streams that ended without their
+//! final chunk.
 use super::ExportError;
 use crate::ledger::Header;
+use crate::semantics::decode::{decode, Decoded};
 use crate::timeline::session::{ms_between, BodyParts, Exchange, SessionLog};
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
@@ -27,7 +33,8 @@ pub fn har(sessions: &[SessionLog]) -> Result<Value, ExportError> {
             "creator": { "name": "harness", "version": env!("CARGO_PKG_VERSION") },
             "pages": [],
             "entries": entries,
-            "comment": "recorded by harness; bodies are the exact bytes from the ledger",
+            "comment": "recorded by harness; bodies are decoded from their content-encoding, \
+                        each _sha256 is of the exact bytes in the ledger",
         }
     }))
 }
@@ -54,6 +61,72 @@ fn header<'a>(hs: &'a [Header], name: &str) -> Option<&'a str> {
     hs.iter()
         .find(|h| h.name.eq_ignore_ascii_case(name))
         .and_then(|h| h.value.as_deref())
+}
+
+/// The most a body is decoded to: past it, the export gives the recorded bytes (a
+/// decompression bomb must not take the exporter's memory).
+pub const DECODE_CAP: usize = 64 * 1024 * 1024;
+
+/// A body as HAR shows it: decoded when it was encoded and decodes whole.
+struct Shown<'a> {
+    decoded: Decoded<'a>,
+    /// Why the recorded bytes are shown although they were encoded.
+    undecoded: Option<String>,
+}
+
+impl Shown<'_> {
+    /// The bytes `text` holds.
+    fn bytes(&self) -> &[u8] {
+        &self.decoded.body
+    }
+
+    /// The `comment` for the body, if it was encoded.
+    fn comment(&self) -> Option<String> {
+        let codings = self.decoded.codings_list();
+        if let Some(why) = &self.undecoded {
+            Some(format!(
+                "content-encoding {codings} not undone ({why}): text is the recorded bytes"
+            ))
+        } else if self.decoded.is_encoded() {
+            Some(format!(
+                "decoded from content-encoding {codings}; _sha256 is of the recorded bytes"
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// `wire` decoded by the `content-encoding` of `hs`, or as it is when it does not decode.
+fn shown<'a>(hs: &[Header], wire: &'a [u8]) -> Shown<'a> {
+    let pairs: Vec<(String, String)> = hs
+        .iter()
+        .filter_map(|h| Some((h.name.clone(), h.value.clone()?)))
+        .collect();
+    let decoded = decode(&pairs, wire, DECODE_CAP);
+    let undecoded = if let Some(e) = &decoded.error {
+        Some(format!("{e} at {}", e.place()))
+    } else if decoded.truncated {
+        Some(format!(
+            "it decodes to more than {} MiB",
+            DECODE_CAP / (1024 * 1024)
+        ))
+    } else {
+        None
+    };
+    match undecoded {
+        Some(why) => Shown {
+            decoded: Decoded {
+                body: std::borrow::Cow::Borrowed(wire),
+                ..decoded
+            },
+            undecoded: Some(why),
+        },
+        None => Shown {
+            decoded,
+            undecoded: None,
+        },
+    }
 }
 
 /// Text (or base64) of body bytes, with their encoding.
@@ -98,7 +171,8 @@ fn entry(log: &SessionLog, x: &Exchange) -> Result<Value, ExportError> {
     request.insert("bodySize".into(), json!(x.request_body.len()));
     if !matches!(x.request_body, BodyParts::None) {
         let bytes = x.request_body.bytes(&log.dir)?;
-        let (t, enc) = text(&bytes);
+        let body = shown(&req.head.headers, &bytes);
+        let (t, enc) = text(body.bytes());
         let mut post = Map::new();
         post.insert(
             "mimeType".into(),
@@ -109,6 +183,9 @@ fn entry(log: &SessionLog, x: &Exchange) -> Result<Value, ExportError> {
             post.insert("encoding".into(), json!(e));
         }
         post.insert("_sha256".into(), json!(hex::encode(Sha256::digest(&bytes))));
+        if let Some(c) = body.comment() {
+            post.insert("comment".into(), json!(c));
+        }
         if x.request_body.is_cut_off() {
             post.insert("_cutOff".into(), json!(true));
         }
@@ -125,9 +202,14 @@ fn entry(log: &SessionLog, x: &Exchange) -> Result<Value, ExportError> {
     match &x.response {
         Some(r) => {
             let bytes = x.response_body.bytes(&log.dir)?;
-            let (t, enc) = text(&bytes);
+            let body = shown(&r.head.headers, &bytes);
+            let (t, enc) = text(body.bytes());
             let mut content = Map::new();
-            content.insert("size".into(), json!(bytes.len()));
+            content.insert("size".into(), json!(body.bytes().len()));
+            if body.decoded.is_encoded() && body.undecoded.is_none() {
+                let saved = body.bytes().len() as i64 - bytes.len() as i64;
+                content.insert("compression".into(), json!(saved));
+            }
             content.insert(
                 "mimeType".into(),
                 json!(header(&r.head.headers, "content-type").unwrap_or("")),
@@ -137,12 +219,13 @@ fn entry(log: &SessionLog, x: &Exchange) -> Result<Value, ExportError> {
                 content.insert("encoding".into(), json!(e));
             }
             content.insert("_sha256".into(), json!(hex::encode(Sha256::digest(&bytes))));
+            let mut comments: Vec<String> = body.comment().into_iter().collect();
             if x.response_body.is_cut_off() {
                 content.insert("_cutOff".into(), json!(true));
-                content.insert(
-                    "comment".into(),
-                    json!("stream cut off: no final chunk was recorded"),
-                );
+                comments.push("stream cut off: no final chunk was recorded".into());
+            }
+            if !comments.is_empty() {
+                content.insert("comment".into(), json!(comments.join("; ")));
             }
             response.insert("status".into(), json!(r.head.status));
             response.insert(

@@ -86,15 +86,8 @@ pub(super) fn annotate(x: &ExchangeView, notes: &mut Notes) {
     if body.iter().all(u8::is_ascii_whitespace) {
         return;
     }
+    // A coding `decode` does not know: `semantics/http` said so.
     if encoded(x.response_headers).is_some() {
-        if is_mcp {
-            notes.error(
-                BY,
-                "mcp response",
-                "headers",
-                "the content-encoding is not decoded".into(),
-            );
-        }
         return;
     }
     let mut errs = Errs::new("mcp response", x.response_truncated);

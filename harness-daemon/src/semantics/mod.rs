@@ -7,11 +7,21 @@
 //! stops the other annotations: it adds a `parse_error` saying what could not be parsed and
 //! where, next to whatever could be.
 //!
+//! Bodies are read as they mean, not as they travelled: a `Content-Encoding` (gzip, deflate,
+//! br, zstd, stacked) is undone first ([`decode`]), within [`crate::http::SEMANTICS_CAP`]. A
+//! body that does not decode gets a `parse_error` from `semantics/http` (`what`:
+//! `request body` / `response body`) and the parsers read what did decode.
+//!
 //! Topics (`by` is `semantics/anthropic`, `…/openai`, `…/gemini`, `…/mcp` or `…/http`):
 //!
 //! ```text
 //! http:         {method, url, status, request_type, response_type, request_bytes,
-//!                response_bytes, request_truncated?: true, response_truncated?: true}
+//!                response_bytes, request_truncated?: true, response_truncated?: true,
+//!                request_encoding?, request_decoded_bytes?, response_encoding?,
+//!                response_decoded_bytes?}
+//!   *_bytes as recorded (on the wire); *_encoding the Content-Encoding ("gzip", "gzip, br")
+//!   and *_decoded_bytes what the parsers read, when the body was encoded; *_truncated when
+//!   the capture or the decoded body was cut at the cap.
 //! llm_request:  {provider, api, model, stream, system: string|null,
 //!                messages: [{role, content: [block…]}], tools: [name…]}
 //!   block: {type:"text",text} | {type:"tool_use",id,name,input}
@@ -39,6 +49,7 @@
 use serde_json::{json, Value};
 
 mod anthropic;
+pub mod decode;
 mod gemini;
 mod json;
 mod mcp;
@@ -89,15 +100,33 @@ pub struct Annotation {
     pub data: Value,
 }
 
-/// Annotates one exchange: always `http` first, then what the provider or protocol parsers make
-/// of it, each followed by the `parse_error`s met on the way.
+/// Annotates one exchange: always `http` first (and the `parse_error` of a body that does not
+/// decode), then what the provider or protocol parsers make of it, each followed by the
+/// `parse_error`s met on the way.
 pub fn annotate(x: &ExchangeView) -> Vec<Annotation> {
-    let mut out = vec![Annotation {
-        by: "semantics/http",
-        topic: "http",
-        data: http(x),
-    }];
+    let cap = crate::http::SEMANTICS_CAP;
+    let request = decode::decode(x.request_headers, x.request_body, cap);
+    let response = decode::decode(x.response_headers, x.response_body, cap);
     let mut notes = Notes::default();
+    notes.push("semantics/http", "http", http(x, &request, &response));
+    for (what, d) in [("request body", &request), ("response body", &response)] {
+        if let Some(e) = &d.error {
+            notes.error("semantics/http", what, &e.place(), e.to_string());
+        }
+    }
+    // The parsers see the decoded bodies, under heads that no longer claim a coding — unless
+    // the coding is one `decode` does not know, which they then leave alone.
+    let request_headers = decoded_heads(x.request_headers, &request);
+    let response_headers = decoded_heads(x.response_headers, &response);
+    let x = &ExchangeView {
+        request_headers: &request_headers,
+        request_body: &request.body,
+        request_truncated: x.request_truncated || request.truncated,
+        response_headers: &response_headers,
+        response_body: &response.body,
+        response_truncated: x.response_truncated || response.truncated,
+        ..*x
+    };
     if x.method.eq_ignore_ascii_case("POST") {
         match Api::of(path(x.target)) {
             Some(api) => llm(x, api, &mut notes),
@@ -106,12 +135,26 @@ pub fn annotate(x: &ExchangeView) -> Vec<Annotation> {
     } else {
         mcp::annotate(x, &mut notes);
     }
-    out.extend(notes.0);
-    out
+    notes.0
+}
+
+/// Heads without `content-encoding` once the body was decoded (if only in part: a body that
+/// gave nothing, or a coding not known, keeps it, and the parsers leave that body alone).
+fn decoded_heads(headers: &[(String, String)], d: &decode::Decoded) -> Vec<(String, String)> {
+    let undone = match &d.error {
+        None => true,
+        Some(decode::DecodeError::Unsupported { .. }) => false,
+        Some(decode::DecodeError::Corrupt { .. }) => !d.body.is_empty(),
+    };
+    headers
+        .iter()
+        .filter(|(n, _)| !(undone && n.eq_ignore_ascii_case("content-encoding")))
+        .cloned()
+        .collect()
 }
 
 /// The `http` summary every exchange gets.
-fn http(x: &ExchangeView) -> Value {
+fn http(x: &ExchangeView, request: &decode::Decoded, response: &decode::Decoded) -> Value {
     let mut data = json!({
         "method": x.method,
         "url": format!("{}://{}{}", x.scheme, x.authority.unwrap_or(""), x.target),
@@ -121,11 +164,17 @@ fn http(x: &ExchangeView) -> Value {
         "request_bytes": x.request_body.len(),
         "response_bytes": x.response_body.len(),
     });
-    if x.request_truncated {
+    if x.request_truncated || request.truncated {
         data["request_truncated"] = json!(true);
     }
-    if x.response_truncated {
+    if x.response_truncated || response.truncated {
         data["response_truncated"] = json!(true);
+    }
+    for (side, d) in [("request", request), ("response", response)] {
+        if d.is_encoded() {
+            data[format!("{side}_encoding")] = json!(d.codings_list());
+            data[format!("{side}_decoded_bytes")] = json!(d.body.len());
+        }
     }
     data
 }
@@ -202,13 +251,8 @@ fn llm(x: &ExchangeView, api: Api, notes: &mut Notes) {
     }
 
     let what = format!("{} response", api.provider());
-    if let Some(enc) = encoded(x.response_headers) {
-        notes.error(
-            by,
-            &what,
-            "headers",
-            format!("content-encoding {enc} is not decoded"),
-        );
+    // A coding `decode` does not know: `semantics/http` said so.
+    if encoded(x.response_headers).is_some() {
         return;
     }
     let body = x.response_body;
@@ -261,7 +305,8 @@ fn is_sse(headers: &[(String, String)]) -> bool {
     })
 }
 
-/// A content encoding other than identity: the body cannot be read without decoding.
+/// A content encoding still claimed after decoding (one `decode` does not know): the body
+/// cannot be read.
 fn encoded(headers: &[(String, String)]) -> Option<&str> {
     header(headers, "content-encoding")
         .map(str::trim)
@@ -300,13 +345,8 @@ impl Notes {
         truncated: bool,
         headers: &[(String, String)],
     ) -> Option<Value> {
-        if let Some(enc) = encoded(headers) {
-            self.error(
-                by,
-                what,
-                "headers",
-                format!("content-encoding {enc} is not decoded"),
-            );
+        if encoded(headers).is_some() {
+            // `semantics/http` said which coding is not supported.
             return None;
         }
         let mut errs = Errs::new(what, truncated);

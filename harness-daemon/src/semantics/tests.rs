@@ -714,19 +714,151 @@ fn plain_http() {
 }
 
 #[test]
-fn encoded_bodies_are_not_guessed_at() {
+fn unknown_encodings_are_not_guessed_at() {
     let notes = X::post(
         "/v1/messages",
         ANTHROPIC_REQ,
         JSON,
         b"\x1f\x8b\x08\x00garbage",
     )
-    .header("content-encoding", "gzip", true)
+    .header("content-encoding", "compress", true)
     .run();
     assert!(notes.iter().any(|n| n.topic == "llm_request"));
+    assert!(notes.iter().all(|n| n.topic != "llm_response"));
     let errs = errors(&notes);
     assert_eq!(errs.len(), 1);
-    assert_eq!(errs[0]["where"], "headers");
+    assert_eq!(
+        errs[0],
+        &json!({"what": "response body", "where": "headers",
+                "error": "content-encoding compress is not supported"})
+    );
+}
+
+// === Content-Encoding: the parsers read what the body means ===
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+fn zlib(b: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// The annotations of `x` and of the same exchange with its response encoded as `coding`
+/// agree, but for the `http` summary's encoding fields.
+fn same_as_plain(plain: X, coding: &str, encoded: &[u8]) {
+    let want = plain.run();
+    clean(&want);
+    let mut x = plain;
+    let len = x.response_body.len();
+    x.response_body = encoded.to_vec();
+    let got = x.header("content-encoding", coding, true).run();
+    clean(&got);
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+    assert_eq!(got[1..], want[1..]);
+    let http = &got[0].data;
+    assert_eq!(http["response_encoding"], coding);
+    assert_eq!(http["response_decoded_bytes"], len);
+    assert_eq!(http["response_bytes"], encoded.len());
+}
+
+#[test]
+fn encoded_anthropic_answers_annotate_as_plain_ones() {
+    let plain = || X::post("/v1/messages", ANTHROPIC_REQ, JSON, ANTHROPIC_JSON);
+    same_as_plain(plain(), "gzip", &gzip(ANTHROPIC_JSON));
+    same_as_plain(plain(), "x-gzip", &gzip(ANTHROPIC_JSON));
+    same_as_plain(plain(), "deflate", &zlib(ANTHROPIC_JSON));
+    same_as_plain(plain(), "br", fixture!("anthropic_response.json.br"));
+    same_as_plain(plain(), "zstd", fixture!("anthropic_response.json.zst"));
+    // Stacked: br applied first, then gzip; undone gzip first.
+    let gzip_of_br = gzip(fixture!("anthropic_response.json.br"));
+    same_as_plain(plain(), "br, gzip", &gzip_of_br);
+}
+
+#[test]
+fn encoded_streams_and_requests_annotate_as_plain_ones() {
+    let plain = || X::post("/v1/messages", ANTHROPIC_REQ, SSE, ANTHROPIC_SSE);
+    same_as_plain(plain(), "gzip", &gzip(ANTHROPIC_SSE));
+    same_as_plain(plain(), "br", fixture!("anthropic_stream.sse.br"));
+    // A compressed request body (and MCP, whose parser is another).
+    let want = X::post("/v1/messages", ANTHROPIC_REQ, JSON, ANTHROPIC_JSON).run();
+    let got = X::post("/v1/messages", &gzip(ANTHROPIC_REQ), JSON, ANTHROPIC_JSON)
+        .header("content-encoding", "gzip", false)
+        .run();
+    clean(&got);
+    assert_eq!(got[1..], want[1..]);
+    assert_eq!(got[0].data["request_encoding"], "gzip");
+    assert_eq!(got[0].data["request_decoded_bytes"], ANTHROPIC_REQ.len());
+    let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_quote","arguments":{"symbol":"ACME"}}}"#;
+    let answer = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"12.5"}]}}"#;
+    let want = mcp(call, JSON, answer).run();
+    let mut x = mcp(call, JSON, answer)
+        .header("content-encoding", "gzip", false)
+        .header("content-encoding", "gzip", true);
+    x.request_body = gzip(call.as_bytes());
+    x.response_body = gzip(answer.as_bytes());
+    let got = x.run();
+    clean(&got);
+    assert_eq!(got[1..], want[1..]);
+}
+
+#[test]
+fn cut_gzip_body_reports_where_and_keeps_what_decoded() {
+    let wire = gzip(ANTHROPIC_JSON);
+    let cut = &wire[..wire.len() / 2];
+    let notes = X::post("/v1/messages", ANTHROPIC_REQ, JSON, cut)
+        .header("content-encoding", "gzip", true)
+        .run();
+    let errs = errors(&notes);
+    assert_eq!(errs[0]["what"], "response body");
+    assert_eq!(errs[0]["where"], format!("end (byte {})", cut.len()));
+    let error = errs[0]["error"].as_str().unwrap();
+    assert!(error.starts_with("gzip data ends early"), "{error}");
+    assert_eq!(notes[1].by, "semantics/http");
+    // What decoded is parsed for what it holds: the anthropic parser says where it ran out.
+    assert!(errs[1..].iter().any(|e| e["what"] == "anthropic response"));
+    // Garbage from the first byte: one error, and the parsers leave the body alone.
+    let notes = X::post("/v1/messages", ANTHROPIC_REQ, JSON, b"not gzip at all")
+        .header("content-encoding", "gzip", true)
+        .run();
+    let errs = errors(&notes);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0]["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("gzip data is corrupt"));
+    assert!(notes.iter().all(|n| n.topic != "llm_response"));
+}
+
+#[test]
+fn gzip_bomb_stays_within_the_cap_and_says_truncated() {
+    // 100 members of 1 MiB of zeros each: 100 MiB decoded from about 100 KiB.
+    let member = gzip(&vec![0u8; 1024 * 1024]);
+    let bomb: Vec<u8> = member
+        .iter()
+        .copied()
+        .cycle()
+        .take(member.len() * 100)
+        .collect();
+    let notes = X::post("/v1/messages", ANTHROPIC_REQ, JSON, &bomb)
+        .header("content-encoding", "gzip", true)
+        .run();
+    let http = &notes[0].data;
+    assert_eq!(http["response_truncated"], true);
+    assert_eq!(http["response_decoded_bytes"], crate::http::SEMANTICS_CAP);
+    assert_eq!(http["response_bytes"], bomb.len());
+    // Zeros are not JSON: the parser says so, and that the body was cut.
+    let errs = errors(&notes);
+    assert!(
+        errs.iter().all(|e| e["what"] == "anthropic response"),
+        "{errs:#?}"
+    );
 }
 
 #[test]

@@ -40,9 +40,44 @@ pub fn clip(s: &str, max: usize) -> String {
     format!("{head}… (+{} chars)", n - max)
 }
 
-/// Compact JSON of a value, clipped.
+/// Compact JSON of a value, cut to `max` characters with a note of how much was left out.
+/// Unlike [`clip`], whitespace inside strings is kept: the text is the value's JSON.
 pub fn clip_json(v: &Value, max: usize) -> String {
-    clip(&serde_json::to_string(v).unwrap_or_default(), max)
+    let json = serde_json::to_string(v).unwrap_or_default();
+    let n = json.chars().count();
+    if n <= max {
+        return json;
+    }
+    let head: String = json.chars().take(max).collect();
+    format!("{head}… (+{} chars)", n - max)
+}
+
+/// `1 tool`, `2 tools`: a count with its noun, singular when it is one.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// A model tool call's arguments: compact JSON; arguments that did not parse as JSON (the
+/// `input_error` of an `llm_response`) as the text the model sent, saying so.
+fn tool_input(tc: &Value, max: usize) -> String {
+    let input = tc.get("input").unwrap_or(&Value::Null);
+    match (input, tc.get("input_error").and_then(Value::as_str)) {
+        (Value::String(raw), Some(e)) => {
+            let n = raw.chars().count();
+            let shown: String = raw.chars().take(max).collect();
+            let more = if n > max {
+                format!("… (+{} chars)", n - max)
+            } else {
+                String::new()
+            };
+            format!("{shown}{more}  (arguments are not valid JSON: {e})")
+        }
+        (v, _) => clip_json(v, max),
+    }
 }
 
 /// `HH:MM:SS.mmm` of a ledger `ts`.
@@ -171,10 +206,9 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
                 let host = log.conn(d.conn).and_then(|c| c.host()).unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{}  {} → {host}  non-HTTP bytes ({:?}, conn {})",
+                    "{}  {} → {host}  non-HTTP bytes (conn {})",
                     clock(&item.ts),
                     who(log.conn(d.conn).and_then(|c| c.pid())),
-                    d.direction,
                     d.conn
                 );
             }
@@ -191,10 +225,10 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
     }
     let _ = writeln!(
         out,
-        "{PAD}{} exchanges · {} model tool calls · {} MCP tool calls · tokens {} in, {} out",
-        log.exchanges.len(),
-        corr.chains.len(),
-        corr.calls.len(),
+        "{PAD}{} · {} · {} · tokens {} in, {} out",
+        count(log.exchanges.len(), "exchange"),
+        count(corr.chains.len(), "model tool call"),
+        count(corr.calls.len(), "MCP tool call"),
         tokens.0,
         tokens.1
     );
@@ -350,7 +384,14 @@ fn exchange(
             }
         }
     }
-    if let Some(pe) = x.note("parse_error") {
+    // Every parse error, in order: a body that did not decode comes first, then what the
+    // parsers made of what did.
+    for pe in x
+        .notes
+        .iter()
+        .filter(|n| n.annotation.topic == "parse_error")
+        .map(|n| &n.annotation.data)
+    {
         let _ = writeln!(
             out,
             "{PAD}(could not parse {} at {}: {})",
@@ -368,11 +409,24 @@ fn exchange(
             .as_ref()
             .and_then(|r| header(&r.head.headers, "content-type"))
             .unwrap_or("");
+        // Sizes as recorded; an encoded body also says its coding and decoded size.
+        let http = x.note("http");
+        let side = |name: &str, len: u64| {
+            let coding = http.and_then(|h| h.get(format!("{name}_encoding")));
+            let decoded = http.and_then(|h| h.get(format!("{name}_decoded_bytes")));
+            match (
+                coding.and_then(Value::as_str),
+                decoded.and_then(Value::as_u64),
+            ) {
+                (Some(c), Some(d)) => format!("{len} bytes {c} ({d} decoded)"),
+                _ => count(len as usize, "byte"),
+            }
+        };
         let _ = writeln!(
             out,
-            "{PAD}{} bytes up, {} bytes down{}{}",
-            x.request_body.len(),
-            x.response_body.len(),
+            "{PAD}{} up, {} down{}{}",
+            side("request", x.request_body.len()),
+            side("response", x.response_body.len()),
             if ctype.is_empty() { "" } else { " · " },
             ctype
         );
@@ -406,8 +460,9 @@ fn llm_request(out: &mut String, req: &Value, limits: Limits) {
         .map_or(0, Vec::len);
     let _ = writeln!(
         out,
-        "{PAD}model call: {model} ({provider} {api}{}, {tools} tools offered)",
-        if stream { ", streamed" } else { "" }
+        "{PAD}model call: {model} ({provider} {api}{}, {} offered)",
+        if stream { ", streamed" } else { "" },
+        count(tools, "tool")
     );
     // What the model saw that is new: the last message.
     let Some(last) = req
@@ -462,7 +517,11 @@ fn llm_response(out: &mut String, resp: &Value, limits: Limits) {
     }
     if let Some(n) = resp.get("redacted_thinking").and_then(Value::as_u64) {
         if n > 0 {
-            let _ = writeln!(out, "{PAD}thinking: ({n} redacted blocks)");
+            let _ = writeln!(
+                out,
+                "{PAD}thinking: ({} redacted)",
+                count(n as usize, "block")
+            );
         }
     }
     for t in resp
@@ -487,7 +546,7 @@ fn llm_response(out: &mut String, resp: &Value, limits: Limits) {
             out,
             "{PAD}tool call {} {}  [{}]",
             tc.get("name").and_then(Value::as_str).unwrap_or("?"),
-            clip_json(tc.get("input").unwrap_or(&Value::Null), limits.tool),
+            tool_input(tc, limits.tool),
             tc.get("id").and_then(Value::as_str).unwrap_or("?")
         );
     }
@@ -577,15 +636,19 @@ impl Live {
                             .into_iter()
                             .flatten()
                         {
-                            let _ = writeln!(
-                                body,
-                                "{PAD}MCP {} {} {}",
-                                m.get("method").and_then(Value::as_str).unwrap_or("?"),
-                                m.get("name").and_then(Value::as_str).unwrap_or(""),
-                                m.get("arguments")
-                                    .map(|v| clip_json(v, self.limits.tool))
-                                    .unwrap_or_default()
+                            let mut line = format!(
+                                "{PAD}MCP {}",
+                                m.get("method").and_then(Value::as_str).unwrap_or("?")
                             );
+                            if let Some(name) = m.get("name").and_then(Value::as_str) {
+                                line.push(' ');
+                                line.push_str(name);
+                            }
+                            if let Some(args) = m.get("arguments") {
+                                line.push(' ');
+                                line.push_str(&clip_json(args, self.limits.tool));
+                            }
+                            let _ = writeln!(body, "{line}");
                         }
                     }
                     "mcp_response" => {
@@ -618,12 +681,15 @@ impl Live {
             }
             Entry::StreamChunk(c) if !c.fin => {}
             Entry::StreamChunk(c) => {
+                let side = match c.direction {
+                    crate::ledger::Direction::Up => "request",
+                    crate::ledger::Direction::Down => "response",
+                };
                 let _ = writeln!(
                     out,
-                    "{t}  #{seq:<4} {}  {:?} stream complete ({} chunks)",
+                    "{t}  #{seq:<4} {}  {side} stream complete ({})",
                     conn(c.conn, &self.conns),
-                    c.direction,
-                    c.index + 1
+                    count(c.index as usize + 1, "chunk")
                 );
             }
             Entry::DnsQuery(q) => {

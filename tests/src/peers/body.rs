@@ -100,6 +100,48 @@ impl Plan {
         self.headers.push(("content-type".into(), value.into()));
         self
     }
+
+    /// The plan as a real provider sends it to a client whose `Accept-Encoding` is `accept`:
+    /// a complete JSON body gzip'd (`Content-Encoding: gzip`, `Vary: Accept-Encoding`) when
+    /// the client takes gzip. Event streams, bulk bytes and anything else stay as they are.
+    pub(crate) fn encoded_for(mut self, accept: Option<&str>) -> Plan {
+        let json = self
+            .headers
+            .iter()
+            .any(|(n, v)| n == "content-type" && v.trim_start().starts_with("application/json"));
+        let encoded = self.headers.iter().any(|(n, _)| n == "content-encoding");
+        if !json || encoded || self.chunks.count != 1 || !accepts_gzip(accept) {
+            return self;
+        }
+        let body: Vec<u8> = self.chunks.iter.by_ref().flat_map(|b| b.to_vec()).collect();
+        self.chunks = Chunks::list(vec![Bytes::from(gzip(&body))]);
+        self.headers
+            .push(("content-encoding".into(), "gzip".into()));
+        self.headers.push(("vary".into(), "accept-encoding".into()));
+        self
+    }
+}
+
+/// Whether an `Accept-Encoding` value takes gzip (by name or `*`, with a q above zero).
+fn accepts_gzip(accept: Option<&str>) -> bool {
+    accept.into_iter().flat_map(|a| a.split(',')).any(|item| {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        matches!(coding.as_str(), "gzip" | "x-gzip" | "*") && q > 0.0
+    })
+}
+
+/// `body` gzip'd, as one member.
+pub(crate) fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = e.write_all(body);
+    e.finish().unwrap_or_default()
 }
 
 // === ConnCtl ===
@@ -342,4 +384,26 @@ fn split(b: Bytes, n: usize) -> Vec<Bytes> {
         .step_by(step)
         .map(|i| b.slice(i..(i + step).min(b.len())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_gzip;
+
+    #[test]
+    fn accept_encoding_is_read_as_clients_send_it() {
+        for yes in [
+            "gzip",
+            "gzip, deflate",
+            "gzip, deflate, br, zstd",
+            "br;q=1.0, GZIP;q=0.5",
+            "*",
+        ] {
+            assert!(accepts_gzip(Some(yes)), "{yes}");
+        }
+        for no in ["identity", "br", "gzip;q=0", "deflate, gzip; q=0.0", ""] {
+            assert!(!accepts_gzip(Some(no)), "{no}");
+        }
+        assert!(!accepts_gzip(None));
+    }
 }

@@ -58,7 +58,7 @@ mod sse;
 
 pub use bulk::{bytes_sha256, pseudo_random_bytes};
 pub use ca::{ServerCert, TestCa};
-pub use client::{Client, Response};
+pub use client::{build, Client, Response};
 pub use fail::{Fail, FailRule, DEFAULT_HANG, DEFAULT_SLOW};
 pub use log::{BodyRecord, Exchange, Outbound, ResponseRecord, KEEP_BODY_LIMIT};
 pub use reply::{Reply, ToolCall};

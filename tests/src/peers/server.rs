@@ -593,7 +593,14 @@ async fn handle(
         body: record,
         response: None,
     });
+    // Like a real provider: complete JSON answers gzip'd for clients that accept it.
+    let accept = parts
+        .headers
+        .get(hyper::header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let send = |plan: Plan, fail: Option<Fail>| {
+        let plan = plan.encoded_for(accept.as_deref());
         body::send(plan, fail, ctl.clone(), shared.log.clone(), seq)
     };
 
