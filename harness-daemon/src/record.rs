@@ -270,8 +270,9 @@ where
         Direction::Down,
         down.zip(notes),
     );
-    let (a, b) = tokio::join!(up, down);
-    a.and(b)
+    // A direction that fails (a reset, a TLS stream cut without close_notify) ends both: the
+    // halves are dropped, so the other side sees the connection end too, not a silent hang.
+    tokio::try_join!(up, down).map(|_| ())
 }
 
 async fn pump<R, W>(

@@ -571,7 +571,7 @@ mod tests {
 
     #[test]
     fn payload_is_capped_and_the_length_counted() {
-        let payload = vec![7u8; 100];
+        let payload = [7u8; 100];
         let mut bytes = frame(false, 2, KEY, &payload[..60]);
         bytes.extend(frame(true, 0, KEY, &payload[60..]));
         let m = messages(Decoder::new(50).push(&bytes, 0));

@@ -51,7 +51,9 @@ pub(crate) fn accept(headers: &HeaderMap, upgrade: Option<OnUpgrade>) -> Respons
         if let Ok(upgraded) = upgrade.await {
             let ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-            echo(ws).await;
+            let mut ws = echo(ws).await;
+            // TLS close_notify and FIN once the closing handshake is done, as servers do.
+            let _ = tokio::io::AsyncWriteExt::shutdown(ws.get_mut()).await;
         }
     });
     let mut r = Response::new(OutBody::unlogged(Bytes::new()));
@@ -71,7 +73,7 @@ pub(crate) fn accept(headers: &HeaderMap, upgrade: Option<OnUpgrade>) -> Respons
     r
 }
 
-async fn echo<S>(mut ws: WebSocketStream<S>)
+async fn echo<S>(mut ws: WebSocketStream<S>) -> WebSocketStream<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -86,7 +88,7 @@ where
             // Pongs to pings and the closing handshake are tungstenite's; flush them out.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
                 if ws.flush().await.is_err() {
-                    return;
+                    break;
                 }
                 continue;
             }
@@ -96,7 +98,8 @@ where
             }
         };
         if ws.send(reply).await.is_err() {
-            return;
+            break;
         }
     }
+    ws
 }
