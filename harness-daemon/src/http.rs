@@ -344,7 +344,8 @@ async fn exchange(
         // WebSocket and other upgrades: after the 101, the bytes both ways are recorded like
         // any non-HTTP stream; WebSocket frames are also decoded into per-message annotations.
         let taps = crate::websocket::negotiated(resp.headers()).map(|deflate| {
-            let tap = |d| Box::new(crate::websocket::Tap::new(d, deflate)) as Box<dyn Watch>;
+            let tap =
+                |d| Box::new(crate::websocket::Tap::new(rec.conn(), d, deflate)) as Box<dyn Watch>;
             (tap(Direction::Up), tap(Direction::Down))
         });
         let relay_rec = rec.clone();

@@ -330,16 +330,19 @@ fn header_len(head: &[u8]) -> Option<usize> {
 /// `data` entry is durable, is decoded and the messages it completed become annotations.
 pub struct Tap {
     decoder: Decoder,
+    conn: u64,
     direction: Direction,
     deflate: bool,
     index: u64,
 }
 
 impl Tap {
-    /// A tap for `direction`; `deflate` when the 101 response negotiated permessage-deflate.
-    pub fn new(direction: Direction, deflate: bool) -> Tap {
+    /// A tap for `direction` of connection `conn`; `deflate` when the 101 response negotiated
+    /// permessage-deflate.
+    pub fn new(conn: u64, direction: Direction, deflate: bool) -> Tap {
         Tap {
             decoder: Decoder::new(MESSAGE_CAP),
+            conn,
             direction,
             deflate,
             index: 0,
@@ -356,6 +359,7 @@ impl Tap {
     fn message(&mut self, m: Message) -> (&'static str, Value) {
         let compressed = self.deflate && m.rsv1;
         let mut data = Map::new();
+        data.insert("conn".into(), self.conn.into());
         data.insert("direction".into(), self.direction().into());
         data.insert("index".into(), self.index.into());
         data.insert("opcode".into(), m.opcode.name().into());
@@ -401,6 +405,8 @@ impl crate::record::Watch for Tap {
                     Event::Malformed { offset, error } => (
                         "parse_error",
                         json!({
+                            "conn": self.conn,
+                            "direction": self.direction(),
                             "what": format!("websocket frames ({})", self.direction()),
                             "where": format!("byte {offset}"),
                             "error": error,
@@ -586,18 +592,19 @@ mod tests {
         payload.extend_from_slice(b"bye");
         let m = messages(Decoder::new(64).push(&frame(true, 8, None, &payload), 0));
         assert_eq!(m[0].opcode, Opcode::Close);
-        let mut tap = Tap::new(Direction::Down, false);
+        let mut tap = Tap::new(5, Direction::Down, false);
         let (topic, data) = tap.message(m[0].clone());
         assert_eq!(topic, "websocket.message");
         assert_eq!(data["code"], 1000);
         assert_eq!(data["reason"], "bye");
         assert_eq!(data["opcode"], "close");
         assert_eq!(data["direction"], "down");
+        assert_eq!(data["conn"], 5);
     }
 
     #[test]
     fn annotation_data_text_binary_and_compressed() {
-        let mut tap = Tap::new(Direction::Up, true);
+        let mut tap = Tap::new(5, Direction::Up, true);
         let mut bytes = frame(true, 1, KEY, "naïve ✓".as_bytes());
         bytes.extend(frame(true, 2, KEY, &[0xff, 0x00]));
         let mut compressed = frame(true, 1, KEY, &[0xf2, 0x48, 0x05, 0x00]);

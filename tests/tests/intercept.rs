@@ -639,4 +639,35 @@ ws.onclose = (e) => {{ clearTimeout(guard); console.log(JSON.stringify({{got, co
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
+    // The timeline tells the conversation: each message, its direction, its text.
+    let log = std::process::Command::new(harness_tests::harness_bin())
+        .arg("log")
+        .arg(s.dir.join("ledger"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&log.stdout);
+    // Each direction in order (the two directions may interleave either way).
+    let up = [
+        "GET /ws → 101".to_owned(),
+        format!("websocket ↑ text \"{text}\""),
+        "websocket ↑ binary 6 bytes: 00 01 02 80 fe ff".to_owned(),
+        "websocket ↑ close 1000 \"done\"".to_owned(),
+    ];
+    let down = [
+        "GET /ws → 101".to_owned(),
+        format!("websocket ↓ text \"{prefix}{text}\""),
+        "websocket ↓ binary 12 bytes: 65 63 68 6f 3a 20 00 01 02 80 fe ff".to_owned(),
+        "websocket ↓ close 1000".to_owned(),
+    ];
+    for order in [up, down] {
+        let mut last = 0;
+        for needle in &order {
+            let at = log
+                .find(needle.as_str())
+                .unwrap_or_else(|| panic!("{needle:?} not in the timeline:\n{log}"));
+            assert!(at >= last, "{needle:?} out of order:\n{log}");
+            last = at;
+        }
+    }
+    assert!(!log.contains("non-HTTP bytes"), "{log}");
 }
