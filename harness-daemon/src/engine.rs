@@ -434,7 +434,10 @@ impl Engine {
             session.tasks.clone(),
             session.closing.clone(),
         );
-        let result = self.forward(client, conn.dst, rec).await;
+        let result = self.forward(client, conn.dst, rec.clone()).await;
+        // An upgraded exchange (WebSocket) goes on after the HTTP stage hands it over: the
+        // connection ends when its relay does.
+        rec.upgrades_finished().await;
         let close = ConnClose {
             conn: number,
             bytes_up: counts.up.load(Ordering::Relaxed),

@@ -22,7 +22,7 @@ use crate::ledger::{
     LedgerError, StreamChunk,
 };
 use crate::policy::ConnPolicy;
-use crate::record::{recording_relay, ConnRecorder};
+use crate::record::{watched_relay, ConnRecorder, Watch};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt as _, Full, StreamBody};
@@ -367,14 +367,20 @@ async fn exchange(
     };
     if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
         // WebSocket and other upgrades: after the 101, the bytes both ways are recorded like
-        // any non-HTTP stream.
-        let rec = rec.clone();
-        tokio::spawn(async move {
+        // any non-HTTP stream; WebSocket frames are also decoded into per-message annotations.
+        let taps = crate::websocket::negotiated(resp.headers()).map(|deflate| {
+            let tap =
+                |d| Box::new(crate::websocket::Tap::new(rec.conn(), d, deflate)) as Box<dyn Watch>;
+            (tap(Direction::Up), tap(Direction::Down))
+        });
+        let relay_rec = rec.clone();
+        rec.spawn_upgraded(async move {
+            let rec = relay_rec;
+            let (up, down) = taps.unzip();
             match tokio::try_join!(client, upstream) {
                 Ok((client, upstream)) => {
-                    if let Err(e) =
-                        recording_relay(TokioIo::new(client), TokioIo::new(upstream), &rec).await
-                    {
+                    let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                    if let Err(e) = watched_relay(client, upstream, &rec, up, down).await {
                         rec.error("upgraded connection", e).await;
                     }
                 }

@@ -23,3 +23,4 @@ pub mod session;
 pub mod sniff;
 pub mod timeline;
 pub mod tls;
+pub mod websocket;

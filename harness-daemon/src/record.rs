@@ -1,6 +1,7 @@
 //! Recording helpers shared by the stages that see bytes: a per-connection recorder that turns
 //! bytes into durable entries, byte counting for `conn_close`, and the recording relay used for
-//! anything that is not HTTP (plain TCP or non-HTTP inside TLS).
+//! anything that is not HTTP (plain TCP or non-HTTP inside TLS, and the bytes after an HTTP
+//! upgrade, which a [`Watch`] may annotate as they pass).
 use crate::ledger::{
     Body, Data, Direction, Durable, Entry, ErrorEntry, Ledger, LedgerError, SessionWriter,
 };
@@ -18,6 +19,8 @@ pub struct ConnRecorder {
     next_exchange: Arc<AtomicU64>,
     tasks: tokio_util::task::TaskTracker,
     closing: tokio_util::sync::CancellationToken,
+    /// Relays of this connection's upgraded exchanges, which outlive the HTTP stage.
+    upgraded: tokio_util::task::TaskTracker,
 }
 
 /// How long spawned recording work may go on once its session starts closing (a stream whose
@@ -40,7 +43,25 @@ impl ConnRecorder {
             next_exchange: Arc::new(AtomicU64::new(0)),
             tasks,
             closing,
+            upgraded: tokio_util::task::TaskTracker::new(),
         }
+    }
+
+    /// Spawns the relay of an upgraded exchange (WebSocket): tracked like [`Self::spawn`], and
+    /// waited for by [`Self::upgrades_finished`], so that the connection's `conn_close` comes
+    /// after its last byte.
+    pub fn spawn_upgraded<F>(&self, relay: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.spawn(self.upgraded.track_future(relay));
+    }
+
+    /// Resolves once every relay [`Self::spawn_upgraded`] started has ended (at once if none
+    /// did). Call it when the connection's HTTP stage is done.
+    pub async fn upgrades_finished(&self) {
+        self.upgraded.close();
+        self.upgraded.wait().await;
     }
 
     /// Spawns recording work that must finish before the session's last entry (stream pumps,
@@ -203,6 +224,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
+/// Watches one direction of a recording relay: sees each read once its `data` entry is durable
+/// and the bytes were written on, and returns what to append about them (annotations). It
+/// never changes or holds up the bytes.
+pub trait Watch: Send {
+    /// `bytes` were recorded as the entry `recorded` and passed on.
+    fn watch(&mut self, bytes: &[u8], recorded: &Durable) -> Vec<Entry>;
+}
+
+/// How many watch entries may wait for the ledger before the relay waits for them.
+const WATCH_QUEUE: usize = 64;
+
 /// Relays bytes both ways, recording every read as a `data` entry that is durable before the
 /// bytes are written on: nothing passes that the ledger does not hold. A ledger failure cuts
 /// the connection.
@@ -211,12 +243,53 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
+    watched_relay(client, upstream, rec, None, None).await
+}
+
+/// [`recording_relay`], with a [`Watch`] on either direction. What the watches return is
+/// appended in order by a task of its own, off the relay's path.
+pub async fn watched_relay<C, U>(
+    client: C,
+    upstream: U,
+    rec: &ConnRecorder,
+    up: Option<Box<dyn Watch>>,
+    down: Option<Box<dyn Watch>>,
+) -> Result<(), String>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let notes = (up.is_some() || down.is_some()).then(|| {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(WATCH_QUEUE);
+        let writer = rec.clone();
+        rec.spawn(async move {
+            while let Some(entry) = rx.recv().await {
+                if writer.append(entry).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tx
+    });
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
-    let up = pump(&mut client_rd, &mut up_wr, rec, Direction::Up);
-    let down = pump(&mut up_rd, &mut client_wr, rec, Direction::Down);
-    let (a, b) = tokio::join!(up, down);
-    a.and(b)
+    let up = pump(
+        &mut client_rd,
+        &mut up_wr,
+        rec,
+        Direction::Up,
+        up.zip(notes.clone()),
+    );
+    let down = pump(
+        &mut up_rd,
+        &mut client_wr,
+        rec,
+        Direction::Down,
+        down.zip(notes),
+    );
+    // A direction that fails (a reset, a TLS stream cut without close_notify) ends both: the
+    // halves are dropped, so the other side sees the connection end too, not a silent hang.
+    tokio::try_join!(up, down).map(|_| ())
 }
 
 async fn pump<R, W>(
@@ -224,6 +297,7 @@ async fn pump<R, W>(
     to: &mut W,
     rec: &ConnRecorder,
     direction: Direction,
+    mut watch: Option<(Box<dyn Watch>, tokio::sync::mpsc::Sender<Entry>)>,
 ) -> Result<(), String>
 where
     R: AsyncRead + Unpin,
@@ -246,18 +320,25 @@ where
             .body(bytes)
             .await
             .map_err(|e| format!("ledger: {e}; connection cut"))?;
-        rec.append(Entry::Data(Data {
-            conn: rec.conn(),
-            direction,
-            index,
-            offset,
-            bytes: body,
-        }))
-        .await
-        .map_err(|e| format!("ledger: {e}; connection cut"))?;
+        let recorded = rec
+            .append(Entry::Data(Data {
+                conn: rec.conn(),
+                direction,
+                index,
+                offset,
+                bytes: body,
+            }))
+            .await
+            .map_err(|e| format!("ledger: {e}; connection cut"))?;
         to.write_all(&buf[..n])
             .await
             .map_err(|e| format!("writing ({direction:?}): {e}"))?;
+        if let Some((watch, notes)) = watch.as_mut() {
+            for entry in watch.watch(&buf[..n], &recorded) {
+                // The appender ends only when the ledger failed; the relay goes on regardless.
+                let _ = notes.send(entry).await;
+            }
+        }
         index += 1;
         offset += n as u64;
     }

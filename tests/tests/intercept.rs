@@ -607,3 +607,223 @@ fn a_full_ledger_means_errors_for_the_client_and_no_unrecorded_upstream_request(
         "every request reached upstream although the ledger was full"
     );
 }
+
+/// The bytes a `websocket.message` annotation holds (`text` or `base64`).
+fn ws_payload(data: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine as _;
+    match (data["text"].as_str(), data["base64"].as_str()) {
+        (Some(text), None) => text.as_bytes().to_vec(),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64 payload"),
+        _ => panic!("a websocket.message holds exactly one of text, base64: {data}"),
+    }
+}
+
+#[test]
+fn websocket_messages_are_recorded_both_ways_unmasked() {
+    if !privileged("websocket") {
+        return;
+    }
+    if std::env::var("HARNESS_IN_VM").is_ok() {
+        eprintln!(
+            "\n*** SKIPPED websocket with node's WebSocket client: no node in the VM image ***\n"
+        );
+        return;
+    }
+    let s = setup("websocket");
+    let url = s.url("/ws").replacen("https://", "wss://", 1);
+    let text = "héllo wörld ✓ 🚀 — from the agent";
+    let binary: [u8; 6] = [0, 1, 2, 0x80, 0xfe, 0xff];
+    // Node 20's WebSocket (undici) with no client flag: it trusts harness through
+    // NODE_EXTRA_CA_CERTS, which `harness run` sets.
+    let script = format!(
+        r#"
+const ws = new WebSocket({url:?});
+ws.binaryType = 'arraybuffer';
+const got = [];
+const guard = setTimeout(() => {{ console.error('no echo in time'); process.exit(2) }}, 30000);
+ws.onopen = () => {{ ws.send({text:?}); ws.send(new Uint8Array({binary:?})); }};
+ws.onmessage = (e) => {{
+  got.push(typeof e.data === 'string' ? {{text: e.data}} : {{hex: Buffer.from(e.data).toString('hex')}});
+  if (got.length === 2) ws.close(1000, 'done');
+}};
+ws.onerror = (e) => {{ console.error('websocket error', e.message || e); process.exit(1) }};
+ws.onclose = (e) => {{ clearTimeout(guard); console.log(JSON.stringify({{got, code: e.code, reason: e.reason}})); }};
+"#
+    );
+    let run = s.run(
+        "ledger",
+        &["/usr/bin/node", "--experimental-websocket", "-e", &script],
+    );
+    assert_ok(&run);
+    let prefix = harness_tests::peers::ECHO_PREFIX;
+    let mut echoed_binary = prefix.as_bytes().to_vec();
+    echoed_binary.extend_from_slice(&binary);
+    let seen = run.results.first().expect("the client printed its result");
+    assert_eq!(
+        seen["got"],
+        serde_json::json!([{"text": format!("{prefix}{text}")}, {"hex": hex::encode(&echoed_binary)}]),
+        "{seen}"
+    );
+    assert_eq!(seen["code"], 1000);
+    assert!(s.peer.requests().iter().any(|r| r.uri == "/ws"));
+
+    let by_seq = |seq: u64| &run.entries.iter().find(|r| r.seq == seq).unwrap().entry;
+    let request = run
+        .entries
+        .iter()
+        .find_map(|r| match &r.entry {
+            Entry::HttpRequest(h) => Some(h),
+            _ => None,
+        })
+        .expect("http_request");
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| h.value.clone())
+    };
+    assert_eq!(request.target, "/ws");
+    assert_eq!(
+        header("upgrade")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("websocket")
+    );
+    assert!(header("sec-websocket-key").is_some(), "{request:?}");
+    assert_eq!(statuses(&run.entries), [101]);
+    let conn = request.conn;
+    let data_seqs = |d: harness::ledger::Direction| -> Vec<u64> {
+        run.entries
+            .iter()
+            .filter(|r| matches!(&r.entry, Entry::Data(x) if x.conn == conn && x.direction == d))
+            .map(|r| r.seq)
+            .collect()
+    };
+    let (up, down) = (
+        data_seqs(harness::ledger::Direction::Up),
+        data_seqs(harness::ledger::Direction::Down),
+    );
+    assert!(!up.is_empty() && !down.is_empty(), "data entries both ways");
+    // The connection closes after its last recorded byte, not when the HTTP stage hands over.
+    let closed = run
+        .entries
+        .iter()
+        .find(|r| matches!(&r.entry, Entry::ConnClose(c) if c.conn == conn))
+        .expect("conn_close")
+        .seq;
+    assert!(
+        up.iter().chain(&down).all(|&s| s < closed),
+        "data after conn_close"
+    );
+
+    // One annotation per message, in order, referencing the data entry that completed it.
+    let messages: Vec<&harness::ledger::Annotation> = run
+        .entries
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::Annotation(a) if a.topic == "websocket.message" => Some(a),
+            _ => None,
+        })
+        .collect();
+    for a in &messages {
+        let dir = a.data["direction"].as_str().unwrap();
+        match by_seq(a.of_seq) {
+            Entry::Data(d) => assert_eq!(
+                serde_json::to_value(d.direction).unwrap(),
+                dir,
+                "{a:?} annotates data of its own direction"
+            ),
+            other => panic!("{a:?} annotates {other:?}"),
+        }
+    }
+    let of = |dir: &str| -> Vec<(String, Vec<u8>)> {
+        messages
+            .iter()
+            .filter(|a| a.data["direction"] == dir)
+            .map(|a| {
+                (
+                    a.data["opcode"].as_str().unwrap().to_owned(),
+                    ws_payload(&a.data),
+                )
+            })
+            .filter(|(op, _)| op == "text" || op == "binary")
+            .collect()
+    };
+    assert_eq!(
+        of("up"),
+        [
+            ("text".to_owned(), text.as_bytes().to_vec()),
+            ("binary".to_owned(), binary.to_vec())
+        ],
+        "what the client sent, unmasked"
+    );
+    assert_eq!(
+        of("down"),
+        [
+            ("text".to_owned(), format!("{prefix}{text}").into_bytes()),
+            ("binary".to_owned(), echoed_binary.clone())
+        ],
+        "what the peer answered"
+    );
+    let up_close = messages
+        .iter()
+        .find(|a| a.data["direction"] == "up" && a.data["opcode"] == "close")
+        .expect("the client's close frame");
+    assert_eq!(up_close.data["code"], 1000);
+    assert_eq!(up_close.data["reason"], "done");
+    assert_eq!(up_close.data["masked"], true);
+    assert!(messages
+        .iter()
+        .any(|a| a.data["direction"] == "down" && a.data["opcode"] == "close"));
+    assert!(
+        !run.entries.iter().any(|r| matches!(&r.entry,
+            Entry::Annotation(a) if a.by == "websocket" && a.topic == "parse_error")),
+        "framing parsed cleanly"
+    );
+
+    let verify = std::process::Command::new(harness_tests::harness_bin())
+        .arg("verify")
+        .arg(s.dir.join("ledger"))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // The timeline tells the conversation: each message, its direction, its text.
+    let log = std::process::Command::new(harness_tests::harness_bin())
+        .arg("log")
+        .arg(s.dir.join("ledger"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&log.stdout);
+    // Each direction in order (the two directions may interleave either way).
+    let up = [
+        "GET /ws → 101".to_owned(),
+        format!("websocket ↑ text \"{text}\""),
+        "websocket ↑ binary 6 bytes: 00 01 02 80 fe ff".to_owned(),
+        "websocket ↑ close 1000 \"done\"".to_owned(),
+    ];
+    let down = [
+        "GET /ws → 101".to_owned(),
+        format!("websocket ↓ text \"{prefix}{text}\""),
+        "websocket ↓ binary 12 bytes: 65 63 68 6f 3a 20 00 01 02 80 fe ff".to_owned(),
+        "websocket ↓ close 1000".to_owned(),
+    ];
+    for order in [up, down] {
+        let mut last = 0;
+        for needle in &order {
+            let at = log
+                .find(needle.as_str())
+                .unwrap_or_else(|| panic!("{needle:?} not in the timeline:\n{log}"));
+            assert!(at >= last, "{needle:?} out of order:\n{log}");
+            last = at;
+        }
+    }
+    assert!(!log.contains("non-HTTP bytes"), "{log}");
+}

@@ -109,6 +109,13 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
     }
     let mut shown_exchanges = std::collections::HashSet::new();
     let mut tokens = (0u64, 0u64);
+    // Connections whose upgraded bytes were decoded as WebSocket (their messages speak).
+    let ws_conns: std::collections::HashSet<u64> = log
+        .other_notes
+        .iter()
+        .filter(|n| n.annotation.by == "websocket")
+        .filter_map(|n| n.annotation.data.get("conn").and_then(Value::as_u64))
+        .collect();
     for item in &log.items {
         match &item.entry {
             Entry::SessionOpen(_) => {
@@ -202,14 +209,41 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
             Entry::Recovery(r) => {
                 let _ = writeln!(out, "{}  recovery: {}", clock(&item.ts), r.reason);
             }
-            Entry::Data(d) if d.index == 0 && d.direction == crate::ledger::Direction::Up => {
+            Entry::Data(d)
+                if d.index == 0
+                    && d.direction == crate::ledger::Direction::Up
+                    && !ws_conns.contains(&d.conn) =>
+            {
                 let host = log.conn(d.conn).and_then(|c| c.host()).unwrap_or_default();
+                let upgraded = log.exchanges.iter().any(|x| x.conn == d.conn);
                 let _ = writeln!(
                     out,
-                    "{}  {} → {host}  non-HTTP bytes (conn {})",
+                    "{}  {} → {host}  {} ({:?}, conn {})",
                     clock(&item.ts),
                     who(log.conn(d.conn).and_then(|c| c.pid())),
+                    if upgraded {
+                        "bytes after the HTTP upgrade"
+                    } else {
+                        "non-HTTP bytes"
+                    },
+                    d.direction,
                     d.conn
+                );
+            }
+            Entry::Annotation(a) if a.by == "websocket" => {
+                let c = a
+                    .data
+                    .get("conn")
+                    .and_then(Value::as_u64)
+                    .and_then(|c| log.conn(c));
+                let _ = writeln!(
+                    out,
+                    "{}  #{:<4} {} → {}  {}",
+                    clock(&item.ts),
+                    a.of_seq,
+                    who(c.and_then(|c| c.pid())),
+                    c.and_then(|c| c.host()).unwrap_or_default(),
+                    websocket(&a.topic, &a.data, limits)
                 );
             }
             Entry::SessionClose(c) => {
@@ -431,6 +465,65 @@ fn exchange(
             ctype
         );
     }
+}
+
+/// A `websocket.message` (or the decoder's `parse_error`) in a few words: direction, opcode,
+/// the text clipped, a binary payload's length and first bytes, a close's code and reason.
+pub fn websocket(topic: &str, d: &Value, limits: Limits) -> String {
+    let arrow = if d.get("direction").and_then(Value::as_str) == Some("up") {
+        "↑"
+    } else {
+        "↓"
+    };
+    if topic != "websocket.message" {
+        return format!(
+            "websocket {arrow} frames not parsed from {} on: {}",
+            d.get("where").and_then(Value::as_str).unwrap_or("?"),
+            d.get("error").and_then(Value::as_str).unwrap_or("?")
+        );
+    }
+    let op = d.get("opcode").and_then(Value::as_str).unwrap_or("?");
+    let len = d.get("len").and_then(Value::as_u64).unwrap_or(0);
+    let text = d.get("text").and_then(Value::as_str);
+    let what = match (op, text) {
+        ("close", _) => match d.get("code").and_then(Value::as_u64) {
+            Some(code) => format!(
+                "{code} \"{}\"",
+                clip(
+                    d.get("reason").and_then(Value::as_str).unwrap_or(""),
+                    limits.text
+                )
+            ),
+            None => "(no status)".into(),
+        },
+        ("text", Some(t)) => format!("\"{}\"", clip(t, limits.text)),
+        _ => {
+            use base64::Engine as _;
+            let bytes = match text {
+                Some(t) => t.as_bytes().to_vec(),
+                None => d
+                    .get("base64")
+                    .and_then(Value::as_str)
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                    .unwrap_or_default(),
+            };
+            let head: Vec<String> = bytes.iter().take(16).map(|b| format!("{b:02x}")).collect();
+            let more = if len > 16 { " …" } else { "" };
+            format!(
+                "{len} bytes{}{}{more}",
+                if head.is_empty() { "" } else { ": " },
+                head.join(" ")
+            )
+        }
+    };
+    let mut notes = String::new();
+    if d.get("compressed").and_then(Value::as_bool) == Some(true) {
+        notes.push_str(" (permessage-deflate: compressed bytes)");
+    }
+    if d.get("truncated").and_then(Value::as_bool) == Some(true) {
+        let _ = write!(notes, " (recorded message cut; {len} bytes in all)");
+    }
+    format!("websocket {arrow} {op} {what}{notes}")
 }
 
 /// Text of an MCP tool result: its text content joined, else its JSON.
@@ -675,6 +768,16 @@ impl Live {
                             }
                         }
                     }
+                    _ if a.by == "websocket" => {
+                        let c = a.data.get("conn").and_then(Value::as_u64).unwrap_or(0);
+                        let _ = writeln!(
+                            body,
+                            "{t}  #{:<4} {}  {}",
+                            a.of_seq,
+                            conn(c, &self.conns),
+                            websocket(&a.topic, &a.data, self.limits)
+                        );
+                    }
                     _ => {}
                 }
                 out.push_str(&body);
@@ -748,5 +851,41 @@ impl Live {
             _ => {}
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn websocket_messages_in_a_few_words() {
+        let l = Limits::default();
+        let text = json!({"direction": "up", "opcode": "text", "len": 7, "text": "héllo\n✓", "truncated": false});
+        assert_eq!(
+            websocket("websocket.message", &text, l),
+            "websocket ↑ text \"héllo ✓\""
+        );
+        let binary = json!({"direction": "down", "opcode": "binary", "len": 20, "base64": "AAECgP7/", "truncated": true});
+        assert_eq!(
+            websocket("websocket.message", &binary, l),
+            "websocket ↓ binary 20 bytes: 00 01 02 80 fe ff … (recorded message cut; 20 bytes in all)"
+        );
+        let close = json!({"direction": "up", "opcode": "close", "len": 6, "code": 1000, "reason": "done", "base64": "A+hkb25l"});
+        assert_eq!(
+            websocket("websocket.message", &close, l),
+            "websocket ↑ close 1000 \"done\""
+        );
+        let ping = json!({"direction": "down", "opcode": "ping", "len": 0, "text": ""});
+        assert_eq!(
+            websocket("websocket.message", &ping, l),
+            "websocket ↓ ping 0 bytes"
+        );
+        let bad = json!({"direction": "down", "where": "byte 12", "error": "reserved opcode 0x3"});
+        assert_eq!(
+            websocket("parse_error", &bad, l),
+            "websocket ↓ frames not parsed from byte 12 on: reserved opcode 0x3"
+        );
     }
 }

@@ -10,6 +10,8 @@
 //!   `place_order` tool itself calls the brokerage API over HTTPS,
 //! - a brokerage JSON API, `GET /v1/quotes/{symbol}` and `POST /v1/orders`,
 //! - `GET /bytes/{n}` and `POST /upload` for large bodies in bounded memory,
+//! - `GET /ws`: a WebSocket echo (HTTP/1.1 upgrade; text and binary messages come back
+//!   prefixed with [`ECHO_PREFIX`], pings get pongs, a close is answered),
 //! - `GET /__peer/log`: every request received, as JSON (also [`Peer::requests`]).
 //!
 //! Any request can be made to fail with the header `x-peer-fail` (see [`Fail`]), or every
@@ -55,6 +57,7 @@ mod openai;
 mod reply;
 mod server;
 mod sse;
+mod websocket;
 
 pub use bulk::{bytes_sha256, pseudo_random_bytes};
 pub use ca::{ServerCert, TestCa};
@@ -63,6 +66,7 @@ pub use fail::{Fail, FailRule, DEFAULT_HANG, DEFAULT_SLOW};
 pub use log::{BodyRecord, Exchange, Outbound, ResponseRecord, KEEP_BODY_LIMIT};
 pub use reply::{Reply, ToolCall};
 pub use server::{BlockingPeer, Peer, PeerBuilder, Upstream, DEFAULT_EVENT_DELAY};
+pub use websocket::ECHO_PREFIX;
 
 use std::path::{Path, PathBuf};
 

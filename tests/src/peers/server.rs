@@ -26,7 +26,7 @@ use super::client::Client;
 use super::fail::{Fail, FailRule};
 use super::log::{lock, BodyHasher, Exchange, Log, Outbound};
 use super::reply::Reply;
-use super::{anthropic, broker, bulk, gemini, mcp, openai, read_pem_certs, Error};
+use super::{anthropic, broker, bulk, gemini, mcp, openai, read_pem_certs, websocket, Error};
 
 /// Request bodies above this size are refused with 413 (except `/upload`, which streams).
 const MAX_BUFFERED_BODY: u64 = 64 << 20;
@@ -503,7 +503,7 @@ where
         })
     };
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::select! {
         _ = conn => {}
         _ = ctl.killed() => {}
@@ -516,8 +516,9 @@ async fn handle(
     shared: Arc<Shared>,
     info: ConnInfo,
     ctl: Arc<ConnCtl>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<OutBody> {
+    let upgrade = (req.uri().path() == "/ws").then(|| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
     let path = parts.uri.path().to_string();
     if let Some(internal) = path.strip_prefix("/__peer/") {
@@ -637,6 +638,9 @@ async fn handle(
         _ => {}
     }
 
+    if path == "/ws" && parts.method == Method::GET {
+        return websocket::accept(&parts.headers, upgrade);
+    }
     let ctx = Ctx {
         shared: shared.clone(),
         seq,

@@ -1,0 +1,676 @@
+//! WebSocket frames (RFC 6455 §5) decoded as they pass an upgraded connection, so that the
+//! ledger says what each message was and not only which bytes passed.
+//!
+//! The raw `data` entries of the relay stay the record of truth (exact bytes, each durable
+//! before it was written on); this module only *reads* them and adds one `websocket.message`
+//! annotation per message (data and control), referencing the `data` entry that completed it.
+//! Client frames are unmasked; fragmented messages (continuation frames, with control frames
+//! between them) are joined; frames split across reads and many frames in one read are both
+//! fine, since the decoder keeps its state between reads and never buffers more than a frame
+//! header plus [`MESSAGE_CAP`] bytes of one data message and one control frame.
+//!
+//! Malformed framing (a reserved opcode, a fragmented or oversized control frame, a
+//! continuation with nothing to continue, a 64-bit length with its top bit set) never touches
+//! the relay: it is annotated once, as a `parse_error`, and that direction is decoded no further.
+//!
+//! permessage-deflate (RFC 7692) is not inflated: a message whose first frame has RSV1 set on a
+//! connection that negotiated the extension is annotated `compressed: true` with its payload as
+//! it passed (base64). Inflating would need the sliding window of every earlier message of the
+//! connection (context takeover) and gives nothing the raw bytes do not already prove.
+//!
+//! ```
+//! use harness::websocket::{Decoder, Event, Opcode};
+//! let mut d = Decoder::new(1024);
+//! // A masked text frame "Hi", split across two reads.
+//! let frame = [0x81, 0x82, 1, 2, 3, 4, b'H' ^ 1, b'i' ^ 2];
+//! assert!(d.push(&frame[..3], 7).is_empty());
+//! let events = d.push(&frame[3..], 8);
+//! let Event::Message(m) = &events[0] else { panic!() };
+//! assert_eq!((m.opcode, m.payload.as_slice(), m.start), (Opcode::Text, &b"Hi"[..], 7));
+//! ```
+use crate::ledger::{Annotation, Direction, Durable, Entry};
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+
+/// How much of one message's payload an annotation holds; the rest is only counted (`len`) and
+/// the annotation says `truncated: true`. The `data` entries hold every byte regardless.
+pub const MESSAGE_CAP: usize = 1024 * 1024;
+
+/// A frame's opcode (RFC 6455 §5.2); reserved opcodes are malformed framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opcode {
+    /// 0x0: a further fragment of the message in progress.
+    Continuation,
+    /// 0x1: UTF-8 text.
+    Text,
+    /// 0x2: binary data.
+    Binary,
+    /// 0x8: close (optional status code and reason).
+    Close,
+    /// 0x9: ping.
+    Ping,
+    /// 0xA: pong.
+    Pong,
+}
+
+impl Opcode {
+    fn parse(bits: u8) -> Option<Opcode> {
+        Some(match bits {
+            0x0 => Opcode::Continuation,
+            0x1 => Opcode::Text,
+            0x2 => Opcode::Binary,
+            0x8 => Opcode::Close,
+            0x9 => Opcode::Ping,
+            0xA => Opcode::Pong,
+            _ => return None,
+        })
+    }
+
+    fn is_control(self) -> bool {
+        matches!(self, Opcode::Close | Opcode::Ping | Opcode::Pong)
+    }
+
+    /// The name annotations use: `text`, `binary`, `close`, `ping`, `pong` (`continuation`
+    /// never names a message).
+    pub fn name(self) -> &'static str {
+        match self {
+            Opcode::Continuation => "continuation",
+            Opcode::Text => "text",
+            Opcode::Binary => "binary",
+            Opcode::Close => "close",
+            Opcode::Ping => "ping",
+            Opcode::Pong => "pong",
+        }
+    }
+}
+
+/// One whole message (a data message, all its fragments joined, or one control frame).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Text, binary, close, ping or pong.
+    pub opcode: Opcode,
+    /// The payload, unmasked, at most the decoder's cap.
+    pub payload: Vec<u8>,
+    /// The whole payload's length (more than `payload.len()` when it was cut at the cap).
+    pub len: u64,
+    /// How many frames carried it.
+    pub frames: u32,
+    /// Whether its frames were masked (client frames must be, server frames must not be).
+    pub masked: bool,
+    /// RSV1 on its first frame (permessage-deflate: the payload is compressed).
+    pub rsv1: bool,
+    /// The tag of the read in which its first byte arrived.
+    pub start: u64,
+}
+
+impl Message {
+    /// Whether the payload was cut at the cap.
+    pub fn truncated(&self) -> bool {
+        self.len > self.payload.len() as u64
+    }
+}
+
+/// What a read completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message ended.
+    Message(Message),
+    /// The framing could not be parsed from `offset` (bytes into this direction) on; the
+    /// decoder reports nothing more.
+    Malformed {
+        /// Where the offending frame began.
+        offset: u64,
+        /// What was wrong.
+        error: String,
+    },
+}
+
+/// The frame whose payload is being read.
+struct Frame {
+    fin: bool,
+    control: bool,
+    mask: Option<[u8; 4]>,
+    remaining: u64,
+    done: u64,
+}
+
+/// Decodes one direction of a WebSocket connection, read by read.
+pub struct Decoder {
+    cap: usize,
+    offset: u64,
+    head: Vec<u8>,
+    head_offset: u64,
+    head_tag: u64,
+    frame: Option<Frame>,
+    data: Option<Message>,
+    control: Option<Message>,
+    failed: bool,
+}
+
+impl Decoder {
+    /// A decoder keeping at most `cap` payload bytes of each message.
+    pub fn new(cap: usize) -> Decoder {
+        Decoder {
+            cap,
+            offset: 0,
+            head: Vec::with_capacity(14),
+            head_offset: 0,
+            head_tag: 0,
+            frame: None,
+            data: None,
+            control: None,
+            failed: false,
+        }
+    }
+
+    /// Feeds the next bytes of the direction; `tag` names this read (the relay passes the
+    /// `seq` of its `data` entry) and becomes [`Message::start`] of messages beginning in it.
+    /// Returns the messages these bytes completed, in order, or one [`Event::Malformed`].
+    pub fn push(&mut self, mut bytes: &[u8], tag: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        while !bytes.is_empty() && !self.failed {
+            let Some(frame) = self.frame.as_mut() else {
+                if self.head.is_empty() {
+                    self.head_offset = self.offset;
+                    self.head_tag = tag;
+                }
+                let need = header_len(&self.head).unwrap_or(2);
+                let take = (need - self.head.len()).min(bytes.len());
+                self.head.extend_from_slice(&bytes[..take]);
+                bytes = &bytes[take..];
+                self.offset += take as u64;
+                if header_len(&self.head) == Some(self.head.len()) {
+                    if let Err(error) = self.begin_frame() {
+                        self.failed = true;
+                        events.push(Event::Malformed {
+                            offset: self.head_offset,
+                            error,
+                        });
+                        break;
+                    }
+                    self.head.clear();
+                    // A frame with an empty payload ends with its header.
+                    if let Some(m) = self.end_frame_if_done() {
+                        events.push(Event::Message(m));
+                    }
+                }
+                continue;
+            };
+            let take = frame.remaining.min(bytes.len() as u64) as usize;
+            let (chunk, rest) = bytes.split_at(take);
+            let target = if frame.control {
+                self.control.as_mut()
+            } else {
+                self.data.as_mut()
+            };
+            // begin_frame always sets the message a frame belongs to.
+            let message = target.expect("a frame in progress belongs to a message");
+            let room = self.cap.saturating_sub(message.payload.len()).min(take);
+            let start = message.payload.len();
+            message.payload.extend_from_slice(&chunk[..room]);
+            if let Some(mask) = frame.mask {
+                for (i, b) in message.payload[start..].iter_mut().enumerate() {
+                    *b ^= mask[((frame.done + i as u64) % 4) as usize];
+                }
+            }
+            message.len += take as u64;
+            frame.remaining -= take as u64;
+            frame.done += take as u64;
+            self.offset += take as u64;
+            bytes = rest;
+            if let Some(m) = self.end_frame_if_done() {
+                events.push(Event::Message(m));
+            }
+        }
+        events
+    }
+
+    /// Starts the frame whose complete header is in `head`.
+    fn begin_frame(&mut self) -> Result<(), String> {
+        let h = &self.head;
+        let fin = h[0] & 0x80 != 0;
+        let rsv1 = h[0] & 0x40 != 0;
+        let opcode = Opcode::parse(h[0] & 0x0f)
+            .ok_or_else(|| format!("reserved opcode 0x{:x}", h[0] & 0x0f))?;
+        let masked = h[1] & 0x80 != 0;
+        let (len, at) = match h[1] & 0x7f {
+            126 => (u64::from(u16::from_be_bytes([h[2], h[3]])), 4),
+            127 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&h[2..10]);
+                let len = u64::from_be_bytes(b);
+                if len >> 63 != 0 {
+                    return Err("64-bit payload length with its most significant bit set".into());
+                }
+                (len, 10)
+            }
+            n => (u64::from(n), 2),
+        };
+        let mask = masked.then(|| [h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        let control = opcode.is_control();
+        if control && (!fin || len > 125) {
+            return Err(format!(
+                "{} frame {} (control frames are single frames of at most 125 bytes)",
+                opcode.name(),
+                if fin {
+                    "longer than 125 bytes"
+                } else {
+                    "fragmented"
+                }
+            ));
+        }
+        let fresh = |opcode| Message {
+            opcode,
+            payload: Vec::new(),
+            len: 0,
+            frames: 0,
+            masked,
+            rsv1,
+            start: self.head_tag,
+        };
+        match opcode {
+            Opcode::Continuation if self.data.is_none() => {
+                return Err("continuation frame with no fragmented message to continue".into())
+            }
+            Opcode::Continuation => {}
+            Opcode::Text | Opcode::Binary if self.data.is_some() => {
+                return Err(format!(
+                    "{} frame begins a new message before the fragmented one ended",
+                    opcode.name()
+                ))
+            }
+            Opcode::Text | Opcode::Binary => self.data = Some(fresh(opcode)),
+            Opcode::Close | Opcode::Ping | Opcode::Pong => self.control = Some(fresh(opcode)),
+        }
+        let message = if control {
+            self.control.as_mut()
+        } else {
+            self.data.as_mut()
+        };
+        if let Some(m) = message {
+            m.frames += 1;
+        }
+        self.frame = Some(Frame {
+            fin,
+            control,
+            mask,
+            remaining: len,
+            done: 0,
+        });
+        Ok(())
+    }
+
+    /// Ends the current frame if its payload is all read; returns the message it completed.
+    fn end_frame_if_done(&mut self) -> Option<Message> {
+        let frame = self.frame.take_if(|f| f.remaining == 0)?;
+        if frame.control {
+            self.control.take()
+        } else if frame.fin {
+            self.data.take()
+        } else {
+            None
+        }
+    }
+}
+
+/// The full header length once enough of it is known (2, 4 or 10 bytes, plus 4 when masked).
+fn header_len(head: &[u8]) -> Option<usize> {
+    let b = *head.get(1)?;
+    let ext = match b & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    Some(2 + ext + if b & 0x80 != 0 { 4 } else { 0 })
+}
+
+// === Tap ===
+
+/// One direction of an upgraded WebSocket connection as the relay sees it: each read, once its
+/// `data` entry is durable, is decoded and the messages it completed become annotations.
+pub struct Tap {
+    decoder: Decoder,
+    conn: u64,
+    direction: Direction,
+    deflate: bool,
+    index: u64,
+}
+
+impl Tap {
+    /// A tap for `direction` of connection `conn`; `deflate` when the 101 response negotiated
+    /// permessage-deflate.
+    pub fn new(conn: u64, direction: Direction, deflate: bool) -> Tap {
+        Tap {
+            decoder: Decoder::new(MESSAGE_CAP),
+            conn,
+            direction,
+            deflate,
+            index: 0,
+        }
+    }
+
+    fn direction(&self) -> &'static str {
+        match self.direction {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        }
+    }
+
+    fn message(&mut self, m: Message) -> (&'static str, Value) {
+        let compressed = self.deflate && m.rsv1;
+        let mut data = Map::new();
+        data.insert("conn".into(), self.conn.into());
+        data.insert("direction".into(), self.direction().into());
+        data.insert("index".into(), self.index.into());
+        data.insert("opcode".into(), m.opcode.name().into());
+        data.insert("len".into(), m.len.into());
+        data.insert("frames".into(), m.frames.into());
+        data.insert("masked".into(), m.masked.into());
+        data.insert("truncated".into(), m.truncated().into());
+        data.insert("from_seq".into(), m.start.into());
+        if compressed {
+            data.insert("compressed".into(), true.into());
+        }
+        match std::str::from_utf8(&m.payload) {
+            Ok(text) if !compressed => data.insert("text".into(), text.into()),
+            _ => data.insert(
+                "base64".into(),
+                base64::engine::general_purpose::STANDARD
+                    .encode(&m.payload)
+                    .into(),
+            ),
+        };
+        if m.opcode == Opcode::Close && !compressed {
+            if let [hi, lo, reason @ ..] = m.payload.as_slice() {
+                data.insert("code".into(), u16::from_be_bytes([*hi, *lo]).into());
+                data.insert(
+                    "reason".into(),
+                    String::from_utf8_lossy(reason).into_owned().into(),
+                );
+            }
+        }
+        self.index += 1;
+        ("websocket.message", Value::Object(data))
+    }
+}
+
+impl crate::record::Watch for Tap {
+    fn watch(&mut self, bytes: &[u8], recorded: &Durable) -> Vec<Entry> {
+        self.decoder
+            .push(bytes, recorded.seq())
+            .into_iter()
+            .map(|event| {
+                let (topic, data) = match event {
+                    Event::Message(m) => self.message(m),
+                    Event::Malformed { offset, error } => (
+                        "parse_error",
+                        json!({
+                            "conn": self.conn,
+                            "direction": self.direction(),
+                            "what": format!("websocket frames ({})", self.direction()),
+                            "where": format!("byte {offset}"),
+                            "error": error,
+                        }),
+                    ),
+                };
+                Entry::Annotation(Annotation {
+                    of_seq: recorded.seq(),
+                    of_hash: recorded.hash_hex(),
+                    by: "websocket".into(),
+                    topic: topic.into(),
+                    data,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether a 101 response switched to WebSocket (`Upgrade: websocket`), and whether it
+/// negotiated permessage-deflate.
+pub fn negotiated(headers: &http::HeaderMap) -> Option<bool> {
+    let has = |name: http::header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split([',', ';'])
+                    .any(|t| t.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    has(http::header::UPGRADE, "websocket")
+        .then(|| has(http::header::SEC_WEBSOCKET_EXTENSIONS, "permessage-deflate"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One frame as a sender would write it.
+    fn frame(fin: bool, opcode: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        let m = if mask.is_some() { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => out.push(m | n as u8),
+            n if n <= 0xffff => {
+                out.push(m | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(m | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        match mask {
+            Some(k) => {
+                out.extend_from_slice(&k);
+                out.extend(payload.iter().enumerate().map(|(i, b)| b ^ k[i % 4]));
+            }
+            None => out.extend_from_slice(payload),
+        }
+        out
+    }
+
+    fn messages(events: Vec<Event>) -> Vec<Message> {
+        events
+            .into_iter()
+            .map(|e| match e {
+                Event::Message(m) => m,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    const KEY: Option<[u8; 4]> = Some([0x37, 0xfa, 0x21, 0x3d]);
+
+    #[test]
+    fn masked_and_unmasked_text() {
+        for mask in [None, KEY] {
+            let mut d = Decoder::new(MESSAGE_CAP);
+            let m = messages(d.push(&frame(true, 1, mask, "héllo ✓".as_bytes()), 3));
+            assert_eq!(m.len(), 1);
+            assert_eq!(m[0].opcode, Opcode::Text);
+            assert_eq!(m[0].payload, "héllo ✓".as_bytes());
+            assert_eq!(m[0].masked, mask.is_some());
+            assert_eq!((m[0].frames, m[0].start), (1, 3));
+        }
+    }
+
+    #[test]
+    fn many_frames_in_one_read_and_empty_payloads() {
+        let mut bytes = frame(true, 1, KEY, b"one");
+        bytes.extend(frame(true, 2, KEY, &[0, 1, 2, 255]));
+        bytes.extend(frame(true, 9, KEY, b""));
+        bytes.extend(frame(true, 1, KEY, b""));
+        let m = messages(Decoder::new(64).push(&bytes, 0));
+        let got: Vec<_> = m.iter().map(|m| (m.opcode, m.payload.clone())).collect();
+        assert_eq!(
+            got,
+            [
+                (Opcode::Text, b"one".to_vec()),
+                (Opcode::Binary, vec![0, 1, 2, 255]),
+                (Opcode::Ping, vec![]),
+                (Opcode::Text, vec![]),
+            ]
+        );
+    }
+
+    #[test]
+    fn split_at_every_byte() {
+        let payload: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        let mut bytes = frame(true, 2, KEY, &payload);
+        bytes.extend(frame(true, 1, None, b"after"));
+        let mut d = Decoder::new(MESSAGE_CAP);
+        let mut got = Vec::new();
+        for (i, b) in bytes.iter().enumerate() {
+            got.extend(messages(d.push(std::slice::from_ref(b), i as u64)));
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].payload, payload);
+        assert_eq!(got[0].len, 300);
+        assert_eq!(
+            got[0].start, 0,
+            "tag of the read holding the first header byte"
+        );
+        assert_eq!(got[1].payload, b"after");
+        assert_eq!(got[1].start, (bytes.len() - 7) as u64);
+    }
+
+    #[test]
+    fn sixteen_and_sixty_four_bit_lengths() {
+        for n in [125usize, 126, 65_535, 65_536, 70_000] {
+            let payload = vec![b'x'; n];
+            let bytes = frame(true, 2, KEY, &payload);
+            let expected_header = 2
+                + 4
+                + if n < 126 {
+                    0
+                } else if n <= 0xffff {
+                    2
+                } else {
+                    8
+                };
+            assert_eq!(bytes.len(), n + expected_header);
+            let m = messages(Decoder::new(MESSAGE_CAP).push(&bytes, 0));
+            assert_eq!(m[0].payload, payload, "{n}");
+        }
+    }
+
+    #[test]
+    fn fragments_are_joined_around_a_control_frame() {
+        let mut bytes = frame(false, 1, KEY, b"Hel");
+        bytes.extend(frame(true, 9, KEY, b"ping!"));
+        bytes.extend(frame(false, 0, KEY, b"lo, "));
+        bytes.extend(frame(true, 0, KEY, "wörld".as_bytes()));
+        let mut d = Decoder::new(MESSAGE_CAP);
+        let (a, b) = bytes.split_at(5);
+        let mut m = messages(d.push(a, 1));
+        m.extend(messages(d.push(b, 2)));
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            (m[0].opcode, m[0].payload.as_slice()),
+            (Opcode::Ping, &b"ping!"[..])
+        );
+        assert_eq!(m[0].start, 2);
+        assert_eq!(m[1].opcode, Opcode::Text);
+        assert_eq!(m[1].payload, "Hello, wörld".as_bytes());
+        assert_eq!((m[1].frames, m[1].start), (3, 1));
+    }
+
+    #[test]
+    fn payload_is_capped_and_the_length_counted() {
+        let payload = [7u8; 100];
+        let mut bytes = frame(false, 2, KEY, &payload[..60]);
+        bytes.extend(frame(true, 0, KEY, &payload[60..]));
+        let m = messages(Decoder::new(50).push(&bytes, 0));
+        assert_eq!(m[0].payload, vec![7u8; 50]);
+        assert_eq!(m[0].len, 100);
+        assert!(m[0].truncated());
+    }
+
+    #[test]
+    fn close_with_code_and_reason() {
+        let mut payload = 1000u16.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"bye");
+        let m = messages(Decoder::new(64).push(&frame(true, 8, None, &payload), 0));
+        assert_eq!(m[0].opcode, Opcode::Close);
+        let mut tap = Tap::new(5, Direction::Down, false);
+        let (topic, data) = tap.message(m[0].clone());
+        assert_eq!(topic, "websocket.message");
+        assert_eq!(data["code"], 1000);
+        assert_eq!(data["reason"], "bye");
+        assert_eq!(data["opcode"], "close");
+        assert_eq!(data["direction"], "down");
+        assert_eq!(data["conn"], 5);
+    }
+
+    #[test]
+    fn annotation_data_text_binary_and_compressed() {
+        let mut tap = Tap::new(5, Direction::Up, true);
+        let mut bytes = frame(true, 1, KEY, "naïve ✓".as_bytes());
+        bytes.extend(frame(true, 2, KEY, &[0xff, 0x00]));
+        let mut compressed = frame(true, 1, KEY, &[0xf2, 0x48, 0x05, 0x00]);
+        compressed[0] |= 0x40;
+        bytes.extend(compressed);
+        let m = messages(Decoder::new(64).push(&bytes, 4));
+        let notes: Vec<_> = m.into_iter().map(|m| tap.message(m).1).collect();
+        assert_eq!(notes[0]["text"], "naïve ✓");
+        assert_eq!(notes[0]["index"], 0);
+        assert_eq!(notes[0]["masked"], true);
+        assert_eq!(notes[0]["from_seq"], 4);
+        assert_eq!(notes[1]["base64"], "/wA=");
+        assert_eq!(notes[1]["index"], 1);
+        assert_eq!(notes[2]["compressed"], true);
+        assert_eq!(notes[2]["base64"], "8kgFAA==");
+        assert!(notes[0].get("compressed").is_none());
+    }
+
+    #[test]
+    fn malformed_framing_is_reported_once_then_decoding_stops() {
+        let cases: [(Vec<u8>, &str); 5] = [
+            (vec![0x83, 0x00], "reserved opcode 0x3"),
+            (frame(false, 9, None, b"x"), "fragmented"),
+            (frame(true, 8, None, &[0; 126]), "longer than 125"),
+            (frame(true, 0, None, b"x"), "no fragmented message"),
+            (
+                [0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0].to_vec(),
+                "most significant bit",
+            ),
+        ];
+        for (bad, why) in cases {
+            let mut d = Decoder::new(64);
+            let mut bytes = frame(true, 1, None, b"ok");
+            let at = bytes.len() as u64;
+            bytes.extend(bad);
+            let events = d.push(&bytes, 0);
+            assert_eq!(events.len(), 2, "{why}: {events:?}");
+            match &events[1] {
+                Event::Malformed { offset, error } => {
+                    assert_eq!(*offset, at);
+                    assert!(error.contains(why), "{error}");
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(d.push(&frame(true, 1, None, b"later"), 1).is_empty());
+        }
+        let mut d = Decoder::new(64);
+        let mut bytes = frame(false, 1, None, b"a");
+        bytes.extend(frame(true, 2, None, b"b"));
+        assert!(matches!(&d.push(&bytes, 0)[..], [Event::Malformed { .. }]));
+    }
+
+    #[test]
+    fn only_websocket_upgrades_are_decoded() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(negotiated(&h), None);
+        h.insert("upgrade", "h2c".parse().unwrap());
+        assert_eq!(negotiated(&h), None);
+        h.insert("upgrade", "WebSocket".parse().unwrap());
+        assert_eq!(negotiated(&h), Some(false));
+        h.insert(
+            "sec-websocket-extensions",
+            "permessage-deflate; client_max_window_bits"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(negotiated(&h), Some(true));
+    }
+}
