@@ -46,10 +46,12 @@ impl Bench {
         serde_json::from_slice(&out.stdout).expect("loadgen JSON")
     }
 
-    /// Runs `loadgen ARGS` inside `harness run` (trusting what harness gives it).
-    fn enclosed(&self, args: &[&str]) -> serde_json::Value {
+    /// Runs `loadgen ARGS` inside `harness run` (trusting what harness gives it); also the CPU
+    /// time harness itself (daemon and recorder, not the enclosed loadgen) spent.
+    fn enclosed(&self, args: &[&str]) -> (serde_json::Value, Duration) {
         let out = self.harness(&[&[bin("loadgen").to_str().unwrap()], args].concat(), false);
-        serde_json::from_slice(&out.stdout).expect("loadgen JSON")
+        let v = serde_json::from_slice(&out.stdout).expect("loadgen JSON");
+        (v, out.cpu)
     }
 
     fn harness(&self, command: &[&str], measure_rss: bool) -> Output {
@@ -70,11 +72,13 @@ impl Bench {
             .spawn()
             .expect("harness run");
         let mut peak_kib = 0;
-        if measure_rss {
-            while child.try_wait().expect("wait").is_none() {
+        let mut cpu = Duration::ZERO;
+        while child.try_wait().expect("wait").is_none() {
+            if measure_rss {
                 peak_kib = peak_kib.max(harness_tests::vm_hwm_kib(child.id()));
-                std::thread::sleep(Duration::from_millis(20));
             }
+            cpu = cpu.max(cpu_time(child.id()));
+            std::thread::sleep(Duration::from_millis(10));
         }
         let out = child.wait_with_output().expect("harness run");
         assert!(
@@ -85,6 +89,7 @@ impl Bench {
         Output {
             stdout: out.stdout,
             peak_kib,
+            cpu,
         }
     }
 }
@@ -92,6 +97,26 @@ impl Bench {
 struct Output {
     stdout: Vec<u8>,
     peak_kib: u64,
+    /// User + system CPU time of the `harness run` process (its own threads, not the command),
+    /// as last seen before it exited.
+    cpu: Duration,
+}
+
+/// User + system CPU time of process `pid` so far (`/proc/PID/stat` fields 14 and 15).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
 fn ulid() -> String {
@@ -166,7 +191,7 @@ fn main() {
             requests.as_str(),
         ];
         let direct = bench.direct(&args);
-        let through = bench.enclosed(&args);
+        let (through, cpu) = bench.enclosed(&args);
         let added = f(&through, "p50_ms") - f(&direct, "p50_ms");
         for (label, v) in [
             (format!("direct, {concurrency} client(s)"), &direct),
@@ -194,12 +219,21 @@ fn main() {
             fsync + 0.3,
             if added <= fsync + 0.3 { "met" } else { "NOT met" }
         );
+        // With every client always waiting on its answer, latency is concurrency / throughput
+        // (Little's law) once a resource saturates: this says how much CPU harness needs.
+        let n: f64 = requests.parse().unwrap_or(f64::NAN);
+        println!(
+            "  harness CPU: {:.0} µs per request ({:.2} s for {n:.0}); {concurrency} / req/s = {:.3} ms",
+            cpu.as_secs_f64() * 1e6 / n,
+            cpu.as_secs_f64(),
+            concurrency.parse::<f64>().unwrap_or(f64::NAN) / f(&through, "rps") * 1000.0,
+        );
     }
     let rounds = env_or("HARNESS_BENCH_SSE_ROUNDS", 50).to_string();
     let url = peer.url("/v1/messages");
     let args = ["sse", url.as_str(), addr.as_str(), rounds.as_str()];
     let direct = bench.direct(&args);
-    let through = bench.enclosed(&args);
+    let (through, _) = bench.enclosed(&args);
     println!(
         "time to first SSE byte (p50): direct {:.3} ms, harness {:.3} ms, added {:.3} ms ({:.2}x)",
         f(&direct, "ttfb_p50_ms"),
