@@ -446,9 +446,7 @@ fn exchange(
     }
     let calls: Vec<&McpCall> = corr.calls.iter().filter(|c| c.exchange == i).collect();
     let llm = x.note("llm_response").or(x.note("llm_request"));
-    // (role suffix, tool name, harness kind, parameters hash, its pre-image, call extras,
-    //  response extras, whether the call itself failed)
-    let mut pairs: Vec<(String, String, &str, String, &str, Map<String, Value>, bool)> = Vec::new();
+    let mut pairs: Vec<Call> = Vec::new();
     if let Some(resp) = llm {
         let note_req = x.note("llm_request");
         let pick = |k: &str| {
@@ -472,15 +470,15 @@ fn exchange(
             resp_detail["usage"] = r.get("usage").cloned().unwrap_or(Value::Null);
             resp_detail["tool_calls"] = r.get("tool_calls").cloned().unwrap_or(json!([]));
         }
-        pairs.push((
-            "0".into(),
+        pairs.push(Call {
+            index: "0".into(),
             name,
-            "llm_call",
-            input_hash.clone(),
-            "the exact request body",
-            Map::new(),
-            false,
-        ));
+            kind: "llm_call",
+            params: input_hash.clone(),
+            over: "the exact request body",
+            extra: Map::new(),
+            failed: false,
+        });
     } else if !calls.is_empty() {
         for (k, c) in calls.iter().enumerate() {
             let mut extra = Map::new();
@@ -503,15 +501,15 @@ fn exchange(
                 "external_seqs".into(),
                 json!(c.external.iter().map(|e| e.seq).collect::<Vec<_>>()),
             );
-            pairs.push((
-                k.to_string(),
-                c.name.clone(),
-                "mcp_tools_call",
-                sha256_hex(&jcs(&c.arguments)?),
-                "JCS(arguments)",
+            pairs.push(Call {
+                index: k.to_string(),
+                name: c.name.clone(),
+                kind: "mcp_tools_call",
+                params: sha256_hex(&jcs(&c.arguments)?),
+                over: "JCS(arguments)",
                 extra,
-                c.is_error,
-            ));
+                failed: c.is_error,
+            });
         }
     } else if let Some(note) = x.note("mcp_request") {
         let methods: Vec<Value> = note
@@ -528,27 +526,36 @@ fn exchange(
             .join(",");
         let mut extra = Map::new();
         extra.insert("mcp_methods".into(), json!(methods));
-        pairs.push((
-            "0".into(),
-            format!("mcp:{name}"),
-            "mcp_message",
-            input_hash.clone(),
-            "the exact request body",
+        pairs.push(Call {
+            index: "0".into(),
+            name: format!("mcp:{name}"),
+            kind: "mcp_message",
+            params: input_hash.clone(),
+            over: "the exact request body",
             extra,
-            false,
-        ));
+            failed: false,
+        });
     } else {
-        pairs.push((
-            "0".into(),
-            format!("http:{}", host.as_deref().unwrap_or("unknown")),
-            "http_request",
-            input_hash.clone(),
-            "the exact request body",
-            Map::new(),
-            false,
-        ));
+        pairs.push(Call {
+            index: "0".into(),
+            name: format!("http:{}", host.as_deref().unwrap_or("unknown")),
+            kind: "http_request",
+            params: input_hash.clone(),
+            over: "the exact request body",
+            extra: Map::new(),
+            failed: false,
+        });
     }
-    for (k, name, kind, params, over, extra, failed) in pairs {
+    for Call {
+        index: k,
+        name,
+        kind,
+        params,
+        over,
+        extra,
+        failed,
+    } in pairs
+    {
         let mut detail = call_detail.clone();
         detail["tool_name"] = json!(name);
         detail["parameters_hash"] = json!(params);
@@ -592,6 +599,24 @@ fn exchange(
         });
     }
     Ok(())
+}
+
+/// One call an exchange carries, before it becomes a `tool_call`/`tool_response` pair.
+struct Call {
+    /// Which call of the exchange (for the record roles).
+    index: String,
+    /// `tool_name`.
+    name: String,
+    /// What harness saw it as (`llm_call`, `mcp_tools_call`, `mcp_message`, `http_request`).
+    kind: &'static str,
+    /// `parameters_hash`.
+    params: String,
+    /// What `parameters_hash` is over.
+    over: &'static str,
+    /// More details of the call.
+    extra: Map<String, Value>,
+    /// Whether the call itself failed (an MCP tool error).
+    failed: bool,
 }
 
 /// Whether the policy refused the exchange's request before forwarding it (its head is followed
