@@ -1,5 +1,5 @@
 //! `harness export`: HAR 1.2 that validates structurally and round-trips the exact bodies;
-//! AAT records with the documented fields whose hashes are the ledger's chain.
+//! AAT records that follow draft-sharif-agent-audit-trail-04, chained over themselves.
 mod timeline_support;
 
 use harness::ledger::*;
@@ -275,111 +275,379 @@ async fn har_validates_and_round_trips_exact_bodies() {
     assert_eq!(std::fs::read_to_string(&out_file).unwrap(), out);
 }
 
-#[tokio::test]
-async fn aat_records_carry_the_ledger_chain() {
-    let sc = record("aat").await;
+// === Agent Audit Trail (draft-sharif-agent-audit-trail-04) ===
+// Everything below is checked from the draft's rules, written out here, not by calling the
+// exporter's own helpers: a test that asks the exporter whether it agrees with itself proves
+// nothing.
+
+/// Section 3.1: the twelve mandatory fields.
+const AAT_MANDATORY: [&str; 12] = [
+    "record_id",
+    "timestamp",
+    "agent_id",
+    "agent_version",
+    "session_id",
+    "action_type",
+    "action_detail",
+    "outcome",
+    "trust_level",
+    "parent_record_id",
+    "prev_hash",
+    "record_phase",
+];
+/// Section 7: the action taxonomy, and the action_detail fields each type REQUIRES.
+const AAT_ACTIONS: [(&str, &[&str]); 7] = [
+    ("tool_call", &["tool_name", "parameters_hash"]),
+    (
+        "tool_response",
+        &["tool_name", "response_hash", "parent_call_id"],
+    ),
+    ("decision", &["decision_type"]),
+    (
+        "delegation",
+        &[
+            "delegate_agent_id",
+            "delegate_trust_level",
+            "task_description_hash",
+        ],
+    ),
+    ("escalation", &["escalation_reason", "escalation_target"]),
+    (
+        "error",
+        &[
+            "error_code",
+            "error_message",
+            "error_category",
+            "recoverable",
+        ],
+    ),
+    ("lifecycle", &["event"]),
+];
+const AAT_OUTCOMES: [&str; 5] = ["success", "failure", "timeout", "denied", "escalated"];
+const AAT_TRUST: [&str; 5] = ["L0", "L1", "L2", "L3", "L4"];
+const AAT_PHASES: [&str; 3] = ["pre_execution", "post_execution", "concurrent"];
+
+fn is_hex64(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| {
+        s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+fn is_uuid4(v: &Value) -> bool {
+    let Some(s) = v.as_str() else { return false };
+    let b = s.as_bytes();
+    b.len() == 36
+        && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-')
+        && b.iter().enumerate().all(|(i, c)| {
+            [8, 13, 18, 23].contains(&i) || c.is_ascii_digit() || (b'a'..=b'f').contains(c)
+        })
+        && b[14] == b'4'
+        && matches!(b[19], b'8' | b'9' | b'a' | b'b')
+}
+
+/// Section 6.1 from the formula: prev_hash(N) = hex(SHA-256(JCS(record(N-1)))), the record
+/// without `signature`; the genesis prev_hash is null; parent_record_id is record N-1's id.
+/// Returns the index of every record whose link does not hold.
+fn broken_links(records: &[Value]) -> Vec<usize> {
+    let mut bad = Vec::new();
+    for (n, r) in records.iter().enumerate() {
+        if n == 0 {
+            if !r["prev_hash"].is_null() || !r["parent_record_id"].is_null() {
+                bad.push(n);
+            }
+            continue;
+        }
+        let mut prev = records[n - 1].clone();
+        prev.as_object_mut().unwrap().remove("signature");
+        let want = hex::encode(Sha256::digest(serde_jcs::to_vec(&prev).unwrap()));
+        if r["prev_hash"] != want.as_str() || r["parent_record_id"] != records[n - 1]["record_id"] {
+            bad.push(n);
+        }
+    }
+    bad
+}
+
+fn aat_export(sc: &Scenario) -> (String, Vec<Value>) {
     let (code, out, err) = harness(&["export", sc.file.to_str().unwrap(), "--format", "aat"]);
     assert_eq!(code, 0, "{err}");
-    assert!(!out.contains(SECRET));
-    let lines = lines(&sc.file);
-    let records: Vec<Value> = out
+    let records = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let id = sc.file.file_stem().unwrap().to_str().unwrap();
+    (out, records)
+}
+
+#[tokio::test]
+async fn aat_records_follow_the_draft() {
+    let sc = record("aat").await;
+    let (out, records) = aat_export(&sc);
+    assert!(!out.contains(SECRET));
+    assert!(records.len() > 10);
+    let ledger_lines = lines(&sc.file);
+    let ulid = sc.file.file_stem().unwrap().to_str().unwrap();
     let mut ids = std::collections::HashSet::new();
-    let mut last_seq = None;
-    for r in &records {
-        for k in [
-            "record_id",
-            "timestamp",
-            "agent_id",
-            "agent_version",
-            "session_id",
-            "action_type",
-            "outcome",
-            "trust_level",
-            "prev_hash",
-            "entry_hash",
-        ] {
-            assert!(r[k].is_string(), "{k} missing or not a string in {r}");
+    let mut last_ts = String::new();
+    for (n, (r, line)) in records.iter().zip(out.lines()).enumerate() {
+        // Each line is its record's JCS form (so prev_hash is also SHA-256 of the line before).
+        assert_eq!(
+            serde_jcs::to_string(r).unwrap(),
+            line,
+            "line {n} is not JCS"
+        );
+        assert!(
+            line.len() <= 64 * 1024,
+            "record {n} exceeds 64 KB (Section 3.3)"
+        );
+        for k in AAT_MANDATORY {
+            assert!(r.get(k).is_some(), "record {n}: mandatory {k} missing: {r}");
         }
-        assert!(r["action_detail"].is_object(), "{r}");
-        assert!(r["parent_record_id"].is_string() || r["parent_record_id"].is_null());
+        let at = r["action_type"].as_str().unwrap();
+        let (_, required) = AAT_ACTIONS
+            .iter()
+            .find(|(t, _)| *t == at)
+            .unwrap_or_else(|| panic!("record {n}: action_type {at} not in Section 7"));
+        let d = &r["action_detail"];
+        assert!(d.is_object(), "record {n}");
+        for k in *required {
+            assert!(
+                d.get(*k).is_some(),
+                "record {n} ({at}): action_detail.{k} missing"
+            );
+        }
+        if at == "error" {
+            assert!(d["recoverable"].is_boolean());
+        }
+        for k in ["parameters_hash", "response_hash"] {
+            if let Some(h) = d.get(k) {
+                assert!(is_hex64(h), "record {n}: {k}");
+            }
+        }
+        assert!(d
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("aat_")));
+        assert!(
+            AAT_OUTCOMES.contains(&r["outcome"].as_str().unwrap()),
+            "record {n}"
+        );
+        assert!(
+            AAT_TRUST.contains(&r["trust_level"].as_str().unwrap()),
+            "record {n}"
+        );
+        assert!(
+            AAT_PHASES.contains(&r["record_phase"].as_str().unwrap()),
+            "record {n}"
+        );
+        if (at, r["outcome"].as_str().unwrap()) == ("decision", "denied") {
+            assert_eq!(r["record_phase"], "pre_execution", "Section 4.2");
+        }
+        assert!(
+            is_uuid4(&r["record_id"]) && is_uuid4(&r["session_id"]),
+            "record {n}"
+        );
         assert!(
             ids.insert(r["record_id"].as_str().unwrap().to_owned()),
             "duplicate record_id"
         );
-        assert_eq!(r["session_id"], id);
-        assert!(["success", "failure", "denied"].contains(&r["outcome"].as_str().unwrap()));
-        let seq = r["seq"].as_u64().unwrap();
-        assert!(last_seq < Some(seq), "records out of ledger order");
-        last_seq = Some(seq);
-        // The chain: prev_hash is the ledger entry's prev, entry_hash its hash.
-        let line = &lines[seq as usize];
-        let entry: Value = serde_json::from_slice(line).unwrap();
-        assert_eq!(r["prev_hash"], entry["prev"], "seq {seq}");
         assert_eq!(
-            r["entry_hash"],
-            hex::encode(Sha256::digest(line)),
-            "seq {seq}"
+            r["session_id"], records[0]["session_id"],
+            "one chain, one session"
         );
+        assert_eq!(
+            r["agent_id"], records[0]["agent_id"],
+            "one chain, one agent"
+        );
+        assert!(r["agent_id"].as_str().unwrap().starts_with("urn:harness:"));
+        assert!(r["agent_version"].as_str().is_some_and(|v| !v.is_empty()));
+        let ts = r["timestamp"].as_str().unwrap();
+        iso8601(ts, &format!("record {n}"));
+        assert!(ts >= last_ts.as_str(), "record {n}: timestamps go back");
+        last_ts = ts.to_owned();
+        for k in ["input_hash", "output_hash"] {
+            if let Some(h) = r.get(k) {
+                assert!(is_hex64(h), "record {n}: {k} is not lowercase hex SHA-256");
+            }
+        }
+        assert_eq!(r["sequence_number"], n);
+        // The ledger linkage: the entry the record stands on, checked against the file.
+        assert_eq!(r["ledger_session"], ulid);
+        let seq = r["ledger_seq"].as_u64().unwrap();
+        let entry_line = &ledger_lines[seq as usize];
+        let entry: Value = serde_json::from_slice(entry_line).unwrap();
+        assert_eq!(
+            r["ledger_entry_hash"],
+            hex::encode(Sha256::digest(entry_line))
+        );
+        assert_eq!(r["ledger_prev"], entry["prev"]);
         assert_eq!(r["timestamp"], entry["ts"]);
-        if seq > 0 {
+        if n > 0 {
+            assert!(r["ledger_seq"].as_u64() >= records[n - 1]["ledger_seq"].as_u64());
             assert_eq!(
                 r["prev_hash"].as_str().unwrap(),
-                hex::encode(Sha256::digest(&lines[seq as usize - 1]))
+                hex::encode(Sha256::digest(out.lines().nth(n - 1).unwrap()))
             );
         }
     }
-    let by_seq = |seq: u64| records.iter().find(|r| r["seq"] == seq).unwrap();
-    let kinds: Vec<&str> = records
+    assert_eq!(broken_links(&records), Vec::<usize>::new());
+
+    // Genesis (Section 8.1): lifecycle/session_start, concurrent, nulls; the only one.
+    let g = &records[0];
+    assert_eq!(g["action_type"], "lifecycle");
+    assert_eq!(g["action_detail"]["event"], "session_start");
+    assert_eq!(g["record_phase"], "concurrent");
+    assert!(g["prev_hash"].is_null() && g["parent_record_id"].is_null());
+    assert_eq!(g["ledger_seq"], 0);
+    let starts = records
         .iter()
-        .map(|r| r["action_type"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds.first(), Some(&"session_start"));
-    assert_eq!(kinds.last(), Some(&"session_end"));
-    assert!(kinds.contains(&"dns_query"));
-    assert_eq!(kinds.iter().filter(|k| **k == "llm_call").count(), 2);
-    assert_eq!(kinds.iter().filter(|k| **k == "tool_call").count(), 1);
-    assert_eq!(kinds.iter().filter(|k| **k == "mcp_message").count(), 1);
-    let model = by_seq(sc.seq["model1_req"]);
-    assert_eq!(model["action_type"], "llm_call");
-    assert_eq!(model["action_detail"]["model"], "claude-test");
-    assert_eq!(model["action_detail"]["tool_calls"][0]["id"], "toolu_01");
-    assert!(model["agent_id"].as_str().unwrap().ends_with(":pid:100"));
-    let tool = by_seq(sc.seq["mcp_req"]);
-    assert_eq!(tool["action_type"], "tool_call");
-    assert_eq!(tool["outcome"], "success");
-    assert_eq!(tool["parent_record_id"], model["record_id"]);
-    assert_eq!(
-        tool["action_detail"]["tool_calls"][0]["tool_use_id"],
-        "toolu_01"
-    );
-    for k in ["quote_req", "audit_req"] {
-        let ext = by_seq(sc.seq[k]);
-        assert_eq!(ext["action_type"], "http_request");
-        assert_eq!(ext["parent_record_id"], tool["record_id"], "{k}");
-        assert!(ext["agent_id"].as_str().unwrap().ends_with(":pid:200"));
+        .filter(|r| r["action_detail"]["event"] == "session_start")
+        .count();
+    assert_eq!(starts, 1);
+    // Close (Section 8.3): last, post_execution, session_hash over the raw prev_hash digests.
+    let c = records.last().unwrap();
+    assert_eq!(c["action_type"], "lifecycle");
+    assert_eq!(c["action_detail"]["event"], "session_end");
+    assert_eq!(c["record_phase"], "post_execution");
+    let mut raw = Vec::new();
+    for r in &records[1..] {
+        raw.extend(hex::decode(r["prev_hash"].as_str().unwrap()).unwrap());
     }
-    let audit = by_seq(sc.seq["audit_req"]);
+    assert_eq!(
+        c["action_detail"]["session_hash"],
+        hex::encode(Sha256::digest(&raw))
+    );
+    assert_eq!(c["action_detail"]["record_count"], records.len());
+    // No signature is claimed: the export is unsigned.
+    assert!(records.iter().all(|r| r.get("signature").is_none()));
+
+    // The ledger itself is intact.
+    let (code, _, err) = harness(&["verify", sc.dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[tokio::test]
+async fn aat_maps_exchanges_onto_the_taxonomy() {
+    let sc = record("aat-map").await;
+    let (_, records) = aat_export(&sc);
+    let at = |seq: u64, t: &str| -> &Value {
+        records
+            .iter()
+            .find(|r| r["ledger_seq"] == seq && r["action_type"] == t)
+            .unwrap_or_else(|| panic!("no {t} record on seq {seq}"))
+    };
+    // A model call: the request (recorded before it was forwarded) and the response.
+    let call = at(sc.seq["model1_req"], "tool_call");
+    assert_eq!(call["record_phase"], "pre_execution");
+    assert_eq!(call["outcome"], "success");
+    assert_eq!(call["action_detail"]["harness_kind"], "llm_call");
+    assert_eq!(call["action_detail"]["tool_name"], "llm:anthropic:messages");
+    assert_eq!(call["action_detail"]["model"], "claude-test");
+    assert_eq!(call["action_detail"]["pid"], 100);
+    let answer = at(sc.seq["model1_resp"], "tool_response");
+    assert_eq!(answer["record_phase"], "post_execution");
+    assert_eq!(answer["action_detail"]["parent_call_id"], call["record_id"]);
+    assert_eq!(answer["action_detail"]["tool_calls"][0]["id"], "toolu_01");
+    assert_eq!(
+        answer["output_hash"],
+        hex::encode(Sha256::digest(sc.sse.as_bytes()))
+    );
+    // The MCP tools/call the model asked for: its parameters hash is over JCS(arguments).
+    let tool = at(sc.seq["mcp_req"], "tool_call");
+    assert_eq!(tool["action_detail"]["tool_name"], "get_quote");
+    assert_eq!(tool["action_detail"]["tool_use_id"], "toolu_01");
+    assert_eq!(
+        tool["action_detail"]["parameters_hash"],
+        hex::encode(Sha256::digest(br#"{"symbol":"ACME"}"#))
+    );
+    assert_eq!(
+        tool["action_detail"]["caused_by_record_id"],
+        answer["record_id"]
+    );
+    let result = at(sc.seq["mcp_resp"], "tool_response");
+    assert_eq!(result["action_detail"]["parent_call_id"], tool["record_id"]);
+    assert_eq!(result["outcome"], "success");
+    // The tool server's requests beneath it.
+    for k in ["quote_req", "audit_req"] {
+        let ext = at(sc.seq[k], "tool_call");
+        assert_eq!(ext["action_detail"]["harness_kind"], "http_request");
+        assert_eq!(
+            ext["action_detail"]["caused_by_record_id"], tool["record_id"],
+            "{k}"
+        );
+        assert_eq!(ext["action_detail"]["pid"], 200);
+    }
+    let audit = at(sc.seq["audit_req"], "tool_call");
     assert_eq!(
         audit["input_hash"],
-        format!("sha256:{}", hex::encode(Sha256::digest(&sc.audit_body)))
+        hex::encode(Sha256::digest(&sc.audit_body))
     );
-    assert!(by_seq(sc.seq["agent_side_req"])["parent_record_id"].is_null());
-    let denied = by_seq(sc.seq["denied"]);
-    assert_eq!(denied["action_type"], "connection_denied");
+    assert_eq!(
+        audit["action_detail"]["parameters_hash"],
+        audit["input_hash"]
+    );
+    let side = at(sc.seq["agent_side_req"], "tool_call");
+    assert!(side["action_detail"].get("caused_by_record_id").is_none());
+    assert_eq!(
+        at(sc.seq["list_req"], "tool_call")["action_detail"]["tool_name"],
+        "mcp:tools/list"
+    );
+    // The refused destination is an enforcement decision, taken before anything was sent.
+    let denied = at(sc.seq["denied"], "decision");
     assert_eq!(denied["outcome"], "denied");
+    assert_eq!(denied["record_phase"], "pre_execution");
+    assert_eq!(denied["action_detail"]["rule"], 3);
+    // DNS: question and answer.
+    let q = records
+        .iter()
+        .find(|r| r["action_detail"]["harness_kind"] == "dns_query")
+        .unwrap();
+    let a = records
+        .iter()
+        .find(|r| r["action_detail"]["harness_kind"] == "dns_answer")
+        .unwrap();
+    assert_eq!(a["action_detail"]["parent_call_id"], q["record_id"]);
+    assert_eq!(a["outcome"], "success");
     // The cut-off stream failed.
     let cut = records
         .iter()
         .find(|r| r["action_detail"]["url"] == "https://events.example/events")
         .unwrap();
-    assert_eq!(cut["outcome"], "failure");
-    // The ledger itself is intact.
-    let (code, _, err) = harness(&["verify", sc.dir.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+    let cut_resp = records
+        .iter()
+        .find(|r| r["action_detail"]["parent_call_id"] == cut["record_id"])
+        .unwrap();
+    assert_eq!(cut_resp["outcome"], "failure");
+    assert_eq!(cut_resp["action_detail"]["cut_off"], true);
+    // Exporting twice gives the same bytes (record ids are derived, not random).
+    assert_eq!(aat_export(&sc).0, aat_export(&sc).0);
+}
+
+#[tokio::test]
+async fn aat_tampering_breaks_the_recomputed_chain() {
+    let sc = record("aat-tamper").await;
+    let (_, records) = aat_export(&sc);
+    assert!(broken_links(&records).is_empty());
+    let mid = records.len() / 2;
+    // An altered record: the next record's prev_hash no longer matches.
+    let mut t = records.clone();
+    t[mid]["outcome"] = "denied".into();
+    assert_eq!(broken_links(&t), vec![mid + 1]);
+    let mut t = records.clone();
+    t[mid]["action_detail"]["tool_name"] = "delete_everything".into();
+    assert_eq!(broken_links(&t), vec![mid + 1]);
+    // A removed record, and two records swapped.
+    let mut t = records.clone();
+    t.remove(mid);
+    assert_eq!(broken_links(&t), vec![mid]);
+    let mut t = records.clone();
+    t.swap(mid, mid + 1);
+    assert!(broken_links(&t).contains(&mid));
+    // A forged genesis link.
+    let mut t = records.clone();
+    t[0]["prev_hash"] = hex::encode([0u8; 32]).into();
+    assert!(broken_links(&t).contains(&0) && broken_links(&t).contains(&1));
 }
 
 #[tokio::test]

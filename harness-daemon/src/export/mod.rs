@@ -16,6 +16,9 @@ pub enum ExportError {
     /// Reading the session failed.
     #[error(transparent)]
     Read(#[from] TimelineError),
+    /// A record could not be put in canonical form (RFC 8785).
+    #[error("canonical JSON: {0}")]
+    Canon(#[from] serde_json::Error),
     /// Writing the output failed.
     #[error("{path}: {source}")]
     Write {
@@ -62,10 +65,7 @@ pub fn export(args: &ExportArgs) -> Result<Vec<u8>, ExportError> {
         }
         Format::Aat => {
             for log in &sessions {
-                for r in aat::records(log)? {
-                    out.extend(serde_json::to_vec(&r).unwrap_or_default());
-                    out.push(b'\n');
-                }
+                out.extend(aat::lines(log)?);
             }
         }
     }
