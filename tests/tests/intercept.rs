@@ -174,6 +174,47 @@ fn python_and_node_clients_trust_harness_without_flags() {
     assert_eq!(statuses(&run.entries), [200]);
 }
 
+/// `Expect: 100-continue` (curl sends it for large HTTP/1.1 uploads; here forced on a small
+/// one): the client gets its interim 100, sends the body, and the exchange is recorded exactly.
+#[test]
+fn expect_100_continue_uploads_pass_and_are_recorded() {
+    if !privileged("expect-100") {
+        return;
+    }
+    let s = setup("expect-100");
+    let body = "x".repeat(200_000);
+    let file = s.dir.join("upload.txt");
+    std::fs::write(&file, &body).unwrap();
+    std::fs::set_permissions(&s.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let run = s.run(
+        "ledger",
+        &[
+            "/usr/bin/curl",
+            "-sS",
+            "--http1.1",
+            "-H",
+            "Expect: 100-continue",
+            "-H",
+            "content-type: application/octet-stream",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &s.url("/upload"),
+        ],
+    );
+    assert_ok(&run);
+    let expected = sha256_hex(body.as_bytes());
+    assert!(
+        String::from_utf8_lossy(&run.output.stdout).contains(&expected),
+        "the peer saw another body: {}",
+        String::from_utf8_lossy(&run.output.stdout)
+    );
+    let req = bodies(&run.entries, false);
+    assert_eq!(req.len(), 1);
+    assert_eq!(req[0].sha256(), expected);
+    assert!(run.entries.iter().any(|r| matches!(&r.entry,
+        Entry::HttpRequest(h) if h.headers.iter().any(|x| x.name == "expect"))));
+}
+
 /// Python `requests` and `httpx` as pip installs them: they trust certifi's own copy of the
 /// roots, not the system's. With the environment harness gives (REQUESTS_CA_BUNDLE,
 /// SSL_CERT_FILE) and — told to ignore the environment (`trust_env=False`) — through the bundle
