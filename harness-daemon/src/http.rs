@@ -491,6 +491,21 @@ fn whole(bytes: Bytes, trailers: Option<HeaderMap>) -> ProxyBody {
     StreamBody::new(futures_util::stream::iter(frames)).boxed()
 }
 
+/// The entry for a body read whole (inline, or a blob made durable first) with its trailers.
+async fn whole_body(
+    rec: &ConnRecorder,
+    n: u64,
+    bytes: &Bytes,
+    trailers: Option<&HeaderMap>,
+) -> Result<HttpBody, LedgerError> {
+    Ok(HttpBody {
+        conn: rec.conn(),
+        exchange: n,
+        body: rec.body(bytes.clone()).await?,
+        trailers: trailers.map(|t| headers(rec, t)).unwrap_or_default(),
+    })
+}
+
 /// Records the request — its head, then its body — and returns the body to forward. A whole
 /// (small) body is committed together with the head, one fsync for both; a larger one follows
 /// the durable head chunk by chunk. Either way nothing is forwarded before it is durable; the
@@ -523,19 +538,9 @@ async fn request_body(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(&bytes);
-            let recorded = rec
-                .body(bytes.clone())
+            let entry = whole_body(rec, n, &bytes, trailers.as_ref())
                 .await
                 .map_err(|e| not_recorded("body", &e))?;
-            let entry = HttpBody {
-                conn: rec.conn(),
-                exchange: n,
-                body: recorded,
-                trailers: trailers
-                    .as_ref()
-                    .map(|t| headers(rec, t))
-                    .unwrap_or_default(),
-            };
             rec.append_all(vec![
                 Entry::HttpRequest(head),
                 Entry::HttpRequestBody(entry),
@@ -597,16 +602,7 @@ async fn record_response(
         }
         Some(Ok(Gathered::Whole(bytes, trailers))) => (bytes, trailers),
     };
-    let recorded = rec.body(bytes.clone()).await?;
-    let body = HttpBody {
-        conn: rec.conn(),
-        exchange: n,
-        body: recorded,
-        trailers: trailers
-            .as_ref()
-            .map(|t| headers(rec, t))
-            .unwrap_or_default(),
-    };
+    let body = whole_body(rec, n, &bytes, trailers.as_ref()).await?;
     let durable = rec
         .append_all(vec![
             Entry::HttpResponse(head),

@@ -72,18 +72,24 @@ async fn many_tasks_one_unbroken_chain() {
     ));
 }
 
-#[tokio::test]
-async fn an_entry_that_cannot_be_canonical_is_refused_without_harm() {
-    let dir = scratch("refuse");
-    let ledger = Ledger::open(&dir).unwrap();
-    let (w, _) = ledger.open_session(session_open()).await.unwrap();
-    let bad = Entry::ConnClose(ConnClose {
+/// An entry RFC 8785 cannot represent: u64::MAX is beyond the integers an IEEE double holds
+/// exactly.
+fn uncanonical() -> Entry {
+    Entry::ConnClose(ConnClose {
         conn: u64::MAX,
         bytes_up: 0,
         bytes_down: 0,
         duration_ms: 0,
         error: None,
-    });
+    })
+}
+
+#[tokio::test]
+async fn an_entry_that_cannot_be_canonical_is_refused_without_harm() {
+    let dir = scratch("refuse");
+    let ledger = Ledger::open(&dir).unwrap();
+    let (w, _) = ledger.open_session(session_open()).await.unwrap();
+    let bad = uncanonical();
     assert!(matches!(
         w.append(bad).await,
         Err(LedgerError::Entry { .. })
@@ -138,13 +144,7 @@ async fn entries_appended_together_are_consecutive_and_refused_together() {
     // A group with one entry that cannot be canonical is refused whole: none of it is written
     // and the chain goes on unbroken.
     let before = read_session(&ledger.session_path(&w.id())).unwrap().len();
-    let bad = Entry::ConnClose(ConnClose {
-        conn: u64::MAX,
-        bytes_up: 0,
-        bytes_down: 0,
-        duration_ms: 0,
-        error: None,
-    });
+    let bad = uncanonical();
     assert!(matches!(
         w.append_all(vec![conn_open(7), bad]).await,
         Err(LedgerError::Entry { .. })
@@ -175,8 +175,10 @@ async fn lazy_entries_become_durable_alone_or_with_the_next_commit() {
     let lazy = lazy.await.unwrap().unwrap();
     assert_eq!([lazy.seq(), eager.seq()].iter().max(), Some(&3));
     w.close(close()).await.unwrap();
-    let recs = read_session(&ledger.session_path(&w.id())).unwrap();
-    assert_eq!(recs.len(), 5);
+    assert_eq!(
+        read_session(&ledger.session_path(&w.id())).unwrap().len(),
+        5
+    );
     assert!(verify_path(&dir, &VerifyOptions::default())
         .unwrap()
         .intact());
