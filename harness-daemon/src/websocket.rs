@@ -13,10 +13,15 @@
 //! continuation with nothing to continue, a 64-bit length with its top bit set) never touches
 //! the relay: it is annotated once, as a `parse_error`, and that direction is decoded no further.
 //!
-//! permessage-deflate (RFC 7692) is not inflated: a message whose first frame has RSV1 set on a
-//! connection that negotiated the extension is annotated `compressed: true` with its payload as
-//! it passed (base64). Inflating would need the sliding window of every earlier message of the
-//! connection (context takeover) and gives nothing the raw bytes do not already prove.
+//! permessage-deflate (RFC 7692): a message whose first frame has RSV1 set, on a connection
+//! whose 101 negotiated the extension, is inflated for its annotation (`compressed: true`, the
+//! inflated text or base64, `inflated_len`). Each direction keeps one raw-deflate decompressor
+//! across its messages, which is what the extension's default context takeover means; it is
+//! reset after every message when the 101 said `client_no_context_takeover` (client → server)
+//! or `server_no_context_takeover` (server → client). A message that cannot be inflated (cut at
+//! the capture cap, corrupt) is annotated with its bytes as they passed and an
+//! `inflate_error`; with context takeover, later messages of that direction depend on it, so
+//! they are no longer inflated either (their annotations say so).
 //!
 //! ```
 //! use harness::websocket::{Decoder, Event, Opcode};
@@ -332,19 +337,106 @@ pub struct Tap {
     decoder: Decoder,
     conn: u64,
     direction: Direction,
-    deflate: bool,
+    deflate: Option<Inflater>,
     index: u64,
+}
+
+/// What a 101 negotiated for permessage-deflate (RFC 7692 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Deflate {
+    /// `client_no_context_takeover`: each client → server message is compressed on its own.
+    pub client_no_context_takeover: bool,
+    /// `server_no_context_takeover`: each server → client message is compressed on its own.
+    pub server_no_context_takeover: bool,
+}
+
+/// How much one message may inflate to before the inflater gives up on the direction (its
+/// annotation keeps the first [`MESSAGE_CAP`] bytes either way).
+const INFLATE_LIMIT: usize = 64 * MESSAGE_CAP;
+
+/// One direction's permessage-deflate state.
+struct Inflater {
+    state: flate2::Decompress,
+    reset_each: bool,
+    /// Why this direction is no longer inflated (an earlier message could not be).
+    broken: Option<String>,
+}
+
+impl Inflater {
+    fn new(reset_each: bool) -> Inflater {
+        Inflater {
+            // Raw deflate with the largest window: inflates whatever window the peer chose.
+            state: flate2::Decompress::new(false),
+            reset_each,
+            broken: None,
+        }
+    }
+
+    /// The inflated payload (at most [`MESSAGE_CAP`] bytes kept) and its whole length.
+    fn inflate(&mut self, m: &Message) -> Result<(Vec<u8>, u64), String> {
+        if let Some(why) = &self.broken {
+            return Err(why.clone());
+        }
+        let result = self.run(m);
+        if let Err(e) = &result {
+            if !self.reset_each {
+                self.broken = Some(format!("not inflated: an earlier message was not ({e})"));
+            }
+        }
+        if self.reset_each || result.is_err() {
+            self.state.reset(false);
+        }
+        result
+    }
+
+    fn run(&mut self, m: &Message) -> Result<(Vec<u8>, u64), String> {
+        if m.truncated() {
+            return Err("the message was cut at the capture cap".into());
+        }
+        // RFC 7692 §7.2.2: the sender removed this empty stored block's tail; put it back.
+        let mut input = m.payload.clone();
+        input.extend_from_slice(&[0x00, 0x00, 0xff, 0xff]);
+        let mut kept = Vec::new();
+        let mut total = 0u64;
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut at = 0;
+        loop {
+            let (before_in, before_out) = (self.state.total_in(), self.state.total_out());
+            self.state
+                .decompress(&input[at..], &mut chunk, flate2::FlushDecompress::Sync)
+                .map_err(|e| format!("corrupt deflate data: {e}"))?;
+            let read = (self.state.total_in() - before_in) as usize;
+            let wrote = (self.state.total_out() - before_out) as usize;
+            at += read;
+            total += wrote as u64;
+            let room = MESSAGE_CAP.saturating_sub(kept.len());
+            kept.extend_from_slice(&chunk[..wrote.min(room)]);
+            if total > INFLATE_LIMIT as u64 {
+                return Err(format!("inflates to more than {INFLATE_LIMIT} bytes"));
+            }
+            if at >= input.len() && wrote < chunk.len() {
+                return Ok((kept, total));
+            }
+            if read == 0 && wrote == 0 {
+                return Err("deflate data ends before the message does".into());
+            }
+        }
+    }
 }
 
 impl Tap {
     /// A tap for `direction` of connection `conn`; `deflate` when the 101 response negotiated
     /// permessage-deflate.
-    pub fn new(conn: u64, direction: Direction, deflate: bool) -> Tap {
+    pub fn new(conn: u64, direction: Direction, deflate: Option<Deflate>) -> Tap {
+        let reset_each = |d: Deflate| match direction {
+            Direction::Up => d.client_no_context_takeover,
+            Direction::Down => d.server_no_context_takeover,
+        };
         Tap {
             decoder: Decoder::new(MESSAGE_CAP),
             conn,
             direction,
-            deflate,
+            deflate: deflate.map(|d| Inflater::new(reset_each(d))),
             index: 0,
         }
     }
@@ -356,9 +448,32 @@ impl Tap {
         }
     }
 
-    fn message(&mut self, m: Message) -> (&'static str, Value) {
-        let compressed = self.deflate && m.rsv1;
+    fn message(&mut self, mut m: Message) -> (&'static str, Value) {
         let mut data = Map::new();
+        // Control frames are never compressed (RFC 7692 §6.1); RSV1 on one is the peer's error.
+        let inflater = self
+            .deflate
+            .as_mut()
+            .filter(|_| m.rsv1 && !m.opcode.is_control());
+        let compressed = inflater.is_some();
+        let mut inflated = false;
+        if let Some(inflater) = inflater {
+            match inflater.inflate(&m) {
+                Ok((payload, len)) => {
+                    data.insert("inflated_len".into(), len.into());
+                    data.insert(
+                        "inflated_truncated".into(),
+                        (len > payload.len() as u64).into(),
+                    );
+                    m.payload = payload;
+                    inflated = true;
+                }
+                Err(e) => {
+                    data.insert("inflate_error".into(), e.into());
+                }
+            }
+        }
+        let readable = !compressed || inflated;
         data.insert("conn".into(), self.conn.into());
         data.insert("direction".into(), self.direction().into());
         data.insert("index".into(), self.index.into());
@@ -372,7 +487,7 @@ impl Tap {
             data.insert("compressed".into(), true.into());
         }
         match std::str::from_utf8(&m.payload) {
-            Ok(text) if !compressed => data.insert("text".into(), text.into()),
+            Ok(text) if readable => data.insert("text".into(), text.into()),
             _ => data.insert(
                 "base64".into(),
                 base64::engine::general_purpose::STANDARD
@@ -380,7 +495,7 @@ impl Tap {
                     .into(),
             ),
         };
-        if m.opcode == Opcode::Close && !compressed {
+        if m.opcode == Opcode::Close {
             if let [hi, lo, reason @ ..] = m.payload.as_slice() {
                 data.insert("code".into(), u16::from_be_bytes([*hi, *lo]).into());
                 data.insert(
@@ -427,17 +542,39 @@ impl crate::record::Watch for Tap {
 
 /// Whether a 101 response switched to WebSocket (`Upgrade: websocket`), and whether it
 /// negotiated permessage-deflate.
-pub fn negotiated(headers: &http::HeaderMap) -> Option<bool> {
-    let has = |name: http::header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split([',', ';'])
-                    .any(|t| t.trim().eq_ignore_ascii_case(token))
-            })
+pub fn negotiated(headers: &http::HeaderMap) -> Option<Option<Deflate>> {
+    let upgrade = headers.get_all(http::header::UPGRADE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
         })
-    };
-    has(http::header::UPGRADE, "websocket")
-        .then(|| has(http::header::SEC_WEBSOCKET_EXTENSIONS, "permessage-deflate"))
+    });
+    if !upgrade {
+        return None;
+    }
+    // The server accepts at most one permessage-deflate offer: `permessage-deflate; p1; p2=v`.
+    let deflate = headers
+        .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|ext| {
+            let mut params = ext.split(';').map(str::trim);
+            let name = params.next()?;
+            name.eq_ignore_ascii_case("permessage-deflate").then(|| {
+                let mut d = Deflate::default();
+                for p in params {
+                    let key = p.split('=').next().unwrap_or_default().trim();
+                    if key.eq_ignore_ascii_case("client_no_context_takeover") {
+                        d.client_no_context_takeover = true;
+                    } else if key.eq_ignore_ascii_case("server_no_context_takeover") {
+                        d.server_no_context_takeover = true;
+                    }
+                }
+                d
+            })
+        });
+    Some(deflate)
 }
 
 #[cfg(test)]
@@ -592,7 +729,7 @@ mod tests {
         payload.extend_from_slice(b"bye");
         let m = messages(Decoder::new(64).push(&frame(true, 8, None, &payload), 0));
         assert_eq!(m[0].opcode, Opcode::Close);
-        let mut tap = Tap::new(5, Direction::Down, false);
+        let mut tap = Tap::new(5, Direction::Down, None);
         let (topic, data) = tap.message(m[0].clone());
         assert_eq!(topic, "websocket.message");
         assert_eq!(data["code"], 1000);
@@ -604,10 +741,11 @@ mod tests {
 
     #[test]
     fn annotation_data_text_binary_and_compressed() {
-        let mut tap = Tap::new(5, Direction::Up, true);
+        let mut tap = Tap::new(5, Direction::Up, Some(Deflate::default()));
         let mut bytes = frame(true, 1, KEY, "naïve ✓".as_bytes());
         bytes.extend(frame(true, 2, KEY, &[0xff, 0x00]));
-        let mut compressed = frame(true, 1, KEY, &[0xf2, 0x48, 0x05, 0x00]);
+        // "Hi" compressed by a permessage-deflate sender (raw deflate, sync flush, tail cut).
+        let mut compressed = frame(true, 1, KEY, &[0xf2, 0xc8, 0x04, 0x00]);
         compressed[0] |= 0x40;
         bytes.extend(compressed);
         let m = messages(Decoder::new(64).push(&bytes, 4));
@@ -619,8 +757,85 @@ mod tests {
         assert_eq!(notes[1]["base64"], "/wA=");
         assert_eq!(notes[1]["index"], 1);
         assert_eq!(notes[2]["compressed"], true);
-        assert_eq!(notes[2]["base64"], "8kgFAA==");
+        assert_eq!(notes[2]["text"], "Hi", "{}", notes[2]);
+        assert_eq!(notes[2]["inflated_len"], 2);
+        assert_eq!(notes[2]["len"], 4);
         assert!(notes[0].get("compressed").is_none());
+    }
+
+    /// Messages as a permessage-deflate sender makes them: raw deflate, each ended with a
+    /// sync flush whose 00 00 ff ff tail is cut; one compressor for all of them (context
+    /// takeover) unless `reset_each`.
+    fn deflated(texts: &[&str], reset_each: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+        for text in texts {
+            if reset_each {
+                c.reset();
+            }
+            let mut payload = Vec::with_capacity(text.len() + 64);
+            c.compress_vec(text.as_bytes(), &mut payload, flate2::FlushCompress::Sync)
+                .unwrap();
+            assert!(payload.ends_with(&[0, 0, 0xff, 0xff]));
+            payload.truncate(payload.len() - 4);
+            let mut f = frame(true, 1, None, &payload);
+            f[0] |= 0x40;
+            out.extend(f);
+        }
+        out
+    }
+
+    fn inflated(tap: &mut Tap, bytes: &[u8]) -> Vec<Value> {
+        messages(Decoder::new(MESSAGE_CAP).push(bytes, 0))
+            .into_iter()
+            .map(|m| tap.message(m).1)
+            .collect()
+    }
+
+    #[test]
+    fn deflated_messages_inflate_with_and_without_context_takeover() {
+        let texts = [
+            r#"{"type":"response.create","note":"the same words again and again"}"#,
+            r#"{"type":"response.create","note":"the same words again and again"}"#,
+            "ünïcode ✓",
+        ];
+        // Context takeover: the second message is mostly a back-reference into the first.
+        let bytes = deflated(&texts, false);
+        let mut tap = Tap::new(1, Direction::Down, Some(Deflate::default()));
+        let notes = inflated(&mut tap, &bytes);
+        for (note, text) in notes.iter().zip(texts) {
+            assert_eq!(note["text"], text, "{note}");
+        }
+        assert!(notes[1]["len"].as_u64() < notes[0]["len"].as_u64());
+        // No context takeover, as negotiated for this direction.
+        let bytes = deflated(&texts, true);
+        let deflate = Deflate {
+            server_no_context_takeover: true,
+            ..Deflate::default()
+        };
+        let mut tap = Tap::new(1, Direction::Down, Some(deflate));
+        for (note, text) in inflated(&mut tap, &bytes).iter().zip(texts) {
+            assert_eq!(note["text"], text, "{note}");
+        }
+    }
+
+    #[test]
+    fn a_message_that_will_not_inflate_stops_inflation_of_its_direction() {
+        let mut bytes = frame(true, 1, None, &[0xff, 0xff, 0xff, 0xff]);
+        bytes[0] |= 0x40;
+        bytes.extend(deflated(&["next"], false));
+        let mut tap = Tap::new(1, Direction::Down, Some(Deflate::default()));
+        let notes = inflated(&mut tap, &bytes);
+        assert!(notes[0]["inflate_error"]
+            .as_str()
+            .unwrap()
+            .contains("corrupt"));
+        assert_eq!(notes[0]["base64"], "/////w==");
+        assert!(notes[1]["inflate_error"]
+            .as_str()
+            .unwrap()
+            .contains("earlier message"));
+        assert!(notes[1].get("text").is_none());
     }
 
     #[test]
@@ -664,13 +879,26 @@ mod tests {
         h.insert("upgrade", "h2c".parse().unwrap());
         assert_eq!(negotiated(&h), None);
         h.insert("upgrade", "WebSocket".parse().unwrap());
-        assert_eq!(negotiated(&h), Some(false));
+        assert_eq!(negotiated(&h), Some(None));
         h.insert(
             "sec-websocket-extensions",
             "permessage-deflate; client_max_window_bits"
                 .parse()
                 .unwrap(),
         );
-        assert_eq!(negotiated(&h), Some(true));
+        assert_eq!(negotiated(&h), Some(Some(Deflate::default())));
+        h.insert(
+            "sec-websocket-extensions",
+            "x-other, permessage-deflate; server_no_context_takeover; client_max_window_bits=10"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            negotiated(&h),
+            Some(Some(Deflate {
+                server_no_context_takeover: true,
+                client_no_context_takeover: false,
+            }))
+        );
     }
 }

@@ -483,7 +483,12 @@ pub fn websocket(topic: &str, d: &Value, limits: Limits) -> String {
         );
     }
     let op = d.get("opcode").and_then(Value::as_str).unwrap_or("?");
-    let len = d.get("len").and_then(Value::as_u64).unwrap_or(0);
+    let wire_len = d.get("len").and_then(Value::as_u64).unwrap_or(0);
+    // An inflated permessage-deflate message: its content's length, not the wire's.
+    let len = d
+        .get("inflated_len")
+        .and_then(Value::as_u64)
+        .unwrap_or(wire_len);
     let text = d.get("text").and_then(Value::as_str);
     let what = match (op, text) {
         ("close", _) => match d.get("code").and_then(Value::as_u64) {
@@ -518,9 +523,20 @@ pub fn websocket(topic: &str, d: &Value, limits: Limits) -> String {
     };
     let mut notes = String::new();
     if d.get("compressed").and_then(Value::as_bool) == Some(true) {
-        notes.push_str(" (permessage-deflate: compressed bytes)");
+        match d.get("inflate_error").and_then(Value::as_str) {
+            Some(e) => {
+                let _ = write!(notes, " (permessage-deflate, compressed bytes: {e})");
+            }
+            None => {
+                let _ = write!(notes, " (permessage-deflate, {wire_len} bytes on the wire)");
+            }
+        }
+    }
+    if d.get("inflated_truncated").and_then(Value::as_bool) == Some(true) {
+        let _ = write!(notes, " (inflated message cut; {len} bytes in all)");
     }
     if d.get("truncated").and_then(Value::as_bool) == Some(true) {
+        let len = wire_len;
         let _ = write!(notes, " (recorded message cut; {len} bytes in all)");
     }
     format!("websocket {arrow} {op} {what}{notes}")
@@ -881,6 +897,16 @@ mod tests {
         assert_eq!(
             websocket("websocket.message", &ping, l),
             "websocket ↓ ping 0 bytes"
+        );
+        let inflated = json!({"direction": "down", "opcode": "text", "len": 4, "compressed": true, "inflated_len": 2, "text": "Hi", "truncated": false});
+        assert_eq!(
+            websocket("websocket.message", &inflated, l),
+            "websocket ↓ text \"Hi\" (permessage-deflate, 4 bytes on the wire)"
+        );
+        let not = json!({"direction": "up", "opcode": "binary", "len": 2, "compressed": true, "inflate_error": "corrupt deflate data", "base64": "//8=", "truncated": false});
+        assert_eq!(
+            websocket("websocket.message", &not, l),
+            "websocket ↑ binary 2 bytes: ff ff (permessage-deflate, compressed bytes: corrupt deflate data)"
         );
         let bad = json!({"direction": "down", "where": "byte 12", "error": "reserved opcode 0x3"});
         assert_eq!(
