@@ -298,6 +298,13 @@ impl Engine {
         };
         inner.hook.uninstall();
         inner.enclosure.remove()?;
+        if let Some((bundle, _)) = &inner.trust {
+            // Made for this engine alone; an enclosure still using it holds it by its bind
+            // mount, not by this name.
+            if let Err(e) = std::fs::remove_file(bundle.path()) {
+                warn!("removing the trust bundle {}: {e}", bundle.path().display());
+            }
+        }
         Ok(())
     }
 

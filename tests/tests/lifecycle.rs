@@ -206,3 +206,36 @@ fn run_refuses_clearly_when_not_root() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("must run as root"), "{stderr}");
 }
+
+/// The trust bundle an embedded engine writes for its enclosure is its own, and goes with it:
+/// `/run/harness/trust` does not fill up with one file per `harness run`.
+#[test]
+fn an_embedded_engine_removes_its_trust_bundle_when_it_ends() {
+    if !privileged("trust-bundle-cleanup") {
+        return;
+    }
+    let dir = temp_dir("trust-cleanup");
+    let out = Command::new(harness_bin())
+        .args(["run", "--no-daemon", "--user", "nobody", "--ledger"])
+        .arg(dir.join("ledger"))
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat \"$SSL_CERT_FILE\" >/dev/null && echo \"$SSL_CERT_FILE\"",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bundle = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        bundle.starts_with("/run/harness/trust"),
+        "{}",
+        bundle.display()
+    );
+    assert!(!bundle.exists(), "{} outlived its engine", bundle.display());
+}

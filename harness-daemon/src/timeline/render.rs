@@ -257,14 +257,17 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
             _ => {}
         }
     }
+    // A session that used no model tokens says nothing of tokens.
+    let tokens = match tokens {
+        (0, 0) => String::new(),
+        (i, o) => format!(" · tokens {i} in, {o} out"),
+    };
     let _ = writeln!(
         out,
-        "{PAD}{} · {} · {} · tokens {} in, {} out",
+        "{PAD}{} · {} · {}{tokens}",
         count(log.exchanges.len(), "exchange"),
         count(corr.chains.len(), "model tool call"),
         count(corr.calls.len(), "MCP tool call"),
-        tokens.0,
-        tokens.1
     );
     // What the ledger holds, by kind, in order of first appearance.
     let mut kinds: Vec<(&str, usize)> = Vec::new();
