@@ -303,11 +303,23 @@ async fn exchange(
         head.target.clone(),
     );
     let request_headers = header_pairs(&head.headers);
-    if let Some((host, denied)) = authority
-        .as_deref()
-        .and_then(|host| policy.check(host).err().map(|d| (host, d)))
-    {
-        return refuse_host(&rec, head, policy, host, denied).await;
+    // Every name the request gives — its target's authority and each Host header (an
+    // upstream may read either) — must pass.
+    let names = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .into_iter()
+        .chain(
+            req.headers()
+                .get_all(http::header::HOST)
+                .iter()
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
+        );
+    for host in names {
+        if let Err(denied) = policy.check(&host) {
+            return refuse_host(&rec, head, policy, &host, denied).await;
+        }
     }
     let (parts, body) = req.into_parts();
     let request_capture = SharedCapture::default();

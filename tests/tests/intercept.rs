@@ -369,6 +369,41 @@ fn a_request_for_a_denied_host_never_reaches_upstream() {
         assert_eq!(heads, 1, "{flag}: the refused request's head is recorded");
         assert_eq!(statuses(&run.entries), [200], "{flag}");
     }
+    // An absolute-form target naming the allowed host, with a Host header naming another: an
+    // upstream may go by either, so both are checked.
+    let before = s.peer.requests().len();
+    let absolute = format!(
+        "https://api.example.test:{}/v1/quotes/ACME",
+        s.peer.addr().port()
+    );
+    let run = run_enclosed(
+        &s.dir.join("ledger-absolute"),
+        &[
+            "--upstream-ca",
+            s.ca.to_str().unwrap(),
+            "--dns-upstream",
+            &s.dns,
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+        &[
+            "/usr/bin/curl",
+            "-sS",
+            "--http1.1",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--request-target",
+            &absolute,
+            "-H",
+            "Host: fronted.example.test",
+            &url,
+        ],
+    );
+    assert_ok(&run);
+    assert_eq!(String::from_utf8_lossy(&run.output.stdout), "403");
+    assert_eq!(s.peer.requests().len(), before, "forwarded");
 }
 
 #[test]

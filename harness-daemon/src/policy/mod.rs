@@ -304,6 +304,18 @@ impl ConnPolicy {
         if name.is_empty() || name.parse::<IpAddr>().is_ok() {
             return Ok(());
         }
+        // Anything but a plain name could be read differently upstream (`x.evil.test ` with a
+        // space, `user@x.evil.test`, escapes) and slip past a host rule: refused.
+        let plain = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        if !plain {
+            return Err(Decision {
+                action: Action::Deny,
+                rule: None,
+                reason: format!("{host:?} is not a plain host name"),
+            });
+        }
         let decision = self.policy.decide(self.dst, Some(name));
         match decision.action {
             Action::Allow => Ok(()),
@@ -315,7 +327,8 @@ impl ConnPolicy {
 /// The host of an HTTP authority (`host`, `host:port`, `[v6]:port`, `[v6]`).
 fn authority_host(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
+        // Unclosed: left whole, so that it is not taken for an address.
+        return rest.split_once(']').map_or(authority, |(v6, _)| v6);
     }
     match authority.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,

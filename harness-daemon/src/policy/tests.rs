@@ -813,6 +813,22 @@ host = "*.evil.test"
     ] {
         assert!(conn.check(allowed).is_ok(), "{allowed}");
     }
+    // Forms an upstream might read as a denied name are refused, whatever the rules say.
+    for odd in [
+        "x.evil.test ",
+        "user@x.evil.test",
+        "x.evil.test%2e",
+        "api.example.test\t",
+        "[fd00::1",
+    ] {
+        let refused = conn.check(odd).unwrap_err();
+        assert_eq!(refused.rule, None, "{odd}");
+        assert!(
+            refused.reason.contains("not a plain host name"),
+            "{odd}: {}",
+            refused.reason
+        );
+    }
     let denied = conn.check("x.evil.test:443").unwrap_err();
     assert_eq!(denied.rule, Some(1));
     assert!(denied.reason.contains("rule[2]"), "{}", denied.reason);
