@@ -416,7 +416,7 @@ async fn exchange(
             let sink = Sink::Annotate(Box::new(pending));
             stream_through(rec.clone(), n, Direction::Down, first, body, sink)
         }
-        Release::Failed(reason) => failed_body(reason),
+        Release::Failed(e) => failed_body(format!("upstream: {e}")),
     };
     Response::from_parts(parts, body)
 }
@@ -583,7 +583,8 @@ enum Release {
     Whole(Bytes, Option<HeaderMap>),
     /// Chunk by chunk as each becomes durable, starting with what was already read.
     Stream(Option<Bytes>),
-    /// Not at all: the client sees the head, then the body cut, for this reason.
+    /// Not at all: reading it from upstream failed with this error; the client sees the
+    /// head, then the body cut.
     Failed(String),
 }
 
@@ -596,32 +597,26 @@ async fn record_response(
     head: HttpResponse,
     gathered: Option<Result<Gathered, hyper::Error>>,
 ) -> Result<(Durable, Release), LedgerError> {
-    let (bytes, trailers) = match gathered {
-        None => {
-            return Ok((
-                rec.append(Entry::HttpResponse(head)).await?,
-                Release::Stream(None),
-            ))
+    let release = match gathered {
+        Some(Ok(Gathered::Whole(bytes, trailers))) => {
+            let body = whole_body(rec, n, &bytes, trailers.as_ref()).await?;
+            let durable = rec
+                .append_all(vec![
+                    Entry::HttpResponse(head),
+                    Entry::HttpResponseBody(body),
+                ])
+                .await?;
+            return Ok((durable[0], Release::Whole(bytes, trailers)));
         }
-        Some(Ok(Gathered::Partial(first))) => {
-            let durable = rec.append(Entry::HttpResponse(head)).await?;
-            return Ok((durable, Release::Stream(Some(first))));
-        }
-        Some(Err(e)) => {
-            let durable = rec.append(Entry::HttpResponse(head)).await?;
-            rec.error("reading the response body", e.to_string()).await;
-            return Ok((durable, Release::Failed(format!("upstream: {e}"))));
-        }
-        Some(Ok(Gathered::Whole(bytes, trailers))) => (bytes, trailers),
+        None => Release::Stream(None),
+        Some(Ok(Gathered::Partial(first))) => Release::Stream(Some(first)),
+        Some(Err(e)) => Release::Failed(e.to_string()),
     };
-    let body = whole_body(rec, n, &bytes, trailers.as_ref()).await?;
-    let durable = rec
-        .append_all(vec![
-            Entry::HttpResponse(head),
-            Entry::HttpResponseBody(body),
-        ])
-        .await?;
-    Ok((durable[0], Release::Whole(bytes, trailers)))
+    let durable = rec.append(Entry::HttpResponse(head)).await?;
+    if let Release::Failed(e) = &release {
+        rec.error("reading the response body", e.clone()).await;
+    }
+    Ok((durable, release))
 }
 
 /// A body that fails at once: the client sees the response cut.

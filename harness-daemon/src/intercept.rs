@@ -137,12 +137,12 @@ where
         })
         .unwrap_or_default();
     let dst = policy.dst();
-    if let Some(denied) = info.sni.as_deref().and_then(|sni| policy.check(sni).err()) {
-        let reason = format!(
-            "TLS server name {}: {}",
-            info.sni.as_deref().unwrap_or_default(),
-            denied.reason
-        );
+    let denied = info
+        .sni
+        .as_deref()
+        .and_then(|sni| policy.check(sni).err().map(|d| (sni, d)));
+    if let Some((sni, denied)) = denied {
+        let reason = format!("TLS server name {sni}: {}", denied.reason);
         let _ = rec
             .append(Entry::ConnDenied(ConnDenied {
                 conn: Some(rec.conn()),

@@ -32,15 +32,25 @@ fn setup(name: &str) -> Setup {
 }
 
 impl Setup {
-    fn run(&self, ledger: &str, command: &[&str]) -> Enclosed {
-        let ledger = self.dir.join(ledger);
-        let extra = [
+    /// The `harness run` options every test gives: trust the peer's CA upstream, resolve
+    /// through the test DNS server.
+    fn options(&self) -> [&str; 4] {
+        [
             "--upstream-ca",
             self.ca.to_str().unwrap(),
             "--dns-upstream",
             &self.dns,
-        ];
-        run_enclosed(&ledger, &extra, command)
+        ]
+    }
+
+    fn run(&self, ledger: &str, command: &[&str]) -> Enclosed {
+        self.run_with(ledger, &[], command)
+    }
+
+    /// [`Setup::run`] with `more` options (a policy, say).
+    fn run_with(&self, ledger: &str, more: &[&str], command: &[&str]) -> Enclosed {
+        let options = [&self.options()[..], more].concat();
+        run_enclosed(&self.dir.join(ledger), &options, command)
     }
 
     fn url(&self, path: &str) -> String {
@@ -312,20 +322,12 @@ fn a_request_for_a_denied_host_never_reaches_upstream() {
     )
     .unwrap();
     let url = s.url("/v1/quotes/ACME");
+    let with_policy = ["--policy", policy.to_str().unwrap()];
     for flag in ["--http1.1", "--http2"] {
-        let ledger = s.dir.join(format!("ledger{flag}"));
-        let extra = [
-            "--upstream-ca",
-            s.ca.to_str().unwrap(),
-            "--dns-upstream",
-            &s.dns,
-            "--policy",
-            policy.to_str().unwrap(),
-        ];
         let before = s.peer.requests().len();
-        let run = run_enclosed(
-            &ledger,
-            &extra,
+        let run = s.run_with(
+            &format!("ledger{flag}"),
+            &with_policy,
             &[
                 "/bin/sh",
                 "-c",
@@ -376,16 +378,9 @@ fn a_request_for_a_denied_host_never_reaches_upstream() {
         "https://api.example.test:{}/v1/quotes/ACME",
         s.peer.addr().port()
     );
-    let run = run_enclosed(
-        &s.dir.join("ledger-absolute"),
-        &[
-            "--upstream-ca",
-            s.ca.to_str().unwrap(),
-            "--dns-upstream",
-            &s.dns,
-            "--policy",
-            policy.to_str().unwrap(),
-        ],
+    let run = s.run_with(
+        "ledger-absolute",
+        &with_policy,
         &[
             "/usr/bin/curl",
             "-sS",
@@ -548,12 +543,7 @@ fn hundred_megabytes_each_way_in_bounded_memory() {
     let mut child = std::process::Command::new(harness_tests::harness_bin())
         .args(["run", "--no-daemon", "--user", "nobody", "--ledger"])
         .arg(&ledger)
-        .args([
-            "--upstream-ca",
-            s.ca.to_str().unwrap(),
-            "--dns-upstream",
-            &s.dns,
-        ])
+        .args(s.options())
         .args(["--", "/bin/sh", "-c", &script])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -618,12 +608,7 @@ fn a_full_ledger_means_errors_for_the_client_and_no_unrecorded_upstream_request(
     let child = std::process::Command::new(harness_tests::harness_bin())
         .args(["run", "--no-daemon", "--user", "nobody", "--ledger"])
         .arg(&ledger)
-        .args([
-            "--upstream-ca",
-            s.ca.to_str().unwrap(),
-            "--dns-upstream",
-            &s.dns,
-        ])
+        .args(s.options())
         .args(["--", "/bin/sh", "-c", &script])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -166,8 +166,7 @@ impl SessionWriter {
     /// Appends `entry`; resolves once it is durable, or with the error that ended the session.
     /// An entry whose future is dropped before it resolves may or may not be written.
     pub async fn append(&self, entry: Entry) -> Result<Durable, LedgerError> {
-        let mut durable = self.submit(vec![entry], false, false).await?;
-        Ok(durable.remove(0))
+        self.submit_one(entry, false, false).await
     }
 
     /// Appends `entry` without asking for a commit of its own: it is written with the next
@@ -175,8 +174,7 @@ impl SessionWriter {
     /// alone after at most [`LAZY_WAIT`]. For entries nobody waits on before releasing bytes
     /// (annotations). Resolves once durable.
     pub async fn append_lazy(&self, entry: Entry) -> Result<Durable, LedgerError> {
-        let mut durable = self.submit(vec![entry], false, true).await?;
-        Ok(durable.remove(0))
+        self.submit_one(entry, false, true).await
     }
 
     /// Appends `entries` consecutively and in one group commit (one `fdatasync` for all of
@@ -191,9 +189,17 @@ impl SessionWriter {
     /// Writes `session_close` and a final signed checkpoint; resolves when both are durable.
     /// The session accepts nothing after it.
     pub async fn close(&self, close: SessionClose) -> Result<Durable, LedgerError> {
-        let mut durable = self
-            .submit(vec![Entry::SessionClose(close)], true, false)
-            .await?;
+        self.submit_one(Entry::SessionClose(close), true, false)
+            .await
+    }
+
+    async fn submit_one(
+        &self,
+        entry: Entry,
+        close: bool,
+        lazy: bool,
+    ) -> Result<Durable, LedgerError> {
+        let mut durable = self.submit(vec![entry], close, lazy).await?;
         Ok(durable.remove(0))
     }
 

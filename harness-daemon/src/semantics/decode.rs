@@ -79,7 +79,7 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// Where the fault was met, in `parse_error.where`'s words: `headers`, `byte N` or
-    /// `end (byte N)` (offsets into the recorded body), or `byte N of the br-decoded body`.
+    /// `end (byte N)` (offsets into the recorded body), or `byte N of an inner coding's input`.
     pub fn place(&self) -> String {
         match self {
             DecodeError::Unsupported { .. } => "headers".into(),
@@ -297,7 +297,7 @@ fn zstd(src: &mut Counted, cap: usize, out: &mut Vec<u8>) -> std::io::Result<()>
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::io::Write as _;
 
@@ -305,13 +305,15 @@ mod tests {
         vec![("Content-Encoding".into(), v.into())]
     }
 
-    fn gzip(b: &[u8]) -> Vec<u8> {
+    /// `b` gzip'd (also the semantics tests' encoder).
+    pub(in crate::semantics) fn gzip(b: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(b).unwrap();
         e.finish().unwrap()
     }
 
-    fn zlib(b: &[u8]) -> Vec<u8> {
+    /// `b` as zlib-wrapped deflate, what `Content-Encoding: deflate` means.
+    pub(in crate::semantics) fn zlib(b: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(b).unwrap();
         e.finish().unwrap()

@@ -736,19 +736,7 @@ fn unknown_encodings_are_not_guessed_at() {
 
 // === Content-Encoding: the parsers read what the body means ===
 
-fn gzip(b: &[u8]) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(b).unwrap();
-    e.finish().unwrap()
-}
-
-fn zlib(b: &[u8]) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(b).unwrap();
-    e.finish().unwrap()
-}
+use super::decode::tests::{gzip, zlib};
 
 /// The annotations of `x` and of the same exchange with its response encoded as `coding`
 /// agree, but for the `http` summary's encoding fields.

@@ -31,25 +31,23 @@ impl Default for Limits {
 /// Whitespace runs collapsed to one space, cut to `max` characters with a note of how much
 /// was left out.
 pub fn clip(s: &str, max: usize) -> String {
-    let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    let n = flat.chars().count();
+    cut(s.split_whitespace().collect::<Vec<_>>().join(" "), max)
+}
+
+/// `s` as it is, cut to `max` characters with a note of how much was left out.
+fn cut(s: String, max: usize) -> String {
+    let n = s.chars().count();
     if n <= max {
-        return flat;
+        return s;
     }
-    let head: String = flat.chars().take(max).collect();
+    let head: String = s.chars().take(max).collect();
     format!("{head}… (+{} chars)", n - max)
 }
 
 /// Compact JSON of a value, cut to `max` characters with a note of how much was left out.
 /// Unlike [`clip`], whitespace inside strings is kept: the text is the value's JSON.
 pub fn clip_json(v: &Value, max: usize) -> String {
-    let json = serde_json::to_string(v).unwrap_or_default();
-    let n = json.chars().count();
-    if n <= max {
-        return json;
-    }
-    let head: String = json.chars().take(max).collect();
-    format!("{head}… (+{} chars)", n - max)
+    cut(serde_json::to_string(v).unwrap_or_default(), max)
 }
 
 /// `1 tool`, `2 tools`: a count with its noun, singular when it is one.
@@ -67,14 +65,10 @@ fn tool_input(tc: &Value, max: usize) -> String {
     let input = tc.get("input").unwrap_or(&Value::Null);
     match (input, tc.get("input_error").and_then(Value::as_str)) {
         (Value::String(raw), Some(e)) => {
-            let n = raw.chars().count();
-            let shown: String = raw.chars().take(max).collect();
-            let more = if n > max {
-                format!("… (+{} chars)", n - max)
-            } else {
-                String::new()
-            };
-            format!("{shown}{more}  (arguments are not valid JSON: {e})")
+            format!(
+                "{}  (arguments are not valid JSON: {e})",
+                cut(raw.clone(), max)
+            )
         }
         (v, _) => clip_json(v, max),
     }
