@@ -43,10 +43,14 @@ pub struct OrigDst {
     pub cgroup_id: u64,
     /// Socket cookie of the enclosed socket.
     pub cookie: u64,
+    /// Cookie of the network namespace the enclosed socket lives in: each session has its own,
+    /// so the same local address and port can be in use in two sessions at once.
+    pub netns: u64,
 }
 
 /// Key of the `BY_PEER` map: the enclosed socket's local address as the daemon sees it when it
-/// accepts the redirected connection (IPv4 mapped into IPv6, host-order words).
+/// accepts the redirected connection (IPv4 mapped into IPv6, host-order words), within the
+/// session's network namespace.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PeerKey {
@@ -54,7 +58,18 @@ pub struct PeerKey {
     pub addr: [u32; 4],
     /// Local port of the enclosed socket, host order.
     pub port: u32,
+    /// Always 0 (explicit padding: the kernel hashes every byte of a key).
+    pub reserved: u32,
+    /// Cookie of the network namespace (the session's) the address belongs to.
+    pub netns: u64,
 }
+
+/// The port of the daemon's TCP listener inside every session's network namespace (on
+/// 127.0.0.1 and ::1). Below 1024, so that no unprivileged enclosed process can bind it, even
+/// after the daemon is gone.
+pub const DAEMON_TCP_PORT: u16 = 1023;
+/// The port of the daemon's DNS resolver inside every session's network namespace.
+pub const DAEMON_DNS_PORT: u16 = 1023;
 
 /// Configuration the daemon writes once into the `CONFIG` array before attaching.
 #[repr(C)]

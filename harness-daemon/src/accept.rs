@@ -7,66 +7,8 @@
 use crate::hook::{words_ip, Hook};
 use crate::ledger::Caller;
 use harness_common::OrigDst;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-
-/// The daemon's listeners: TCP and DNS (UDP) on one port pair, on IPv4 and IPv6 loopback.
-#[derive(Debug)]
-pub struct Listeners {
-    /// TCP on 127.0.0.1.
-    pub tcp_v4: TcpListener,
-    /// TCP on [::1].
-    pub tcp_v6: TcpListener,
-    /// DNS on 127.0.0.1.
-    pub dns_v4: UdpSocket,
-    /// DNS on [::1].
-    pub dns_v6: UdpSocket,
-}
-
-impl Listeners {
-    /// Binds all four on ephemeral ports, the same TCP port on both families and the same UDP
-    /// port on both families (the kernel side rewrites to one port per protocol).
-    pub async fn bind() -> std::io::Result<Listeners> {
-        let mut last_err = None;
-        for _ in 0..32 {
-            let tcp_v4 = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-            let port = tcp_v4.local_addr()?.port();
-            let tcp_v6 = match TcpListener::bind((Ipv6Addr::LOCALHOST, port)).await {
-                Ok(l) => l,
-                Err(e) => {
-                    last_err = Some(e);
-                    continue;
-                }
-            };
-            let dns_v4 = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-            let dns_port = dns_v4.local_addr()?.port();
-            let dns_v6 = match UdpSocket::bind((Ipv6Addr::LOCALHOST, dns_port)).await {
-                Ok(s) => s,
-                Err(e) => {
-                    last_err = Some(e);
-                    continue;
-                }
-            };
-            return Ok(Listeners {
-                tcp_v4,
-                tcp_v6,
-                dns_v4,
-                dns_v6,
-            });
-        }
-        Err(last_err.unwrap_or_else(|| std::io::Error::other("no free port pair")))
-    }
-
-    /// The TCP port.
-    pub fn tcp_port(&self) -> u16 {
-        self.tcp_v4.local_addr().map(|a| a.port()).unwrap_or(0)
-    }
-
-    /// The DNS port.
-    pub fn dns_port(&self) -> u16 {
-        self.dns_v4.local_addr().map(|a| a.port()).unwrap_or(0)
-    }
-}
+use std::net::SocketAddr;
+use tokio::net::TcpStream;
 
 /// A redirected connection whose original destination is known.
 #[derive(Debug)]
@@ -90,13 +32,15 @@ pub struct Unattributed {
     pub peer: SocketAddr,
 }
 
-/// Looks up the original destination for a freshly accepted connection.
+/// Looks up the original destination for a connection freshly accepted on a listener in the
+/// network namespace `netns`.
 pub fn recover(
     hook: &Hook,
     client: TcpStream,
     peer: SocketAddr,
+    netns: u64,
 ) -> Result<Redirected, Unattributed> {
-    match hook.take_orig_dst(peer) {
+    match hook.take_orig_dst(peer, netns) {
         Some(orig) => Ok(Redirected {
             client,
             peer,

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! → {"op":"open","command":["agent","--x"],"uid":1000,"gid":1000}
-//! ← {"ok":true,"session":"01J…","procs":"/sys/fs/cgroup/…/cgroup.procs"}
-//!   (the client starts the command inside that cgroup, waits for it)
+//! ← {"ok":true,"session":"01J…","procs":"/sys/fs/cgroup/…/cgroup.procs",
+//!    "netns":"/run/harness/netns/01J…"}
+//!   (the client starts the command inside that cgroup and network namespace, waits for it)
 //! → {"op":"close","exit_code":0,"signal":null}
 //! ← {"ok":true}
 //! ```
@@ -54,6 +55,9 @@ pub struct Reply {
     /// The session cgroup's `cgroup.procs` (`open`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub procs: Option<PathBuf>,
+    /// The session's network namespace, bind-mounted for the client to enter (`open`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
     /// The trust bundle to give the command (`open`, when TLS is intercepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<PathBuf>,
@@ -95,19 +99,38 @@ async fn client(engine: Engine, stream: UnixStream) -> std::io::Result<()> {
         } else {
             match (serde_json::from_str::<Request>(&line), &session) {
                 (Ok(Request::Open { command, uid, gid }), None) => {
-                    match engine.open_session(SessionSpec { command, uid, gid }).await {
-                        Ok(s) => {
+                    let opened = engine.open_session(SessionSpec { command, uid, gid }).await;
+                    let mounted = opened.as_ref().map_err(ToString::to_string).and_then(|s| {
+                        let id = s.writer.id().to_string();
+                        s.netns
+                            .mount_at(engine.name(), &id)
+                            .map_err(|e| e.to_string())
+                    });
+                    match (opened, mounted) {
+                        (Ok(s), Ok(netns)) => {
                             let reply = Reply {
                                 ok: true,
                                 session: Some(s.writer.id().to_string()),
                                 procs: Some(s.cgroup.procs_file()),
+                                netns: Some(netns),
                                 bundle: engine.trust_bundle().map(|b| b.path().to_owned()),
                                 error: None,
                             };
                             session = Some(s);
                             reply
                         }
-                        Err(e) => Reply {
+                        (Ok(s), Err(e)) => {
+                            let close = SessionClose {
+                                exit_code: None,
+                                signal: None,
+                            };
+                            let _ = engine.close_session(&s, close).await;
+                            Reply {
+                                error: Some(e),
+                                ..Reply::default()
+                            }
+                        }
+                        (Err(e), _) => Reply {
                             error: Some(e.to_string()),
                             ..Reply::default()
                         },

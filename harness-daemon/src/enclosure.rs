@@ -148,6 +148,80 @@ impl Enclosure {
     }
 }
 
+/// Where each running engine holds its lock: `<ENGINE_LOCKS>/<name>.lock`, locked (`flock`)
+/// for as long as the engine lives. The kernel drops the lock when the process dies, however
+/// it dies, so an unlocked (or missing) file means a dead engine.
+pub const ENGINE_LOCKS: &str = "/run/harness/engines";
+
+/// Proof that this process is the one live engine of its name (held until dropped).
+#[derive(Debug)]
+pub struct EngineLock {
+    _file: fs::File,
+    path: PathBuf,
+}
+
+impl EngineLock {
+    /// Takes the lock of engine `name`, or says which process-less state is in the way.
+    pub fn take(name: &str) -> Result<EngineLock, EnclosureError> {
+        let dir = Path::new(ENGINE_LOCKS);
+        fs::create_dir_all(dir).map_err(io_err(dir, "creating the engine lock directory"))?;
+        let path = dir.join(format!("{name}.lock"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path, "opening engine lock"))?;
+        if !try_lock(&file) {
+            return Err(EnclosureError::Io {
+                path,
+                what: "locking",
+                source: io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another engine of this name is running",
+                ),
+            });
+        }
+        Ok(EngineLock { _file: file, path })
+    }
+}
+
+impl Drop for EngineLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn try_lock(file: &fs::File) -> bool {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: flock on an fd we own, with plain flags.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Engines (other than `own`) whose enclosure is still there but whose process is gone: their
+/// lock file is missing or can be taken. Taking it proves the engine dead, and holding it
+/// while reaping keeps a new engine of the same name from starting meanwhile.
+pub fn dead_engines(own: &str) -> Result<Vec<(String, Option<fs::File>)>, EnclosureError> {
+    let root = cgroup2_mount()?.join("harness");
+    let Ok(entries) = fs::read_dir(&root) else {
+        return Ok(Vec::new());
+    };
+    let mut dead = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == own || !entry.path().is_dir() {
+            continue;
+        }
+        let lock = Path::new(ENGINE_LOCKS).join(format!("{name}.lock"));
+        match fs::OpenOptions::new().write(true).open(&lock) {
+            Ok(file) if try_lock(&file) => dead.push((name, Some(file))),
+            Ok(_) => {} // alive
+            Err(_) => dead.push((name, None)),
+        }
+    }
+    Ok(dead)
+}
+
 /// One session's cgroup.
 #[derive(Debug, Clone)]
 pub struct SessionCgroup {

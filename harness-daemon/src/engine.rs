@@ -1,8 +1,8 @@
 //! The one place that composes the stages, in the order the data flows:
 //! hook (kernel) → accept/orig-dst → session → policy → ledger → forward;
 //! and for DNS: resolver → policy → ledger; and kernel refusals → ledger.
-use crate::accept::{self, Listeners, Redirected, Unattributed};
-use crate::enclosure::{Enclosure, EnclosureError};
+use crate::accept::{self, Redirected, Unattributed};
+use crate::enclosure::{Enclosure, EnclosureError, EngineLock};
 use crate::hook::{ip_words, Hook, HookError};
 use crate::http::Version;
 use crate::intercept::{self, InterceptError, Interceptor};
@@ -10,13 +10,16 @@ use crate::ledger::{
     ConnClose, ConnDenied, ConnOpen, Entry, ErrorEntry, Ledger, LedgerError, SessionClose,
     SessionOpen,
 };
+use crate::netns::{self, Dialer, NetnsError, NetnsListeners, Reach, SessionNetns};
 use crate::policy::{Action, ConnPolicy, Policy, PolicyError};
 use crate::record::{recording_relay, ConnRecorder, Counted, Counts};
 use crate::resolver;
 use crate::session::{Names, Session, Sessions};
 use crate::sniff::{self, Kind};
 use crate::tls::{CaError, HarnessCa, LeafMinter, ServerConfigs, TrustBundle, TrustError};
-use harness_common::{event, EnclosureConfig, KernelEvent, NO_RULE};
+use harness_common::{
+    event, EnclosureConfig, KernelEvent, DAEMON_DNS_PORT, DAEMON_TCP_PORT, NO_RULE,
+};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -55,6 +58,9 @@ pub enum EngineError {
     /// Binding the daemon's listeners failed.
     #[error("binding the daemon's loopback listeners: {0}")]
     Listen(#[source] std::io::Error),
+    /// A session's network namespace could not be made.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
 }
 
 /// What an engine needs to start.
@@ -104,12 +110,16 @@ pub struct Engine {
 }
 
 pub(crate) struct Inner {
+    _lock: EngineLock,
     pub(crate) config: EngineConfig,
     pub(crate) enclosure: Enclosure,
     pub(crate) hook: Hook,
     pub(crate) sessions: Sessions,
     pub(crate) names: Names,
     pub(crate) daemon_addrs: [SocketAddr; 4],
+    /// Resolvers whose answers are believed (they teach host rules addresses): the host's own
+    /// and `--dns-upstream`.
+    pub(crate) trusted_resolvers: Vec<SocketAddr>,
     interceptor: Option<Interceptor>,
     trust: Option<(TrustBundle, String)>,
     stop: CancellationToken,
@@ -140,8 +150,9 @@ impl Engine {
             }
             None => (None, None),
         };
-        let listeners = Listeners::bind().await.map_err(EngineError::Listen)?;
-        let (tcp_port, dns_port) = (listeners.tcp_port(), listeners.dns_port());
+        let lock = EngineLock::take(&config.name)?;
+        reap_dead_engines(&config.name).await;
+        netns::remove_mounts(&config.name);
         let enclosure = Enclosure::create(&config.name)?;
         let orphans = enclosure.reap_orphans().await?;
         if orphans > 0 {
@@ -152,8 +163,8 @@ impl Engine {
         }
         let kernel_config = EnclosureConfig {
             daemon_v4: u32::from(Ipv4Addr::LOCALHOST),
-            tcp_port,
-            dns_port,
+            tcp_port: DAEMON_TCP_PORT,
+            dns_port: DAEMON_DNS_PORT,
             daemon_v6: ip_words(Ipv6Addr::LOCALHOST.into()),
             default_action: kernel.default_action,
             rule_count: 0,
@@ -168,13 +179,19 @@ impl Engine {
         let events = hook.take_events();
         let logger = hook.take_logger();
         let daemon_addrs = [
-            SocketAddr::from((Ipv4Addr::LOCALHOST, tcp_port)),
-            SocketAddr::from((Ipv6Addr::LOCALHOST, tcp_port)),
-            SocketAddr::from((Ipv4Addr::LOCALHOST, dns_port)),
-            SocketAddr::from((Ipv6Addr::LOCALHOST, dns_port)),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, DAEMON_TCP_PORT)),
+            SocketAddr::from((Ipv6Addr::LOCALHOST, DAEMON_TCP_PORT)),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, DAEMON_DNS_PORT)),
+            SocketAddr::from((Ipv6Addr::LOCALHOST, DAEMON_DNS_PORT)),
         ];
+        let mut trusted_resolvers = resolver::host_resolvers(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        );
+        trusted_resolvers.extend(config.dns_upstream);
         let engine = Engine {
             inner: Arc::new(Inner {
+                _lock: lock,
+                trusted_resolvers,
                 config,
                 enclosure,
                 hook,
@@ -187,19 +204,6 @@ impl Engine {
                 tasks: TaskTracker::new(),
             }),
         };
-        let Listeners {
-            tcp_v4,
-            tcp_v6,
-            dns_v4,
-            dns_v6,
-        } = listeners;
-        for listener in [tcp_v4, tcp_v6] {
-            engine.spawn(engine.clone().accept_loop(listener));
-        }
-        for socket in [dns_v4, dns_v6] {
-            let inner = engine.inner.clone();
-            engine.spawn(resolver::serve(inner, Arc::new(socket)));
-        }
         if let Some(events) = events {
             engine.spawn(engine.clone().kernel_events(events));
         }
@@ -214,6 +218,11 @@ impl Engine {
         self.inner.trust.as_ref().map(|(bundle, _)| bundle)
     }
 
+    /// The engine's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
     /// The enclosure cgroup.
     pub fn enclosure(&self) -> &Enclosure {
         &self.inner.enclosure
@@ -223,6 +232,7 @@ impl Engine {
     /// (`session_open`) is durable before this returns.
     pub async fn open_session(&self, spec: SessionSpec) -> Result<Arc<Session>, EngineError> {
         let name = ulid::Ulid::new().to_string();
+        let (netns, listeners) = SessionNetns::create()?;
         let cgroup = self.inner.enclosure.create_session(&name)?;
         let ledger = &self.inner.config.ledger;
         let open = SessionOpen {
@@ -248,9 +258,54 @@ impl Engine {
                 return Err(e.into());
             }
         };
-        let session = Arc::new(Session::new(writer, cgroup));
+        let session = Arc::new(Session::new(writer, cgroup, netns));
         self.inner.sessions.insert(session.clone());
+        self.serve_session(&session, listeners)
+            .map_err(EngineError::Listen)?;
         Ok(session)
+    }
+
+    /// Starts the daemon's side of a session: its listeners, inside its network namespace,
+    /// accept and resolve until the session closes.
+    fn serve_session(
+        &self,
+        session: &Arc<Session>,
+        listeners: NetnsListeners,
+    ) -> std::io::Result<()> {
+        let NetnsListeners {
+            tcp_v4,
+            tcp_v6,
+            dns_v4,
+            dns_v6,
+        } = listeners;
+        for listener in [tcp_v4, tcp_v6] {
+            let listener = TcpListener::from_std(listener)?;
+            let task = self.clone().accept_loop(session.clone(), listener);
+            self.spawn_for(session, task);
+        }
+        for socket in [dns_v4, dns_v6] {
+            let socket = Arc::new(tokio::net::UdpSocket::from_std(socket)?);
+            let task = resolver::serve(self.inner.clone(), session.clone(), socket);
+            self.spawn_for(session, task);
+        }
+        Ok(())
+    }
+
+    /// Runs `task` until it ends, the session closes or the engine stops.
+    fn spawn_for<F: std::future::Future<Output = ()> + Send + 'static>(
+        &self,
+        session: &Session,
+        task: F,
+    ) {
+        let stop = self.inner.stop.clone();
+        let closing = session.closing.clone();
+        session.tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = closing.cancelled() => {}
+                () = task => {}
+            }
+        });
     }
 
     /// Ends a session: kills what is left in its cgroup, ends its connections (each records its
@@ -320,7 +375,8 @@ impl Engine {
 
     // === TCP: accept → orig-dst → session → policy → ledger → forward ===
 
-    async fn accept_loop(self, listener: TcpListener) {
+    async fn accept_loop(self, session: Arc<Session>, listener: TcpListener) {
+        let netns = session.netns.cookie();
         loop {
             let (client, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -333,23 +389,27 @@ impl Engine {
             // separate small writes, which Nagle's algorithm would hold for the client's
             // delayed ACK (~40 ms).
             let _ = client.set_nodelay(true);
-            match accept::recover(&self.inner.hook, client, peer) {
-                Ok(redirected) => self.admit(redirected),
-                Err(unattributed) => self.refuse_unattributed(unattributed),
+            match accept::recover(&self.inner.hook, client, peer, netns) {
+                Ok(redirected) => self.admit(&session, redirected),
+                Err(unattributed) => self.refuse_unattributed(&session, unattributed),
             }
         }
     }
 
-    fn admit(&self, conn: Redirected) {
-        let Some(session) = self.inner.sessions.get(conn.caller.cgroup_id) else {
-            // A process in the enclosure but in no session we know: nothing to record it in,
-            // so it gets nothing.
-            warn!(
-                "connection from cgroup {} (no session) to {} refused",
-                conn.caller.cgroup_id, conn.dst
+    fn admit(&self, session: &Arc<Session>, conn: Redirected) {
+        if conn.caller.cgroup_id != session.cgroup.id() {
+            // Only the session's own processes live in its namespace; a caller from another
+            // cgroup means something we do not understand: it gets nothing.
+            self.refuse_unattributed(
+                session,
+                Unattributed {
+                    client: conn.client,
+                    peer: conn.peer,
+                },
             );
             return;
-        };
+        }
+        let session = session.clone();
         let engine = self.clone();
         let closing = session.closing.clone();
         let tasks = session.tasks.clone();
@@ -361,7 +421,7 @@ impl Engine {
         });
     }
 
-    fn refuse_unattributed(&self, conn: Unattributed) {
+    fn refuse_unattributed(&self, session: &Session, conn: Unattributed) {
         drop(conn.client);
         let entry = Entry::Error(ErrorEntry {
             conn: None,
@@ -369,21 +429,23 @@ impl Engine {
             message: "original destination not recoverable; connection closed, not forwarded"
                 .into(),
         });
-        if let Some(session) = self.inner.sessions.only() {
-            let writer = session.writer.clone();
-            tokio::spawn(async move {
-                let _ = writer.append(entry).await;
-            });
-        } else {
-            warn!("{entry:?}");
-        }
+        let writer = session.writer.clone();
+        session.tasks.spawn(async move {
+            let _ = writer.append(entry).await;
+        });
     }
 
     async fn serve(&self, session: &Session, conn: Redirected) {
         let number = session.next_number();
         let host = self.inner.names.name_of(conn.dst.ip());
+        let reach = netns::reach(conn.dst.ip());
         let decision = if self.inner.daemon_addrs.contains(&conn.dst) {
             Err("loop: destination is the harness daemon itself".to_owned())
+        } else if reach == Reach::HostLocal {
+            Err(format!(
+                "{} is an address of this host: services outside the enclosure are not reachable from it",
+                conn.dst.ip()
+            ))
         } else {
             let d = self.inner.config.policy.decide(conn.dst, host.as_deref());
             match d.action {
@@ -441,7 +503,11 @@ impl Engine {
             session.tasks.clone(),
             session.closing.clone(),
         );
-        let result = self.forward(client, conn.dst, rec.clone()).await;
+        let dialer = match reach {
+            Reach::Session => Dialer::inside(session.netns.clone()),
+            _ => Dialer::host(),
+        };
+        let result = self.forward(client, conn.dst, &dialer, rec.clone()).await;
         // An upgraded exchange (WebSocket) goes on after the HTTP stage hands it over: the
         // connection ends when its relay does.
         rec.upgrades_finished().await;
@@ -463,6 +529,7 @@ impl Engine {
         &self,
         client: Counted<TcpStream>,
         dst: SocketAddr,
+        dialer: &Dialer,
         rec: ConnRecorder,
     ) -> Result<(), String> {
         let (kind, client) = sniff::sniff(client)
@@ -470,12 +537,12 @@ impl Engine {
             .map_err(|e| format!("reading from the client: {e}"))?;
         let policy = ConnPolicy::new(self.inner.config.policy.clone(), dst);
         if let (Kind::Tls, Some(interceptor)) = (kind, &self.inner.interceptor) {
-            return intercept::serve(interceptor, client, policy, rec).await;
+            return intercept::serve(interceptor, client, policy, dialer, rec).await;
         }
-        let upstream = TcpStream::connect(dst)
+        let upstream = dialer
+            .connect(dst)
             .await
             .map_err(|e| format!("connecting to {dst}: {e}"))?;
-        let _ = upstream.set_nodelay(true);
         match kind {
             Kind::Http1 => {
                 crate::http::serve(client, upstream, Version::Http1, "http", policy, rec)
@@ -572,6 +639,38 @@ impl Engine {
         session.tasks.spawn(async move {
             let _ = writer.append(entry).await;
         });
+    }
+}
+
+/// Clears what engines that died left behind: kills their sessions' processes, then detaches
+/// their programs and removes their cgroups and namespace mounts. Each `harness run` embeds an
+/// engine of its own name, so without this a `kill -9` would leave them for ever.
+async fn reap_dead_engines(own: &str) {
+    let dead = match crate::enclosure::dead_engines(own) {
+        Ok(dead) => dead,
+        Err(e) => {
+            warn!("looking for enclosures of dead engines: {e}");
+            return;
+        }
+    };
+    for (name, _lock) in dead {
+        let reaped = async {
+            let enclosure = Enclosure::create(&name)?;
+            let sessions = enclosure.reap_orphans().await?;
+            crate::hook::remove_pins(&name)?;
+            netns::remove_mounts(&name);
+            enclosure.remove()?;
+            Ok::<usize, EngineError>(sessions)
+        };
+        match reaped.await {
+            Ok(sessions) => warn!(
+                "engine {name} had died: killed its {sessions} session(s) and removed its enclosure"
+            ),
+            Err(e) => warn!("cleaning up after dead engine {name}: {e}"),
+        }
+        let _ = std::fs::remove_file(
+            std::path::Path::new(crate::enclosure::ENGINE_LOCKS).join(format!("{name}.lock")),
+        );
     }
 }
 

@@ -116,7 +116,7 @@ impl Hook {
         config: EnclosureConfig,
         rules: &[KernelRule],
     ) -> Result<Hook, HookError> {
-        let pin_dir = bpffs()?.join("harness").join(engine);
+        let pin_dir = pin_dir(engine)?;
         remove_stale_pins(&pin_dir);
         fs::create_dir_all(&pin_dir).map_err(|source| HookError::Io {
             path: pin_dir.clone(),
@@ -230,18 +230,23 @@ impl Hook {
         })
     }
 
-    /// Where the enclosed socket whose local address the daemon sees as `peer` was really going.
-    /// The entry is removed: each accepted connection claims its own.
-    pub fn take_orig_dst(&self, peer: SocketAddr) -> Option<OrigDst> {
-        take(&self.by_peer, peer)
+    /// Where the enclosed socket whose local address the daemon sees as `peer`, in the
+    /// network namespace `netns`, was really going. The entry is removed: each accepted
+    /// connection claims its own.
+    pub fn take_orig_dst(&self, peer: SocketAddr, netns: u64) -> Option<OrigDst> {
+        let key = peer_key(peer, netns);
+        let mut map = self.by_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let orig = map.get(&key, 0).ok()?;
+        let _ = map.remove(&key);
+        Some(orig)
     }
 
     /// Who sent the DNS datagram that arrived from `peer`. The entry stays: one socket sends
     /// several questions (glibc sends A and AAAA together), and the kernel side rewrites it on
     /// every datagram, so it is never stale.
-    pub fn dns_sender(&self, peer: SocketAddr) -> Option<OrigDst> {
+    pub fn dns_sender(&self, peer: SocketAddr, netns: u64) -> Option<OrigDst> {
         let map = self.dns_peers.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&peer_key(peer), 0).ok()
+        map.get(&peer_key(peer, netns), 0).ok()
     }
 
     /// Tells the kernel what host-name rules decided for addresses DNS just gave.
@@ -276,19 +281,14 @@ impl Hook {
     }
 }
 
-fn take(map: &Mutex<HashMap<MapData, PeerKey, OrigDst>>, peer: SocketAddr) -> Option<OrigDst> {
-    let key = peer_key(peer);
-    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-    let orig = map.get(&key, 0).ok()?;
-    let _ = map.remove(&key);
-    Some(orig)
-}
-
-/// The map key for a peer address: IPv4 mapped into IPv6, host-order words.
-pub fn peer_key(peer: SocketAddr) -> PeerKey {
+/// The map key for a peer address in a session's namespace: IPv4 mapped into IPv6,
+/// host-order words.
+pub fn peer_key(peer: SocketAddr, netns: u64) -> PeerKey {
     PeerKey {
         addr: ip_words(peer.ip()),
         port: u32::from(peer.port()),
+        reserved: 0,
+        netns,
     }
 }
 
@@ -380,6 +380,19 @@ fn bpffs() -> Result<PathBuf, HookError> {
         source: std::io::Error::from(e),
     })?;
     Ok(target)
+}
+
+fn pin_dir(engine: &str) -> Result<PathBuf, HookError> {
+    Ok(bpffs()?.join("harness").join(engine))
+}
+
+/// Detaches what a dead engine left pinned, and its pin directory. Its sessions must be gone
+/// first: detaching lets whatever is still in its enclosure out.
+pub fn remove_pins(engine: &str) -> Result<(), HookError> {
+    let dir = pin_dir(engine)?;
+    remove_stale_pins(&dir);
+    let _ = fs::remove_dir(&dir);
+    Ok(())
 }
 
 /// Links pinned by an engine of the same name that died: unpinning detaches them, so the new

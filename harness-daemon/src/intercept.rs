@@ -4,6 +4,7 @@
 //! speak the same HTTP version and the HTTP stage can forward exchange by exchange.
 use crate::http::{self, Version};
 use crate::ledger::{ConnDenied, Entry, TlsFailure, TlsSide};
+use crate::netns::Dialer;
 use crate::policy::ConnPolicy;
 use crate::record::{recording_relay, ConnRecorder};
 use crate::sniff::Kind;
@@ -12,7 +13,6 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 /// Errors setting up interception (at engine start).
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,7 @@ pub async fn serve<C>(
     interceptor: &Interceptor,
     client: C,
     policy: ConnPolicy,
+    dialer: &Dialer,
     rec: ConnRecorder,
 ) -> Result<(), String>
 where
@@ -166,10 +167,10 @@ where
     let upstream_config = interceptor
         .client_config(offered)
         .map_err(|e| format!("upstream TLS configuration: {e}"))?;
-    let tcp = TcpStream::connect(dst)
+    let tcp = dialer
+        .connect(dst)
         .await
         .map_err(|e| format!("connecting to {dst}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
     let upstream = match tokio_rustls::TlsConnector::from(Arc::new(upstream_config))
         .connect(server_name, tcp)
         .await

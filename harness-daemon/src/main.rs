@@ -69,6 +69,9 @@ enum Command {
         #[arg(long)]
         export: Option<PathBuf>,
     },
+    /// What `harness run` executes inside the enclosure (not for direct use).
+    #[command(name = "enclosed-init", hide = true)]
+    EnclosedInit(harness::init::InitArgs),
     /// Run the engine as a long-lived service that `harness run` uses (as root).
     Daemon {
         /// Ledger directory.
@@ -109,6 +112,8 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let code = match cli.command {
+        // Single-threaded on purpose (it forks): no runtime, no tracing threads.
+        Command::EnclosedInit(args) => harness::init::run(args),
         Command::Verify(args) => cli::verify(&args),
         Command::Log(args) => cli::log(&args),
         Command::Prove(args) => cli::prove(&args),

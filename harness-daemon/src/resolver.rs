@@ -8,6 +8,7 @@ use crate::dns;
 use crate::engine::Inner;
 use crate::ledger::{DnsAnswer, DnsQuery, Entry};
 use crate::policy::Action;
+use crate::session::Session;
 use base64::Engine as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +19,10 @@ use tracing::warn;
 /// How long an upstream resolver gets to answer before the process is told SERVFAIL.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves one of the resolver's sockets until the engine stops.
-pub(crate) async fn serve(engine: Arc<Inner>, socket: Arc<UdpSocket>) {
+/// Serves one of a session's resolver sockets (inside its network namespace) until the session
+/// closes.
+pub(crate) async fn serve(engine: Arc<Inner>, session: Arc<Session>, socket: Arc<UdpSocket>) {
+    let netns = session.netns.cookie();
     let mut buf = vec![0u8; 65_535];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -30,13 +33,14 @@ pub(crate) async fn serve(engine: Arc<Inner>, socket: Arc<UdpSocket>) {
             }
         };
         let query = buf[..n].to_vec();
-        let Some(sender) = engine.hook.dns_sender(peer) else {
+        let Some(sender) = engine.hook.dns_sender(peer, netns) else {
             warn!("DNS datagram from {peer} without a recorded sender: dropped");
             continue;
         };
-        let Some(session) = engine.sessions.get(sender.cgroup_id) else {
+        if sender.cgroup_id != session.cgroup.id() {
             continue;
-        };
+        }
+        let session = session.clone();
         let engine = engine.clone();
         let socket = socket.clone();
         let tasks = session.tasks.clone();
@@ -67,19 +71,26 @@ pub(crate) async fn serve(engine: Arc<Inner>, socket: Arc<UdpSocket>) {
                 let _ = socket.send_to(&dns::servfail(&query), peer).await;
                 return;
             }
-            let denied = parsed
-                .is_ok()
-                .then(|| engine.config.policy.decide_name(&qname, None))
-                .flatten()
-                .filter(|d| d.action == Action::Deny);
-            let (reply, answer) = if let Some(decision) = denied {
+            let trusted = engine.trusted_resolvers.contains(&upstream);
+            let refusal = match &parsed {
+                // Only DNS goes out on port 53: anything else would be a tunnel.
+                Err(e) => Some(format!("not a DNS query ({e}): not forwarded")),
+                Ok(_) => engine
+                    .config
+                    .policy
+                    .decide_name(&qname, None)
+                    .filter(|d| d.action == Action::Deny)
+                    .map(|d| d.reason)
+                    .or_else(|| refuse_resolver(&engine, upstream, trusted)),
+            };
+            let (reply, answer) = if let Some(reason) = refusal {
                 let reply = dns::refused(&query);
                 let answer = DnsAnswer {
                     exchange,
                     rcode: Some("REFUSED".into()),
                     answers: Vec::new(),
                     message_b64: Some(b64(&reply)),
-                    error: Some(decision.reason),
+                    error: Some(reason),
                 };
                 (reply, answer)
             } else {
@@ -87,7 +98,11 @@ pub(crate) async fn serve(engine: Arc<Inner>, socket: Arc<UdpSocket>) {
                     Ok(reply) => {
                         let answer = match dns::parse_answer(&reply) {
                             Ok(a) => {
-                                learn(&engine, &qname, &a);
+                                // What a resolver the agent chose says proves nothing: it must
+                                // never unlock an address for a host rule.
+                                if trusted {
+                                    learn(&engine, &qname, &a);
+                                }
                                 DnsAnswer {
                                     exchange,
                                     rcode: Some(a.rcode.clone()),
@@ -132,6 +147,38 @@ pub(crate) async fn serve(engine: Arc<Inner>, socket: Arc<UdpSocket>) {
     }
 }
 
+/// Why a question may not go to `upstream`, the server the process addressed, when it is not
+/// one of the resolvers the engine trusts (the host's, or `--dns-upstream`): such a server is
+/// a destination like any other, and the policy decides on it (port 53).
+fn refuse_resolver(engine: &Inner, upstream: SocketAddr, trusted: bool) -> Option<String> {
+    if trusted {
+        return None;
+    }
+    if crate::netns::reach(upstream.ip()) != crate::netns::Reach::Outside {
+        return Some(format!(
+            "resolver {upstream} is on this host but not one it uses (/etc/resolv.conf): not forwarded"
+        ));
+    }
+    let decision = engine.config.policy.decide(upstream, None);
+    (decision.action == Action::Deny).then(|| format!("resolver {upstream}: {}", decision.reason))
+}
+
+/// The resolvers the host itself uses (`nameserver` lines of `/etc/resolv.conf`, port 53):
+/// questions to them are forwarded, and their answers teach host rules their addresses.
+pub fn host_resolvers(resolv_conf: &str) -> Vec<SocketAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
+        })
+        .filter_map(|addr| addr.split('%').next()?.parse::<std::net::IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
 /// Teaches the engine (names for the ledger and host rules) and the kernel (host-rule verdicts
 /// per address) what the answer says. Only names on the CNAME chain from the question count:
 /// an unrelated record smuggled into an answer is never credited to the name asked.
@@ -167,4 +214,22 @@ async fn ask_upstream(upstream: SocketAddr, query: &[u8]) -> std::io::Result<Vec
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_resolvers_are_read_from_resolv_conf() {
+        let conf = "# comment\nnameserver 127.0.0.53\nsearch example\nnameserver fe80::1%eth0\nnameserver  ::1 \noptions edns0\n";
+        assert_eq!(
+            host_resolvers(conf),
+            vec![
+                "127.0.0.53:53".parse().unwrap(),
+                "[fe80::1]:53".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+    }
 }

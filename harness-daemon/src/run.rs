@@ -10,7 +10,6 @@ use crate::policy::{Policy, PolicyError};
 use crate::tls::{TrustBundle, TrustError};
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd as _;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -229,14 +228,26 @@ async fn run_via_daemon(
         }
     };
     let bundle = reply.bundle.as_deref().map(TrustBundle::existing);
-    let (exit_code, signal, spawn_error) =
-        match spawn_enclosed(procs, who, command, bundle.as_ref()) {
-            Ok(mut child) => {
-                let status = wait_forwarding_signals(&mut child).await;
-                (status.code(), status.signal(), None)
-            }
-            Err(e) => (None, None, Some(e)),
-        };
+    let netns_path = reply
+        .netns
+        .ok_or_else(|| daemon_err("no network namespace for the session".into()))?;
+    let netns = std::fs::File::open(&netns_path)
+        .map_err(|e| daemon_err(format!("{}: {e}", netns_path.display())))?;
+    let spawned = spawn_enclosed(
+        procs,
+        std::os::fd::AsFd::as_fd(&netns),
+        who,
+        command,
+        bundle.as_ref(),
+    );
+    let ended = match spawned {
+        Ok(running) => running.wait().await,
+        Err(e) => Err(e),
+    };
+    let (exit_code, signal, spawn_error) = match ended {
+        Ok(Ended { exit_code, signal }) => (exit_code, signal, None),
+        Err(e) => (None, None, Some(e)),
+    };
     let reply = client
         .call(&Request::Close { exit_code, signal })
         .await
@@ -267,15 +278,17 @@ async fn run_in(engine: &Engine, who: &Identity, command: &[OsString]) -> Result
         .await?;
     let spawned = spawn_enclosed(
         session.cgroup.procs_file(),
+        session.netns.fd(),
         who,
         command,
         engine.trust_bundle(),
     );
-    let (exit_code, signal, spawn_error) = match spawned {
-        Ok(mut child) => {
-            let status = wait_forwarding_signals(&mut child).await;
-            (status.code(), status.signal(), None)
-        }
+    let ended = match spawned {
+        Ok(running) => running.wait().await,
+        Err(e) => Err(e),
+    };
+    let (exit_code, signal, spawn_error) = match ended {
+        Ok(Ended { exit_code, signal }) => (exit_code, signal, None),
         Err(e) => (None, None, Some(e)),
     };
     engine
@@ -287,15 +300,66 @@ async fn run_in(engine: &Engine, who: &Identity, command: &[OsString]) -> Result
     Ok(exit_code.unwrap_or_else(|| 128 + signal.unwrap_or(0)))
 }
 
-/// Starts the command inside the session cgroup. The child moves itself into the cgroup, drops
-/// to the target user and sets no_new_privs between fork and exec, so not one instruction of
-/// the command runs outside the enclosure or with privileges it could regain.
+/// An enclosed command that is running: `enclosed-init` (see [`crate::init`]) and the pipes
+/// that tie it to this process.
+struct Running {
+    init: tokio::process::Child,
+    /// Where pid 1 reports how the command ended.
+    status: std::os::fd::OwnedFd,
+    /// Held open for as long as we live: its closing ends the enclosure (see [`crate::init`]).
+    _liveness: std::os::fd::OwnedFd,
+    shown: String,
+}
+
+/// How the enclosed command ended, as `harness run` reports it.
+struct Ended {
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+}
+
+impl Running {
+    /// Waits for the command (passing signals on), then reads how it ended.
+    async fn wait(mut self) -> Result<Ended, RunError> {
+        let init_status = wait_forwarding_signals(&mut self.init).await;
+        let mut bytes = [0u8; 8];
+        let n = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&self.status), &mut bytes)
+            .unwrap_or(0);
+        match crate::init::Report::decode(&bytes[..n]) {
+            Some(crate::init::Report::Ended(raw)) => {
+                let status = std::process::ExitStatus::from_raw(raw);
+                Ok(Ended {
+                    exit_code: status.code(),
+                    signal: status.signal(),
+                })
+            }
+            Some(crate::init::Report::ExecFailed(errno)) => Err(RunError::Spawn {
+                command: self.shown,
+                source: std::io::Error::from_raw_os_error(errno),
+            }),
+            // Pid 1 died without a word (killed from outside): the command died with it.
+            None => Ok(Ended {
+                exit_code: None,
+                signal: init_status.signal().or(Some(libc::SIGKILL)),
+            }),
+        }
+    }
+}
+
+/// Starts the command enclosed. The child joins the session cgroup and network namespace, gets
+/// a private mount namespace (with the trust bundle mounted over the system CA files), new PID
+/// and IPC namespaces and a session of its own (no controlling terminal: `TIOCSTI` cannot push
+/// input into the operator's shell), loses every inherited descriptor but its standard three,
+/// and executes `harness enclosed-init`, which mounts the session's `/proc` as pid 1 and runs
+/// the command as `who` with `no_new_privs` and the seccomp filter. Not one instruction of the
+/// command runs outside the enclosure or with privileges it could regain.
 fn spawn_enclosed(
     procs_file: PathBuf,
+    netns: std::os::fd::BorrowedFd<'_>,
     who: &Identity,
     command: &[OsString],
     trust: Option<&TrustBundle>,
-) -> Result<tokio::process::Child, RunError> {
+) -> Result<Running, RunError> {
+    use std::os::fd::AsRawFd as _;
     let shown = command
         .iter()
         .map(|a| a.to_string_lossy())
@@ -305,8 +369,8 @@ fn spawn_enclosed(
         command: shown.clone(),
         source,
     };
-    let (program, args) = command
-        .split_first()
+    let program = command
+        .first()
         .ok_or_else(|| spawn_err(std::io::Error::other("no command given")))?;
     let procs = std::fs::OpenOptions::new()
         .write(true)
@@ -317,58 +381,109 @@ fn spawn_enclosed(
                 format!("{}: {e}", procs_file.display()),
             ))
         })?;
+    let (status_r, status_w) = crate::init::pipe().map_err(spawn_err)?;
+    let (liveness_r, liveness_w) = crate::init::pipe().map_err(spawn_err)?;
     let procs_fd = procs.as_raw_fd();
-    let (uid, gid) = (who.uid, who.gid);
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args);
+    let netns_fd = netns.as_raw_fd();
+    let keep = [status_w.as_raw_fd(), liveness_r.as_raw_fd()];
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.arg(crate::init::SUBCOMMAND)
+        .arg("--uid")
+        .arg(who.uid.to_string())
+        .arg("--gid")
+        .arg(who.gid.to_string())
+        .arg("--status-fd")
+        .arg(keep[0].to_string())
+        .arg("--liveness-fd")
+        .arg(keep[1].to_string())
+        .arg("--")
+        .args(command);
     if let Some(name) = &who.name {
         cmd.env("USER", name).env("LOGNAME", name);
     }
     if let Some(home) = &who.home {
         cmd.env("HOME", home);
     }
-    if let Some(bundle) = trust {
-        // Clients that honour these variables trust the harness CA; the bind mounts (set up
-        // in the child before it drops root, so registered first) catch those that do not.
-        cmd.envs(bundle.env());
-        // A directory of hashed host certificates would be searched without the harness CA
-        // (OpenSSL consults it when SSL_CERT_FILE is unset by a client): the bundle is the trust.
-        cmd.env_remove("SSL_CERT_DIR");
-        let venvs = crate::tls::trust::namespace::command_venvs(
-            Path::new(program),
-            std::env::var_os("PATH").as_deref(),
-            std::env::var_os("VIRTUAL_ENV").as_deref(),
-        );
-        bundle.mounts_for(&venvs)?.install(&mut cmd);
-    }
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (write, setgroups, setgid, setuid, prctl) on values captured by copy; `procs`
-    // stays open in the parent until spawn returns, so `procs_fd` is valid in the child.
+    // system calls (write, setns) on integers captured by copy; `procs` and the namespace fd
+    // stay open in the parent until spawn returns, so both fds are valid in the child.
     unsafe {
         cmd.pre_exec(move || {
             let zero = b"0";
             if libc::write(procs_fd, zero.as_ptr().cast(), zero.len()) != zero.len() as isize {
                 return Err(std::io::Error::last_os_error());
             }
-            let groups = [gid];
-            if libc::setgroups(1, groups.as_ptr()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-            {
+            if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let child = tokio::process::Command::from(cmd)
+    match trust {
+        Some(bundle) => {
+            // Clients that honour these variables trust the harness CA; the bind mounts catch
+            // those that do not.
+            cmd.envs(bundle.env());
+            // A directory of hashed host certificates would be searched without the harness
+            // CA (OpenSSL consults it when SSL_CERT_FILE is unset by a client).
+            cmd.env_remove("SSL_CERT_DIR");
+            let venvs = crate::tls::trust::namespace::command_venvs(
+                Path::new(program),
+                std::env::var_os("PATH").as_deref(),
+                std::env::var_os("VIRTUAL_ENV").as_deref(),
+            );
+            bundle.mounts_for(&venvs)?.install(&mut cmd);
+        }
+        None => crate::tls::trust::namespace::TrustMounts::none().install(&mut cmd),
+    }
+    // SAFETY: runs in the forked child before exec, after the hooks above; only the
+    // async-signal-safe system calls unshare, setsid, close_range and fcntl on integers
+    // captured by copy.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWPID | libc::CLONE_NEWIPC) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // A session of its own: no controlling terminal, so TIOCSTI on an inherited tty
+            // fails and the operator's shell never reads what the command types.
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Nothing inherited beyond stdin, stdout and stderr (and the two pipes for
+            // enclosed-init): sockets of the caller would lead outside the enclosure. Marked
+            // close-on-exec rather than closed, so spawn's own error pipe still works.
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            for fd in keep {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let init = tokio::process::Command::from(cmd)
         .spawn()
         .map_err(spawn_err)?;
     drop(procs);
-    Ok(child)
+    drop(status_w);
+    drop(liveness_r);
+    Ok(Running {
+        init,
+        status: status_r,
+        _liveness: liveness_w,
+        shown,
+    })
 }
 
-/// Waits for the child, passing SIGINT, SIGTERM and SIGHUP on to it.
+/// Waits for the child, passing on the signals a terminal or a supervisor sends.
 async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> std::process::ExitStatus {
     use tokio::signal::unix::{signal, SignalKind};
     let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
@@ -376,10 +491,14 @@ async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> std::proc
         (SignalKind::interrupt(), nix::sys::signal::Signal::SIGINT),
         (SignalKind::terminate(), nix::sys::signal::Signal::SIGTERM),
         (SignalKind::hangup(), nix::sys::signal::Signal::SIGHUP),
+        (
+            SignalKind::window_change(),
+            nix::sys::signal::Signal::SIGWINCH,
+        ),
     ]
     .map(|(kind, sig)| (signal(kind).ok(), sig));
     loop {
-        let [(a, sa), (b, sb), (c, sc)] = &mut sigs;
+        let [(a, sa), (b, sb), (c, sc), (d, sd)] = &mut sigs;
         let forwarded = tokio::select! {
             status = child.wait() => {
                 return status.unwrap_or_else(|_| std::process::ExitStatus::from_raw(1 << 8));
@@ -387,6 +506,7 @@ async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> std::proc
             Some(()) = async { a.as_mut()?.recv().await } => *sa,
             Some(()) = async { b.as_mut()?.recv().await } => *sb,
             Some(()) = async { c.as_mut()?.recv().await } => *sc,
+            Some(()) = async { d.as_mut()?.recv().await } => *sd,
         };
         if let Some(pid) = pid {
             let _ = nix::sys::signal::kill(pid, forwarded);

@@ -1,6 +1,7 @@
 //! Sessions: which ledger a cgroup's traffic is recorded in, and the connections still open.
 use crate::enclosure::SessionCgroup;
 use crate::ledger::SessionWriter;
+use crate::netns::SessionNetns;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +15,8 @@ pub struct Session {
     pub writer: SessionWriter,
     /// Its cgroup.
     pub cgroup: SessionCgroup,
+    /// Its network namespace, where the daemon's listeners for it live.
+    pub netns: Arc<SessionNetns>,
     /// Connection and DNS exchange numbers, unique within the session.
     next_number: AtomicU64,
     /// Connections and DNS exchanges in flight.
@@ -33,10 +36,11 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// A session recording to `writer` for the processes in `cgroup`.
-    pub fn new(writer: SessionWriter, cgroup: SessionCgroup) -> Session {
+    pub fn new(writer: SessionWriter, cgroup: SessionCgroup, netns: SessionNetns) -> Session {
         Session {
             writer,
             cgroup,
+            netns: Arc::new(netns),
             next_number: AtomicU64::new(1),
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
@@ -83,17 +87,6 @@ impl Sessions {
             .values()
             .cloned()
             .collect()
-    }
-
-    /// Any one live session (where an unattributable event is recorded when there is exactly
-    /// one, as under `harness run`).
-    pub fn only(&self) -> Option<Arc<Session>> {
-        let map = self.by_cgroup.read().unwrap_or_else(|e| e.into_inner());
-        if map.len() == 1 {
-            map.values().next().cloned()
-        } else {
-            None
-        }
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Arc<Session>>> {

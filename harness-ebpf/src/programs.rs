@@ -3,7 +3,7 @@ use aya_ebpf::{
     bindings::{bpf_sock, bpf_sock_addr, bpf_sock_ops},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::bpf_get_socket_cookie,
+        generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     },
     macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, map, sock_ops},
     maps::{Array, HashMap, LruHashMap, RingBuf},
@@ -242,6 +242,8 @@ fn try_sockops(ctx: &SockOpsContext) {
     let key = PeerKey {
         addr,
         port: ctx.local_port(),
+        reserved: 0,
+        netns: orig.netns,
     };
     let _ = BY_PEER.insert(&key, &orig, 0);
 }
@@ -295,6 +297,8 @@ fn try_egress(ctx: &SkBuffContext) -> Result<i32, i32> {
                 let key = PeerKey {
                     addr: src,
                     port: u32::from(u16::from_be(sport)),
+                    reserved: 0,
+                    netns: orig.netns,
                 };
                 let _ = DNS_PEERS.insert(&key, &orig, 0);
             }
@@ -422,6 +426,8 @@ fn who_asked(ctx: &SockAddrContext, addr: [u32; 4], port: u16, family: u16) -> O
     orig.family = family;
     // SAFETY: valid context; the helper reads the socket's cookie.
     orig.cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    // SAFETY: valid context; the helper reads the network namespace of the socket's owner.
+    orig.netns = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
     fill_caller(&mut orig);
     orig
 }
@@ -447,6 +453,7 @@ const fn empty_orig() -> OrigDst {
         uid: 0,
         cgroup_id: 0,
         cookie: 0,
+        netns: 0,
     }
 }
 

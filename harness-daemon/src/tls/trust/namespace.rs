@@ -147,6 +147,16 @@ impl TrustMounts {
         })
     }
 
+    /// A private mount namespace with nothing mounted in it: what an enclosure gets when TLS
+    /// is not intercepted (the session still needs a mount namespace of its own for its
+    /// `/proc`).
+    pub fn none() -> TrustMounts {
+        TrustMounts {
+            bundle: CString::default(),
+            targets: Vec::new(),
+        }
+    }
+
     /// The files the bundle will be mounted over.
     pub fn targets(&self) -> impl Iterator<Item = &Path> {
         self.targets

@@ -1,0 +1,646 @@
+//! The escape suite: an agent that *wants* an unrecorded way out, one case per class of escape
+//! (README "Threat model"). Each case runs the `escape` attacker binary (or `probe`) inside
+//! `harness run` as an unprivileged user, tries the escape for real against a real target
+//! outside the enclosure, and asserts both that it failed and that the target saw nothing.
+//! Runs on this machine's kernel and in the 6.1 VM (`cargo xtask test`).
+use harness_tests::{harness_bin, privileged, probe_bin, run_enclosed, temp_dir, Entry, Recorded};
+use serde_json::Value;
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::FromRawFd as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The attacker binary (built beside `probe`).
+fn escape_bin() -> PathBuf {
+    probe_bin().with_file_name("escape")
+}
+
+/// Runs `escape ARGS…` enclosed as `nobody`; returns its verdict line and the session.
+fn attempt(ledger: &Path, extra: &[&str], args: &[&str]) -> (Value, Vec<Recorded>) {
+    let bin = escape_bin();
+    let mut command = vec![bin.to_str().unwrap()];
+    command.extend_from_slice(args);
+    let run = run_enclosed(ledger, extra, &command);
+    let verdict = run.results.into_iter().next().unwrap_or_else(|| {
+        panic!(
+            "escape {args:?} printed nothing (status {:?}); stderr: {}",
+            run.output.status,
+            String::from_utf8_lossy(&run.output.stderr)
+        )
+    });
+    (verdict, run.entries)
+}
+
+fn assert_held(verdict: &Value, case: &str) {
+    assert_eq!(verdict["escaped"], false, "{case}: ESCAPED: {verdict}");
+}
+
+fn errno(verdict: &Value, step: &str) -> i64 {
+    verdict[step]["errno"].as_i64().unwrap_or(-1)
+}
+
+/// A directory every user may write (for files the enclosed `nobody` leaves for the test).
+fn open_dir(name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp_dir(name);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
+/// A TCP listener outside the enclosure that counts who reaches it.
+struct Outside {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Outside {
+    fn listen(addr: &str) -> Outside {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        Outside { addr, accepted }
+    }
+
+    fn reached(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+fn denials(entries: &[Recorded]) -> Vec<&harness::ledger::ConnDenied> {
+    entries
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::ConnDenied(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits (bounded) for a file the enclosed process writes when it is ready.
+fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if !text.is_empty() {
+                return text;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+// === 1. processes outside the enclosure ===
+
+/// An outside process of the same uid (a daemon running as `nobody`), and a process of another
+/// session, cannot be signalled, read, attached to, robbed of a descriptor or have its memory
+/// read: the session's PID namespace has no PID for them.
+#[test]
+fn processes_outside_the_enclosure_are_out_of_reach() {
+    if !privileged("processes_outside_the_enclosure_are_out_of_reach") {
+        return;
+    }
+    let mut outside = Command::new("sleep")
+        .arg("60")
+        .uid(65534)
+        .gid(65534)
+        .spawn()
+        .expect("starting an outside process as nobody");
+    let pid = outside.id().to_string();
+    let ledger = temp_dir("escape-process");
+    let (verdict, _) = attempt(&ledger, &[], &["process", &pid]);
+    assert_held(&verdict, "same-uid process outside");
+    assert_eq!(errno(&verdict, "kill"), i64::from(libc::ESRCH), "{verdict}");
+    assert_eq!(
+        errno(&verdict, "ptrace"),
+        i64::from(libc::ESRCH),
+        "{verdict}"
+    );
+    assert_eq!(
+        errno(&verdict, "pidfd_open"),
+        i64::from(libc::ESRCH),
+        "{verdict}"
+    );
+
+    // Another session's process, from a session running at the same time.
+    let other_ledger = temp_dir("escape-process-other");
+    let marker = format!("61.{}", std::process::id());
+    let mut other = Command::new(harness_bin())
+        .args(["run", "--no-daemon", "--user", "nobody", "--ledger"])
+        .arg(&other_ledger)
+        .args(["--", "sleep", &marker])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let other_pid = loop {
+        let found = Command::new("pgrep")
+            .args(["-x", "-f", &format!("sleep {marker}")])
+            .output()
+            .unwrap();
+        if let Some(pid) = String::from_utf8_lossy(&found.stdout).lines().next() {
+            break pid.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the other session never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let ledger = temp_dir("escape-process-2");
+    let (verdict, _) = attempt(&ledger, &[], &["process", &other_pid]);
+    assert_held(&verdict, "another session's process");
+    let _ = other.kill();
+    let _ = other.wait();
+    let _ = outside.kill();
+    let _ = outside.wait();
+}
+
+// === 2. the operator's terminal ===
+
+/// `TIOCSTI` on the terminal the command inherited cannot push a command into the operator's
+/// shell: the command has a session of its own (no controlling terminal), cannot take the
+/// terminal over, and the ioctl is refused outright.
+#[test]
+fn the_operators_terminal_takes_no_input_from_the_enclosure() {
+    if !privileged("the_operators_terminal_takes_no_input_from_the_enclosure") {
+        return;
+    }
+    // SAFETY: posix_openpt/grantpt/unlockpt/ptsname_r on a fresh fd we own.
+    let (master, slave_path) = unsafe {
+        let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(fd >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(fd), 0);
+        assert_eq!(libc::unlockpt(fd), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0);
+        let path = std::ffi::CStr::from_ptr(name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        (
+            std::fs::File::from(std::os::fd::OwnedFd::from_raw_fd(fd)),
+            path,
+        )
+    };
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&slave_path)
+        .unwrap();
+    let ledger = temp_dir("escape-tty");
+    let mut cmd = Command::new(harness_bin());
+    cmd.args(["run", "--no-daemon", "--user", "nobody", "--ledger"])
+        .arg(&ledger)
+        .arg("--")
+        .arg(escape_bin())
+        .arg("tiocsti")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // The terminal is harness run's controlling terminal, as in an operator's shell.
+    // SAFETY: setsid and TIOCSCTTY on fd 0 in the child before exec: async-signal-safe calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let verdict: Value = serde_json::from_str(stdout.lines().next().unwrap_or("{}"))
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    assert_held(&verdict, "TIOCSTI");
+    assert_eq!(
+        errno(&verdict, "tiocsti"),
+        i64::from(libc::EPERM),
+        "{verdict}"
+    );
+    // Nothing was typed into the terminal: its input queue is empty.
+    let mut pending: libc::c_int = 0;
+    // SAFETY: FIONREAD writes an int into our local.
+    unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&slave),
+            libc::FIONREAD,
+            &mut pending,
+        )
+    };
+    assert_eq!(pending, 0, "bytes were pushed into the terminal's input");
+    drop(master);
+}
+
+// === 4. unix sockets and other families ===
+
+/// An abstract unix socket of a service outside (D-Bus, a user agent) cannot be reached: the
+/// session's network namespace has an abstract socket namespace of its own.
+#[test]
+fn abstract_unix_sockets_outside_are_unreachable() {
+    if !privileged("abstract_unix_sockets_outside_are_unreachable") {
+        return;
+    }
+    use std::os::linux::net::SocketAddrExt as _;
+    let name = format!("harness-escape-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let ledger = temp_dir("escape-abstract");
+    let (verdict, _) = attempt(&ledger, &[], &["abstract", &name]);
+    assert_held(&verdict, "abstract unix socket");
+    assert_eq!(
+        errno(&verdict, "connect"),
+        i64::from(libc::ECONNREFUSED),
+        "{verdict}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the outside listener was reached"
+    );
+}
+
+/// A pathname unix socket of a service outside (docker.sock, the D-Bus system bus, an ssh
+/// agent), even one every user may connect to, cannot be reached.
+#[test]
+fn pathname_unix_sockets_outside_are_unreachable() {
+    if !privileged("pathname_unix_sockets_outside_are_unreachable") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = open_dir("escape-unix");
+    let path = dir.join("service.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let ledger = temp_dir("escape-unix-ledger");
+    let (verdict, entries) = attempt(&ledger, &[], &["unix", path.to_str().unwrap()]);
+    assert_held(&verdict, "pathname unix socket");
+    assert_eq!(
+        errno(&verdict, "connect"),
+        i64::from(libc::EPERM),
+        "{verdict}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the outside listener was reached"
+    );
+    let refused = denials(&entries);
+    assert!(
+        refused.iter().any(|d| d.proto == "unix"),
+        "the refusal is recorded: {refused:?}"
+    );
+}
+
+/// A unix socket the enclosed processes make themselves still works (an MCP server over a
+/// unix socket, a language server): only the way out is closed.
+#[test]
+fn unix_sockets_inside_the_enclosure_work() {
+    if !privileged("unix_sockets_inside_the_enclosure_work") {
+        return;
+    }
+    let dir = open_dir("escape-unix-inside");
+    let sock = dir.join("inside.sock");
+    let script = format!(
+        "import socket,os\ns=socket.socket(socket.AF_UNIX)\ns.bind('{p}')\ns.listen()\nif os.fork()==0:\n    c=socket.socket(socket.AF_UNIX); c.connect('{p}'); c.sendall(b'ping'); os._exit(0)\nconn,_=s.accept()\nprint(conn.recv(4).decode())\n",
+        p = sock.display()
+    );
+    let ledger = temp_dir("escape-unix-inside-ledger");
+    let run = run_enclosed(&ledger, &[], &["python3", "-c", &script]);
+    assert!(
+        run.output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&run.output.stdout).trim(), "ping");
+}
+
+/// Socket families harness does not carry are refused at creation (AF_VSOCK is only ever
+/// created, never connected: it could reach the hypervisor), and io_uring, which creates
+/// sockets without socket(2), is not available.
+#[test]
+fn other_socket_families_and_io_uring_are_refused() {
+    if !privileged("other_socket_families_and_io_uring_are_refused") {
+        return;
+    }
+    for family in ["vsock", "tipc", "packet", "alg", "bluetooth", "xdp", "rds"] {
+        let ledger = temp_dir(&format!("escape-family-{family}"));
+        let (verdict, _) = attempt(&ledger, &[], &["socket", family]);
+        assert_held(&verdict, family);
+        assert_eq!(
+            errno(&verdict, "socket"),
+            i64::from(libc::EAFNOSUPPORT),
+            "{family}: {verdict}"
+        );
+    }
+    let ledger = temp_dir("escape-uring");
+    let (verdict, _) = attempt(&ledger, &[], &["uring"]);
+    assert_held(&verdict, "io_uring");
+    assert_eq!(
+        errno(&verdict, "io_uring_setup"),
+        i64::from(libc::ENOSYS),
+        "{verdict}"
+    );
+}
+
+// === 5. local services ===
+
+/// Services on the host (loopback, any address, the host's own interface addresses) are not
+/// the enclosure's to reach: loopback and 0.0.0.0 are the session's own, and a host address
+/// is refused and recorded.
+#[test]
+fn host_local_services_are_unreachable() {
+    if !privileged("host_local_services_are_unreachable") {
+        return;
+    }
+    let host_addr = HostAddress::add();
+    // Dual-stack: one listener on every IPv4 and IPv6 address of the host.
+    let outside = Outside::listen("[::]:0");
+    let port = outside.addr.port();
+    let ledger = temp_dir("escape-local");
+    let targets = [
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.9:{port}"),
+        format!("0.0.0.0:{port}"),
+        format!("[::1]:{port}"),
+        format!("[::]:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+        format!("{}:{port}", host_addr.ip),
+    ];
+    let probe = probe_bin();
+    let script: Vec<String> = targets
+        .iter()
+        .map(|t| format!("{} tcp {t}", probe.display()))
+        .collect();
+    let run = run_enclosed(&ledger, &[], &["sh", "-c", &script.join("; ")]);
+    assert_eq!(run.results.len(), targets.len(), "{:?}", run.results);
+    // A loopback connect is taken by the daemon and fails behind it (nothing listens on the
+    // session's own loopback): the process reads end-of-file, never the host service's reply.
+    for (target, result) in targets.iter().zip(&run.results) {
+        assert!(
+            result["ok"] == false || result["reply"] == "",
+            "{target} was reached: {result}"
+        );
+    }
+    assert_eq!(outside.reached(), 0, "a host service was reached");
+    let refused = denials(&run.entries);
+    assert!(
+        refused.iter().any(|d| {
+            d.dst.map(|a| a.ip().to_string()) == Some(host_addr.ip.clone())
+                && d.reason.contains("address of this host")
+        }),
+        "the host address is refused on the record: {refused:?}"
+    );
+}
+
+/// An address added to the host's loopback interface for the duration of a test: a host
+/// address that is not loopback, present on every kernel the suite runs on.
+struct HostAddress {
+    ip: String,
+}
+
+impl HostAddress {
+    fn add() -> HostAddress {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let ip = format!(
+            "198.18.{}.{}",
+            250 + NEXT.fetch_add(1, Ordering::SeqCst) % 6,
+            1 + std::process::id() % 250
+        );
+        let status = Command::new("ip")
+            .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+            .status()
+            .expect("ip addr add");
+        assert!(status.success(), "ip addr add {ip}/32 dev lo");
+        HostAddress { ip }
+    }
+}
+
+impl Drop for HostAddress {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["addr", "del", &format!("{}/32", self.ip), "dev", "lo"])
+            .status();
+    }
+}
+
+// === 6. inbound ===
+
+/// Nothing outside can open a connection to a listener inside, nor send it a datagram: the
+/// session's namespace has no interface but its own loopback.
+#[test]
+fn nothing_outside_reaches_a_listener_inside() {
+    if !privileged("nothing_outside_reaches_a_listener_inside") {
+        return;
+    }
+    let host_addr = HostAddress::add();
+    let dir = open_dir("escape-inbound");
+    let tcp_ready = dir.join("tcp");
+    let udp_ready = dir.join("udp");
+    let escape = escape_bin();
+    let script = format!(
+        "{e} listen 0.0.0.0:0 {t} 3 & {e} recv-udp 0.0.0.0:0 {u} 3; wait",
+        e = escape.display(),
+        t = tcp_ready.display(),
+        u = udp_ready.display()
+    );
+    let ledger = temp_dir("escape-inbound-ledger");
+    let runner = {
+        let ledger = ledger.clone();
+        std::thread::spawn(move || run_enclosed(&ledger, &[], &["sh", "-c", &script]))
+    };
+    let tcp_port = wait_for_file(&tcp_ready)
+        .parse::<SocketAddr>()
+        .unwrap()
+        .port();
+    let udp_port = wait_for_file(&udp_ready)
+        .parse::<SocketAddr>()
+        .unwrap()
+        .port();
+    for ip in ["127.0.0.1", "::1", host_addr.ip.as_str()] {
+        let target = SocketAddr::new(ip.parse().unwrap(), tcp_port);
+        assert!(
+            std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_err(),
+            "connected to the enclosed listener at {target}"
+        );
+        let udp = UdpSocket::bind(if ip.contains(':') {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        })
+        .unwrap();
+        let _ = udp.send_to(b"in", SocketAddr::new(ip.parse().unwrap(), udp_port));
+    }
+    let run = runner.join().unwrap();
+    assert_eq!(run.results.len(), 2, "{:?}", run.results);
+    for verdict in &run.results {
+        assert_held(verdict, "inbound");
+    }
+}
+
+// === 7. inherited descriptors ===
+
+/// A socket the caller of `harness run` left open (no close-on-exec) does not reach the
+/// command.
+#[test]
+fn inherited_descriptors_do_not_reach_the_command() {
+    if !privileged("inherited_descriptors_do_not_reach_the_command") {
+        return;
+    }
+    let outside = Outside::listen("127.0.0.1:0");
+    let socket = std::net::TcpStream::connect(outside.addr).unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&socket);
+    let ledger = temp_dir("escape-fd");
+    let mut cmd = Command::new(harness_bin());
+    cmd.args(["run", "--no-daemon", "--user", "nobody", "--ledger"])
+        .arg(&ledger)
+        .arg("--")
+        .arg(escape_bin())
+        .args(["fd", "7"])
+        .stderr(Stdio::piped());
+    // SAFETY: dup2 in the child before exec (async-signal-safe); fd 7 is left without
+    // close-on-exec, as a careless caller would.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert_held(&verdict, "inherited socket");
+    assert_eq!(
+        errno(&verdict, "write"),
+        i64::from(libc::EBADF),
+        "{verdict}"
+    );
+    let mut socket = socket;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        !matches!(socket.read(&mut buf), Ok(n) if n > 0),
+        "the outside end received bytes"
+    );
+}
+
+// === 8. the recorder's death ===
+
+/// When the engine dies (`kill -9` of `harness run`), every enclosed process dies with it, the
+/// daemon's port cannot be taken by an enclosed process, and the next `harness run` removes
+/// what the dead engine left (cgroups, pinned programs).
+#[test]
+fn enclosed_processes_die_with_their_engine() {
+    if !privileged("enclosed_processes_die_with_their_engine") {
+        return;
+    }
+    // The daemon's port, below 1024, is not the enclosed processes' to take.
+    let ledger = temp_dir("escape-port");
+    let (verdict, _) = attempt(&ledger, &[], &["bind", "127.0.0.1:1023"]);
+    assert_held(&verdict, "taking the daemon's port");
+    assert_eq!(
+        errno(&verdict, "bind"),
+        i64::from(libc::EACCES),
+        "{verdict}"
+    );
+
+    let ledger = temp_dir("escape-death");
+    let marker = format!("62.{}", std::process::id());
+    let mut run = Command::new(harness_bin())
+        .args(["run", "--no-daemon", "--user", "nobody", "--ledger"])
+        .arg(&ledger)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            &format!("sleep {marker} & sleep {marker}; wait"),
+        ])
+        .spawn()
+        .unwrap();
+    let count = || {
+        let out = Command::new("pgrep")
+            .args(["-c", "-x", "-f", &format!("sleep {marker}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<usize>()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the enclosed sleeps never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The engine's name, from the cgroup of an enclosed process: /harness/<engine>/<session>.
+    let pid = String::from_utf8_lossy(
+        &Command::new("pgrep")
+            .args(["-o", "-x", "-f", &format!("sleep {marker}")])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let engine = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .and_then(|p| p.split('/').find(|part| part.starts_with("run-")))
+        .unwrap_or_else(|| panic!("no harness engine in {cgroup}"))
+        .to_owned();
+    run.kill().unwrap(); // SIGKILL: no cleanup of its own
+    run.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "enclosed processes outlived their engine"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The next engine clears what the dead one left.
+    let next = temp_dir("escape-death-next");
+    let run = run_enclosed(&next, &[], &["true"]);
+    assert!(run.output.status.success());
+    assert!(
+        !cgroup_root().join(&engine).exists(),
+        "the enclosure of dead engine {engine} was left behind"
+    );
+    let pins = Path::new("/sys/fs/bpf/harness").join(&engine);
+    assert!(
+        !pins.exists(),
+        "{}: pinned programs left behind",
+        pins.display()
+    );
+}
+
+fn cgroup_root() -> PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = mountinfo
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            right
+                .starts_with("cgroup2 ")
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))
+                .flatten()
+        })
+        .expect("a cgroup2 mount");
+    mount.join("harness")
+}
