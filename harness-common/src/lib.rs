@@ -11,6 +11,8 @@
 pub const AF_INET: u16 = 2;
 /// `AF_INET6`.
 pub const AF_INET6: u16 = 10;
+/// `AF_UNIX`.
+pub const AF_UNIX: u16 = 1;
 
 /// Capacity of the per-socket original-destination maps.
 pub const MAX_CONNECTIONS: u32 = 65_536;
@@ -87,6 +89,11 @@ pub struct EnclosureConfig {
     pub default_action: u32,
     /// Number of valid entries in the `RULES` array.
     pub rule_count: u32,
+    /// Byte offset of the network namespace pointer (`__sk_common.skc_net.net`) in the running
+    /// kernel's `struct sock`, read from its BTF by the daemon (layouts differ between kernels).
+    pub sock_net_offset: u32,
+    /// Byte offset of `sk` (the `struct sock *`) in the running kernel's `struct socket`.
+    pub socket_sk_offset: u32,
 }
 
 /// Rule decision: let the connection through to the daemon.
@@ -142,6 +149,8 @@ pub mod event {
     pub const SOCKET_REFUSED: u32 = 3;
     /// A connect straight at the daemon's own listener, refused.
     pub const LOOP_REFUSED: u32 = 4;
+    /// A unix socket connect or send to a socket outside the session, refused.
+    pub const UNIX_REFUSED: u32 = 5;
 }
 
 /// Something the kernel side refused, reported to the daemon through the `EVENTS` ring buffer so

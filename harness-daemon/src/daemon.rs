@@ -23,6 +23,8 @@ pub struct DaemonOptions {
     pub ca_dir: PathBuf,
     /// Extra roots for verifying destinations' certificates.
     pub upstream_ca: Vec<PathBuf>,
+    /// Refuse to start on a kernel that leaves a class of escape open.
+    pub require_full_isolation: bool,
 }
 
 /// Why the daemon stopped with an error (exit status 2).
@@ -70,6 +72,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             bundle: crate::run::trust_bundle_path("daemon"),
             upstream_roots: options.upstream_ca.clone(),
         }),
+        require_full_isolation: options.require_full_isolation,
     })
     .await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

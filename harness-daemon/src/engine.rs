@@ -58,6 +58,9 @@ pub enum EngineError {
     /// Binding the daemon's listeners failed.
     #[error("binding the daemon's loopback listeners: {0}")]
     Listen(#[source] std::io::Error),
+    /// `--require-full-isolation` and this kernel leaves a class of escape open.
+    #[error("--require-full-isolation: {0}")]
+    Incomplete(String),
     /// A session's network namespace could not be made.
     #[error(transparent)]
     Netns(#[from] NetnsError),
@@ -76,6 +79,68 @@ pub struct EngineConfig {
     pub dns_upstream: Option<SocketAddr>,
     /// TLS interception; `None` forwards TLS as recorded bytes it cannot read.
     pub tls: Option<TlsSetup>,
+    /// Refuse to start when this kernel leaves any class of escape open (see [`Isolation`]).
+    pub require_full_isolation: bool,
+}
+
+/// The class of escape left open where the unix-socket programs cannot run.
+pub const UNIX_OPEN: &str =
+    "pathname unix sockets of services outside the enclosure stay reachable";
+
+/// What this kernel lets the enclosure refuse, found at engine start. Every class the
+/// enclosure closes by namespaces, seccomp and cgroup programs is closed on every kernel
+/// harness runs on (≥ 6.1); only unix sockets outside the session need the BPF LSM.
+pub struct Isolation {
+    /// The kernel's BTF, when the unix-socket programs can run.
+    btf: Option<aya::Btf>,
+    /// The socket field offsets those programs need.
+    unix_offsets: Option<crate::btf::SocketOffsets>,
+    /// Classes of escape left open, each with the reason.
+    pub open: Vec<String>,
+}
+
+impl Isolation {
+    /// Looks at the running kernel.
+    pub fn probe() -> Isolation {
+        let mut open = Vec::new();
+        let lsm = match crate::hook::bpf_lsm_active() {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                Err("the BPF LSM is not active (add `bpf` to the kernel's lsm= list)".to_owned())
+            }
+            Err(e) => Err(format!("cannot tell whether the BPF LSM is active: {e}")),
+        };
+        let loaded = lsm.and_then(|()| {
+            let types = crate::btf::Types::vmlinux().map_err(|e| e.to_string())?;
+            let offsets =
+                crate::btf::SocketOffsets::from_types(&types).map_err(|e| e.to_string())?;
+            let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
+            Ok((btf, offsets))
+        });
+        let (btf, unix_offsets) = match loaded {
+            Ok((btf, offsets)) => (Some(btf), Some(offsets)),
+            Err(reason) => {
+                open.push(format!("{UNIX_OPEN}: {reason}"));
+                (None, None)
+            }
+        };
+        Isolation {
+            btf,
+            unix_offsets,
+            open,
+        }
+    }
+
+    /// Says what is left open (a warning), and refuses when full isolation is required.
+    fn check(&self, required: bool) -> Result<(), EngineError> {
+        for class in &self.open {
+            warn!("enclosure is not complete on this kernel: {class}");
+        }
+        if required && !self.open.is_empty() {
+            return Err(EngineError::Incomplete(self.open.join("; ")));
+        }
+        Ok(())
+    }
 }
 
 /// Where TLS interception keeps its CA and trust bundle, and whom it trusts upstream.
@@ -168,14 +233,40 @@ impl Engine {
             daemon_v6: ip_words(Ipv6Addr::LOCALHOST.into()),
             default_action: kernel.default_action,
             rule_count: 0,
+            sock_net_offset: 0,
+            socket_sk_offset: 0,
         };
-        let mut hook = match Hook::install(&enclosure, &config.name, kernel_config, &kernel.rules) {
+        let mut kernel_config = kernel_config;
+        let mut isolation = Isolation::probe();
+        if let Some(offsets) = isolation.unix_offsets {
+            kernel_config.sock_net_offset = offsets.sock_net;
+            kernel_config.socket_sk_offset = offsets.socket_sk;
+        }
+        let mut hook = match Hook::install(
+            &enclosure,
+            &config.name,
+            kernel_config,
+            &kernel.rules,
+            isolation.btf.as_ref(),
+        ) {
             Ok(hook) => hook,
             Err(e) => {
                 let _ = enclosure.remove();
                 return Err(e.into());
             }
         };
+        if isolation.btf.is_some() {
+            if let Err(reason) = hook.unix_guard() {
+                isolation
+                    .open
+                    .push(format!("{UNIX_OPEN}: BPF LSM programs: {reason}"));
+            }
+        }
+        if let Err(e) = isolation.check(config.require_full_isolation) {
+            hook.uninstall();
+            let _ = enclosure.remove();
+            return Err(e);
+        }
         let events = hook.take_events();
         let logger = hook.take_logger();
         let daemon_addrs = [
@@ -601,7 +692,8 @@ impl Engine {
             );
             return;
         };
-        let dst = (ev.kind != event::SOCKET_REFUSED).then(|| accept::orig_socket_addr(&ev.dst));
+        let dst = (ev.kind != event::SOCKET_REFUSED && ev.kind != event::UNIX_REFUSED)
+            .then(|| accept::orig_socket_addr(&ev.dst));
         let (proto, reason) = match ev.kind {
             event::CONNECT_DENIED => (
                 proto_name(ev.sock_type, ev.protocol),
@@ -618,6 +710,11 @@ impl Engine {
             event::LOOP_REFUSED => (
                 proto_name(ev.sock_type, ev.protocol),
                 "loop: destination is the harness daemon itself".to_owned(),
+            ),
+            event::UNIX_REFUSED => (
+                "unix".to_owned(),
+                "unix socket outside the session (a service outside the enclosure) refused"
+                    .to_owned(),
             ),
             _ => (
                 proto_name(ev.sock_type, ev.protocol),

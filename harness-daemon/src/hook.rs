@@ -9,7 +9,8 @@ use crate::enclosure::Enclosure;
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::programs::{
     links::{FdLink, PinnedLink},
-    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, SockOps,
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, LsmCgroup,
+    SockOps,
 };
 use aya::{Ebpf, EbpfLoader};
 use harness_common::{
@@ -87,10 +88,38 @@ const SOCK_ADDR_PROGRAMS: [&str; 8] = [
     "harness_connect6",
 ];
 
+/// The unix-socket programs (BPF_LSM_CGROUP) and the LSM hooks they attach to.
+const UNIX_PROGRAMS: [(&str, &str); 2] = [
+    ("harness_unix_connect", "unix_stream_connect"),
+    ("harness_unix_send", "unix_may_send"),
+];
+
+/// Whether the BPF LSM is active (listed in `/sys/kernel/security/lsm`): without it, LSM
+/// programs attach but never run. securityfs is mounted when the host has not.
+pub fn bpf_lsm_active() -> Result<bool, HookError> {
+    let dir = Path::new("/sys/kernel/security");
+    let list = dir.join("lsm");
+    if !list.exists() {
+        let _ = nix::mount::mount(
+            Some("securityfs"),
+            dir,
+            Some("securityfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    let text = fs::read_to_string(&list).map_err(|source| HookError::Io {
+        path: list.clone(),
+        source,
+    })?;
+    Ok(text.trim().split(',').any(|lsm| lsm == "bpf"))
+}
+
 /// The enclosure's eBPF programs, attached and pinned, with the maps the daemon uses.
 pub struct Hook {
     _ebpf: Ebpf,
     pin_dir: PathBuf,
+    unix_guard: Result<(), String>,
     links: Vec<PinnedLink>,
     by_peer: Mutex<HashMap<MapData, PeerKey, OrigDst>>,
     dns_peers: Mutex<HashMap<MapData, PeerKey, OrigDst>>,
@@ -109,12 +138,15 @@ impl std::fmt::Debug for Hook {
 
 impl Hook {
     /// Loads the programs, writes `config` and `rules`, attaches everything to `enclosure` and
-    /// pins the links under `<bpffs>/harness/<engine>/`.
+    /// pins the links under `<bpffs>/harness/<engine>/`. The unix-socket programs (BPF LSM)
+    /// are attached when `lsm_btf` is given: the kernel's BTF, which also gave
+    /// `config`'s socket offsets.
     pub fn install(
         enclosure: &Enclosure,
         engine: &str,
         config: EnclosureConfig,
         rules: &[KernelRule],
+        lsm_btf: Option<&aya::Btf>,
     ) -> Result<Hook, HookError> {
         let pin_dir = pin_dir(engine)?;
         remove_stale_pins(&pin_dir);
@@ -202,6 +234,22 @@ impl Hook {
         ));
         attach_pinned!(SockOps, "harness_sockops", |prog| prog
             .attach(&cgroup, CgroupAttachMode::Single));
+        // Some kernels refuse BPF LSM programs even to root (seen: EPERM on a vendor 6.18
+        // with the BPF LSM listed as active): the engine is told, and says what stays open.
+        let mut unix_guard = Err("the BPF LSM is not active".to_owned());
+        if let Some(btf) = lsm_btf {
+            let mut attach_unix = || -> Result<(), HookError> {
+                for (name, hook) in UNIX_PROGRAMS {
+                    let prog: &mut LsmCgroup = program(&mut ebpf, name)?;
+                    prog.load(hook, btf).map_err(program_err(name))?;
+                    let id = prog.attach(&cgroup).map_err(program_err(name))?;
+                    let link: FdLink = prog.take_link(id).map_err(program_err(name))?.into();
+                    pin(name, link)?;
+                }
+                Ok(())
+            };
+            unix_guard = attach_unix().map_err(|e| format!("this kernel refused them: {e}"));
+        }
         for name in SOCK_ADDR_PROGRAMS {
             attach_pinned!(CgroupSockAddr, name, |prog| prog
                 .attach(&cgroup, CgroupAttachMode::Single));
@@ -221,6 +269,7 @@ impl Hook {
         Ok(Hook {
             _ebpf: ebpf,
             pin_dir,
+            unix_guard,
             links,
             by_peer: Mutex::new(by_peer),
             dns_peers: Mutex::new(dns_peers),
@@ -228,6 +277,11 @@ impl Hook {
             events: Some(events),
             logger,
         })
+    }
+
+    /// Whether the unix-socket programs (BPF LSM) are attached, or why not.
+    pub fn unix_guard(&self) -> Result<(), &str> {
+        self.unix_guard.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
     /// Where the enclosed socket whose local address the daemon sees as `peer`, in the

@@ -193,6 +193,8 @@ fn pid_one(
         None::<&str>,
     )
     .map_err(|e| io::Error::other(format!("mounting the session's /proc: {e}")))?;
+    let filter = crate::seccomp::EnclosureFilter::new()
+        .map_err(|e| io::Error::other(format!("preparing the seccomp filter: {e}")))?;
     // An exec failure comes back on this pipe (closed by a successful exec).
     let (exec_r, exec_w) = pipe()?;
     // SAFETY: single-threaded process (see init).
@@ -202,7 +204,7 @@ fn pid_one(
     }
     if command == 0 {
         drop(exec_r);
-        let errno = exec_command(args, program, argv, relayed);
+        let errno = exec_command(args, program, argv, relayed, &filter);
         let bytes = errno.to_le_bytes();
         // SAFETY: write from a local buffer, then _exit.
         unsafe {
@@ -281,13 +283,15 @@ fn pid_one(
 
 /// In the command's process: drop to the user, lock privileges, filter system calls, exec.
 /// Returns the errno when something failed.
-fn exec_command(args: &InitArgs, program: &CString, argv: &[CString], relayed: &SignalSet) -> i32 {
+fn exec_command(
+    args: &InitArgs,
+    program: &CString,
+    argv: &[CString],
+    relayed: &SignalSet,
+    filter: &crate::seccomp::EnclosureFilter,
+) -> i32 {
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
-    let filter = match crate::seccomp::EnclosureFilter::new() {
-        Ok(filter) => filter,
-        Err(_) => return libc::EINVAL,
-    };
     let groups = [args.gid];
     // SAFETY: plain system calls on values we own; execvp gets NUL-terminated strings and a
     // NULL-terminated pointer array that outlive the call.

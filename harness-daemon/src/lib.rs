@@ -4,6 +4,7 @@
 //! hook → accept/orig-dst → policy → (tls → http → semantics) → ledger → verify,
 //! composed in one place, [`engine`].
 pub mod accept;
+pub mod btf;
 pub mod control;
 pub mod daemon;
 pub mod dns;

@@ -56,6 +56,10 @@ enum Command {
         /// Embed an engine for this command even if a daemon is running.
         #[arg(long)]
         no_daemon: bool,
+        /// Refuse to run when this kernel leaves any class of escape open (see README,
+        /// "Threat model"); without it harness runs and says what is open.
+        #[arg(long)]
+        require_full_isolation: bool,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
@@ -92,6 +96,9 @@ enum Command {
         /// Control socket path.
         #[arg(long, default_value = harness::control::DEFAULT_SOCKET)]
         control: PathBuf,
+        /// Refuse to start when this kernel leaves any class of escape open.
+        #[arg(long)]
+        require_full_isolation: bool,
     },
 }
 
@@ -127,6 +134,7 @@ fn main() {
             upstream_ca,
             control,
             no_daemon,
+            require_full_isolation,
             command,
         } => {
             let options = harness::run::RunOptions {
@@ -138,6 +146,7 @@ fn main() {
                 upstream_ca,
                 control,
                 no_daemon,
+                require_full_isolation,
                 command,
             };
             match runtime().block_on(harness::run::run(options)) {
@@ -173,6 +182,7 @@ fn main() {
             ca_dir,
             upstream_ca,
             control,
+            require_full_isolation,
         } => {
             let options = harness::daemon::DaemonOptions {
                 ledger,
@@ -181,6 +191,7 @@ fn main() {
                 ca_dir,
                 upstream_ca,
                 control,
+                require_full_isolation,
             };
             match runtime().block_on(harness::daemon::run(options)) {
                 Ok(()) => 0,

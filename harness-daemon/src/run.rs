@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub control: PathBuf,
     /// Never use a running daemon: embed an engine for this command.
     pub no_daemon: bool,
+    /// Refuse to run on a kernel that leaves a class of escape open.
+    pub require_full_isolation: bool,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -192,6 +194,7 @@ pub async fn run(options: RunOptions) -> Result<i32, RunError> {
         ledger,
         policy: Arc::new(policy),
         dns_upstream: options.dns_upstream,
+        require_full_isolation: options.require_full_isolation,
     })
     .await?;
     let result = run_in(&engine, &who, &options.command).await;

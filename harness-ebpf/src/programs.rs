@@ -3,17 +3,18 @@ use aya_ebpf::{
     bindings::{bpf_sock, bpf_sock_addr, bpf_sock_ops},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_probe_read_kernel,
         generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     },
-    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, map, sock_ops},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, lsm_cgroup, map, sock_ops},
     maps::{Array, HashMap, LruHashMap, RingBuf},
-    programs::{SkBuffContext, SockAddrContext, SockContext, SockOpsContext},
+    programs::{LsmContext, SkBuffContext, SockAddrContext, SockContext, SockOpsContext},
 };
 use aya_log_ebpf::debug;
 use harness_common::{
     event, is_mapped_v4, mapped_v4, prefix_matches, EnclosureConfig, KernelEvent, KernelRule,
     LearnedKey, LearnedVerdict, OrigDst, PeerKey, ACTION_ALLOW, ACTION_DENY, AF_INET, AF_INET6,
-    CONFIG_INDEX, MAX_CONNECTIONS, MAX_LEARNED, MAX_RULES, NO_RULE,
+    AF_UNIX, CONFIG_INDEX, MAX_CONNECTIONS, MAX_LEARNED, MAX_RULES, NO_RULE,
 };
 
 /// Return values of cgroup socket programs: 1 lets the call go on, 0 makes it fail with EPERM.
@@ -336,6 +337,74 @@ pub fn harness_sock_create(ctx: SockContext) -> i32 {
     fill_caller(&mut who);
     emit(event::SOCKET_REFUSED, sock_type, protocol, NO_RULE, &who);
     REFUSE
+}
+
+// === unix sockets: only within the session ===
+
+/// A stream connect to a unix socket (pathname or abstract) that lives in another network
+/// namespace than the connecting socket — a service outside the session (docker.sock, the
+/// D-Bus system bus, an agent of the user's) — is refused with EPERM. Sockets the session made
+/// itself live in its namespace and stay reachable. Runs for sockets created in the enclosure
+/// (BPF_LSM_CGROUP takes the cgroup from the hook's first argument, the connecting socket).
+#[lsm_cgroup(hook = "unix_stream_connect")]
+pub fn harness_unix_connect(ctx: LsmContext) -> i32 {
+    // unix_stream_connect(struct sock *sock, struct sock *other, struct sock *newsk): the first
+    // two arguments are the kernel's socket pointers, only ever read through
+    // bpf_probe_read_kernel.
+    let (sock, other): (*const u8, *const u8) = (ctx.arg(0), ctx.arg(1));
+    unix_verdict(sock, other)
+}
+
+/// The datagram counterpart: `connect` or `sendmsg` of a unix datagram socket to one outside
+/// the session (`/dev/log`, `/run/systemd/notify`, …) is refused.
+#[lsm_cgroup(hook = "unix_may_send")]
+pub fn harness_unix_send(ctx: LsmContext) -> i32 {
+    let Ok(config) = config() else {
+        return REFUSE;
+    };
+    // unix_may_send(struct socket *sock, struct socket *other): kernel pointers, read only
+    // through bpf_probe_read_kernel.
+    let (sock, other): (*const u8, *const u8) = (ctx.arg(0), ctx.arg(1));
+    let off = config.socket_sk_offset as usize;
+    // SAFETY: probe reads of the `sk` pointers at the offset the daemon read from BTF; a bad
+    // read fails and refuses.
+    let sks = unsafe {
+        (
+            bpf_probe_read_kernel(sock.wrapping_add(off) as *const *const u8),
+            bpf_probe_read_kernel(other.wrapping_add(off) as *const *const u8),
+        )
+    };
+    match sks {
+        (Ok(sk), Ok(other_sk)) => unix_verdict(sk, other_sk),
+        _ => REFUSE,
+    }
+}
+
+/// PROCEED when both sockets share a network namespace, else REFUSE (and report).
+#[inline(always)]
+fn unix_verdict(sk: *const u8, other: *const u8) -> i32 {
+    let Ok(config) = config() else {
+        return REFUSE;
+    };
+    let off = config.sock_net_offset as usize;
+    // SAFETY: probe reads of each socket's namespace pointer at the offset the daemon read from
+    // the running kernel's BTF; a failed read refuses.
+    let nets = unsafe {
+        (
+            bpf_probe_read_kernel(sk.wrapping_add(off) as *const u64),
+            bpf_probe_read_kernel(other.wrapping_add(off) as *const u64),
+        )
+    };
+    match nets {
+        (Ok(mine), Ok(theirs)) if mine == theirs && mine != 0 => PROCEED,
+        _ => {
+            let mut who = empty_orig();
+            who.family = AF_UNIX;
+            fill_caller(&mut who);
+            emit(event::UNIX_REFUSED, 0, 0, NO_RULE, &who);
+            REFUSE
+        }
+    }
 }
 
 // === helpers ===
