@@ -198,6 +198,12 @@ impl Client {
         })
     }
 
+    /// Completes when the daemon closes the connection (it sends nothing unasked, so any read
+    /// that ends means it is gone).
+    pub async fn closed(&mut self) {
+        let _ = self.lines.next_line().await;
+    }
+
     /// Sends one request and reads the reply.
     pub async fn call(&mut self, request: &Request) -> std::io::Result<Reply> {
         let mut out = serde_json::to_vec(request).expect("requests serialize");

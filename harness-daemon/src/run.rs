@@ -244,11 +244,12 @@ async fn run_via_daemon(
         bundle.as_ref(),
     );
     let ended = match spawned {
-        Ok(running) => running.wait().await,
+        Ok(running) => running.wait(client.closed()).await,
         Err(e) => Err(e),
     };
     let (exit_code, signal, spawn_error) = match ended {
         Ok(Ended { exit_code, signal }) => (exit_code, signal, None),
+        Err(RunError::Daemon { message, .. }) => return Err(daemon_err(message)),
         Err(e) => (None, None, Some(e)),
     };
     let reply = client
@@ -287,7 +288,8 @@ async fn run_in(engine: &Engine, who: &Identity, command: &[OsString]) -> Result
         engine.trust_bundle(),
     );
     let ended = match spawned {
-        Ok(running) => running.wait().await,
+        // The engine lives in this process: if it dies, so does the liveness pipe.
+        Ok(running) => running.wait(std::future::pending()).await,
         Err(e) => Err(e),
     };
     let (exit_code, signal, spawn_error) = match ended {
@@ -321,9 +323,26 @@ struct Ended {
 }
 
 impl Running {
-    /// Waits for the command (passing signals on), then reads how it ended.
-    async fn wait(mut self) -> Result<Ended, RunError> {
-        let init_status = wait_forwarding_signals(&mut self.init).await;
+    /// Waits for the command (passing signals on), then reads how it ended. If `recorder_gone`
+    /// completes first — the daemon recording the session went away — the enclosure is killed:
+    /// nothing may run on unrecorded.
+    async fn wait(
+        mut self,
+        recorder_gone: impl std::future::Future<Output = ()>,
+    ) -> Result<Ended, RunError> {
+        let init_status = tokio::select! {
+            status = wait_forwarding_signals(&mut self.init) => status,
+            () = recorder_gone => {
+                // SIGKILL to enclosed-init: pid 1 follows it (PR_SET_PDEATHSIG), and with pid 1
+                // every process of the session.
+                let _ = self.init.start_kill();
+                let _ = self.init.wait().await;
+                return Err(RunError::Daemon {
+                    socket: String::new(),
+                    message: "the daemon went away: the session was ended".into(),
+                });
+            }
+        };
         let mut bytes = [0u8; 8];
         let n = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&self.status), &mut bytes)
             .unwrap_or(0);

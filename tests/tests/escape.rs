@@ -684,3 +684,60 @@ fn cgroup_root() -> PathBuf {
         .expect("a cgroup2 mount");
     mount.join("harness")
 }
+
+/// Under a long-lived `harness daemon`, the daemon's death (`kill -9`) ends the sessions it
+/// recorded: `harness run` notices the control socket close, kills the enclosure and fails.
+#[test]
+fn enclosed_processes_die_with_their_daemon() {
+    if !privileged("enclosed_processes_die_with_their_daemon") {
+        return;
+    }
+    let dir = temp_dir("escape-daemon");
+    let socket = dir.join("control.sock");
+    let mut daemon = Command::new(harness_bin())
+        .args(["daemon", "--ledger"])
+        .arg(dir.join("ledger"))
+        .arg("--control")
+        .arg(&socket)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "the daemon never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let marker = format!("63.{}", std::process::id());
+    let run = Command::new(harness_bin())
+        .args(["run", "--user", "nobody", "--control"])
+        .arg(&socket)
+        .args(["--", "sleep", &marker])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let count = || {
+        let out = Command::new("pgrep")
+            .args(["-c", "-x", "-f", &format!("sleep {marker}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<usize>()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count() < 1 {
+        assert!(Instant::now() < deadline, "the enclosed sleep never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert!(!out.status.success(), "harness run succeeded without its recorder");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("daemon went away"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count(), 0, "the enclosed process outlived the daemon");
+}
