@@ -209,7 +209,7 @@ fn the_operators_terminal_takes_no_input_from_the_enclosure() {
     // SAFETY: setsid and TIOCSCTTY on fd 0 in the child before exec: async-signal-safe calls.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -231,7 +231,7 @@ fn the_operators_terminal_takes_no_input_from_the_enclosure() {
     unsafe {
         libc::ioctl(
             std::os::fd::AsRawFd::as_raw_fd(&slave),
-            libc::FIONREAD,
+            libc::FIONREAD as _,
             &mut pending,
         )
     };

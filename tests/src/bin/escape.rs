@@ -128,7 +128,7 @@ fn tiocsti() -> String {
     let mut failed = Vec::new();
     for byte in b"id\n" {
         // SAFETY: TIOCSTI reads one byte from the pointer we pass.
-        if unsafe { libc::ioctl(0, libc::TIOCSTI, byte as *const u8) } == 0 {
+        if unsafe { libc::ioctl(0, libc::TIOCSTI as _, byte as *const u8) } == 0 {
             return escaped("TIOCSTI pushed input into the terminal");
         }
         failed.push(("tiocsti", last()));
@@ -136,9 +136,9 @@ fn tiocsti() -> String {
     }
     // Make it the controlling terminal first, as an attacker would.
     // SAFETY: TIOCSCTTY takes an integer argument.
-    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } == 0 {
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY as _, 0) } == 0 {
         // SAFETY: as above.
-        if unsafe { libc::ioctl(0, libc::TIOCSTI, b"i".as_ptr()) } == 0 {
+        if unsafe { libc::ioctl(0, libc::TIOCSTI as _, b"i".as_ptr()) } == 0 {
             return escaped("TIOCSTI after TIOCSCTTY pushed input");
         }
     }
