@@ -145,12 +145,8 @@ fn processes_outside_the_enclosure_are_out_of_reach() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let other_pid = loop {
-        let found = Command::new("pgrep")
-            .args(["-x", "-f", &format!("sleep {marker}")])
-            .output()
-            .unwrap();
-        if let Some(pid) = String::from_utf8_lossy(&found.stdout).lines().next() {
-            break pid.to_owned();
+        if let Some(pid) = pids_running(&["sleep", &marker]).first() {
+            break pid.to_string();
         }
         assert!(Instant::now() < deadline, "the other session never started");
         std::thread::sleep(Duration::from_millis(20));
@@ -609,16 +605,7 @@ fn enclosed_processes_die_with_their_engine() {
         ])
         .spawn()
         .unwrap();
-    let count = || {
-        let out = Command::new("pgrep")
-            .args(["-c", "-x", "-f", &format!("sleep {marker}")])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<usize>()
-            .unwrap_or(0)
-    };
+    let count = || pids_running(&["sleep", &marker]).len();
     let deadline = Instant::now() + Duration::from_secs(30);
     while count() < 2 {
         assert!(
@@ -628,15 +615,7 @@ fn enclosed_processes_die_with_their_engine() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // The engine's name, from the cgroup of an enclosed process: /harness/<engine>/<session>.
-    let pid = String::from_utf8_lossy(
-        &Command::new("pgrep")
-            .args(["-o", "-x", "-f", &format!("sleep {marker}")])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .trim()
-    .to_owned();
+    let pid = pids_running(&["sleep", &marker])[0];
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let engine = cgroup
         .lines()
@@ -668,6 +647,20 @@ fn enclosed_processes_die_with_their_engine() {
         "{}: pinned programs left behind",
         pins.display()
     );
+}
+
+/// Processes (host PIDs) whose command line is exactly `argv` (zombies excluded: they have
+/// none), sorted by PID. /proc is read directly: the VM image has no pgrep.
+fn pids_running(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect();
+    pids.sort();
+    pids
 }
 
 fn cgroup_root() -> PathBuf {
@@ -715,16 +708,7 @@ fn enclosed_processes_die_with_their_daemon() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let count = || {
-        let out = Command::new("pgrep")
-            .args(["-c", "-x", "-f", &format!("sleep {marker}")])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<usize>()
-            .unwrap_or(0)
-    };
+    let count = || pids_running(&["sleep", &marker]).len();
     let deadline = Instant::now() + Duration::from_secs(30);
     while count() < 1 {
         assert!(Instant::now() < deadline, "the enclosed sleep never started");
