@@ -191,7 +191,7 @@ impl Types {
             bits += member_bits;
             id = member_type;
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(missing());
         }
         Ok(bits / 8)
@@ -256,7 +256,7 @@ mod tests {
         }
         let types = Types::vmlinux().unwrap();
         let offsets = SocketOffsets::from_types(&types).unwrap();
-        assert_eq!(offsets.sock_net % 8, 0, "{offsets:?}");
+        assert!(offsets.sock_net.is_multiple_of(8), "{offsets:?}");
         assert!(offsets.sock_net < 256, "{offsets:?}");
         assert!(
             offsets.socket_sk > 0 && offsets.socket_sk < 128,

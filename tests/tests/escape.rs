@@ -711,13 +711,19 @@ fn enclosed_processes_die_with_their_daemon() {
     let count = || pids_running(&["sleep", &marker]).len();
     let deadline = Instant::now() + Duration::from_secs(30);
     while count() < 1 {
-        assert!(Instant::now() < deadline, "the enclosed sleep never started");
+        assert!(
+            Instant::now() < deadline,
+            "the enclosed sleep never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     daemon.kill().unwrap();
     daemon.wait().unwrap();
     let out = run.wait_with_output().unwrap();
-    assert!(!out.status.success(), "harness run succeeded without its recorder");
+    assert!(
+        !out.status.success(),
+        "harness run succeeded without its recorder"
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("daemon went away"),
         "{}",

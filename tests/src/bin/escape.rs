@@ -126,14 +126,11 @@ fn process(pid: libc::pid_t) -> String {
 /// Push a command into the terminal on standard input.
 fn tiocsti() -> String {
     let mut failed = Vec::new();
-    for byte in b"id\n" {
-        // SAFETY: TIOCSTI reads one byte from the pointer we pass.
-        if unsafe { libc::ioctl(0, libc::TIOCSTI as _, byte as *const u8) } == 0 {
-            return escaped("TIOCSTI pushed input into the terminal");
-        }
-        failed.push(("tiocsti", last()));
-        break;
+    // SAFETY: TIOCSTI reads one byte from the pointer we pass.
+    if unsafe { libc::ioctl(0, libc::TIOCSTI as _, b"i".as_ptr()) } == 0 {
+        return escaped("TIOCSTI pushed input into the terminal");
     }
+    failed.push(("tiocsti", last()));
     // Make it the controlling terminal first, as an attacker would.
     // SAFETY: TIOCSCTTY takes an integer argument.
     if unsafe { libc::ioctl(0, libc::TIOCSCTTY as _, 0) } == 0 {
