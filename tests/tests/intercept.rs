@@ -555,8 +555,8 @@ fn hundred_megabytes_each_way_in_bounded_memory() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}: {stdout}", out.status);
     assert!(stdout.starts_with(&format!("{SIZE}\n")), "{stdout}");
     let expected_upload = sha256_hex(&std::fs::read(&blob).unwrap());
     assert!(stdout.contains(&expected_upload), "{stdout}");
