@@ -19,7 +19,7 @@
 //! ```
 //!
 //! `198.18.0.0/15` is RFC 2544's benchmarking range (test hosts only); the IPv6 addresses are
-//! unique local ones. `<k>` is claimed by the host-side interface name `hworld<k>`: creating it
+//! unique local ones (`<k>` written in hex there: 198.18.42.2 is fd00:198:18:2a::2). `<k>` is claimed by the host-side interface name `hworld<k>`: creating it
 //! fails with `File exists` while another test process (or `cargo xtask demo`) holds that `<k>`,
 //! and the next one is tried. The namespace's name is removed at exit (`atexit`); namespaces
 //! left by processes that died without exiting (`harness-w<pid>` with no such pid) are removed
