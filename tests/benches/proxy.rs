@@ -1,15 +1,16 @@
-//! Through harness vs direct, in the same run, against the same local test peer: requests/s
-//! and p50/p99 latency of small JSON calls over TLS at 1 and 64 concurrent clients, added time
-//! to the first SSE byte, and harness's resident memory while 100 MB pass each way. Beside them,
-//! the cost of one fdatasync on the ledger's file system, measured now: the target is added p50
-//! latency of at most one fdatasync + 0.3 ms; since an exchange has two durable points (the
-//! request before forwarding, the response before release), the bench also prints what is
-//! added beyond two fdatasyncs. Needs root (it runs `harness run`).
+//! Through harness vs direct, in the same run, against the same test peer (in the world, the
+//! bench's own network namespace over a veth, which both paths cross): requests/s and p50/p99
+//! latency of small JSON calls over TLS at 1 and 64 concurrent clients, added time to the first
+//! SSE byte, and harness's resident memory while 100 MB pass each way. Beside them, the cost of
+//! one fdatasync on the ledger's file system, measured now: the target is added p50 latency of
+//! at most one fdatasync + 0.3 ms; since an exchange has two durable points (the request before
+//! forwarding, the response before release), the bench also prints what is added beyond two
+//! fdatasyncs. Needs root (it runs `harness run`).
 //!
 //! Sizes: HARNESS_BENCH_REQUESTS (default 2000 per concurrency level), HARNESS_BENCH_SSE_ROUNDS
 //! (default 50), HARNESS_BENCH_MB (default 100).
 use harness_tests::peers::{Peer, TestCa};
-use harness_tests::{dns_server, harness_bin, temp_dir};
+use harness_tests::{dns_server, harness_bin, temp_dir, world};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -167,12 +168,12 @@ fn main() {
     let ca = TestCa::create(dir.join("test-ca")).expect("test CA");
     let peer = Peer::builder(&ca)
         .names(["api.example.test"])
-        .ip("127.0.0.2".parse().unwrap())
+        .ip(world::addr(2))
         .spawn_in_thread()
         .expect("peer");
     let bench = Bench {
         ca: ca.cert_path(),
-        dns: dns_server([127, 0, 0, 2]).to_string(),
+        dns: dns_server(world::addr(2)).to_string(),
         dir: dir.clone(),
     };
     let addr = peer.addr().to_string();

@@ -1,12 +1,14 @@
 //! Support for the end-to-end tests: where the binaries are, the privileged-test gate, test
-//! peers on loopback, and running a command under `harness run`.
+//! peers (in [`world`], the test network namespace that stands for the outside world, or on
+//! loopback), and running a command under `harness run`.
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 pub mod peers;
+pub mod world;
 
 pub use harness::ledger::{read_session, session_files, Entry, Recorded};
 
@@ -132,9 +134,11 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Starts a peer on `ip` (port chosen by the kernel).
-    pub fn start(ip: &str) -> Peer {
-        let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+    /// Starts a peer on `ip` (port chosen by the kernel): inside the [`world`] for a world
+    /// address ([`world::addr`]), here for any other (loopback).
+    pub fn start(ip: IpAddr) -> Peer {
+        let listener =
+            world::listener(SocketAddr::new(ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}"));
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let log = received.clone();
@@ -172,9 +176,15 @@ impl Peer {
     }
 }
 
-/// A DNS test server on loopback answering every A question with `answer` (TTL 60).
-pub fn dns_server(answer: [u8; 4]) -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+/// A DNS test server answering every A question with `answer` (TTL 60), e.g. a
+/// [`world::addr`]. It listens on the host's loopback: the daemon's resolver, which forwards to
+/// it (`--dns-upstream`), runs in the host's network namespace.
+pub fn dns_server(answer: IpAddr) -> SocketAddr {
+    let IpAddr::V4(answer) = answer else {
+        panic!("dns_server answers A questions: {answer} is not an IPv4 address");
+    };
+    let answer = answer.octets();
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let addr = socket.local_addr().unwrap();
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];

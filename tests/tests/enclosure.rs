@@ -1,10 +1,12 @@
 //! The enclosure end to end: real eBPF in the real kernel, real processes under `harness run`,
-//! test peers on loopback. Each test checks what the enclosed process saw *and* what the ledger
-//! holds.
+//! test peers in the world (the test's own network namespace, reached over a veth: the outside
+//! world of an enclosure is never the host's loopback). Each test checks what the enclosed
+//! process saw *and* what the ledger holds.
 use harness_tests::{
-    dns_server, privileged, probe, probe_bin, run_enclosed, temp_dir, Entry, Peer,
+    dns_server, privileged, probe, probe_bin, run_enclosed, temp_dir, world, Entry, Peer,
 };
 use serde_json::Value;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 fn conn_opens(entries: &[harness_tests::Recorded]) -> Vec<&harness::ledger::ConnOpen> {
@@ -39,11 +41,11 @@ fn closes(entries: &[harness_tests::Recorded]) -> Vec<&harness::ledger::ConnClos
 
 /// A TCP connect to `target` (as the probe spells it) reaches the peer through the daemon,
 /// getpeername shows the peer asked for, and the ledger has the open and the close with bytes.
-fn redirect_case(name: &str, peer_ip: &str, target: impl Fn(&Peer) -> String) {
+fn redirect_case(name: &str, peer_ip: impl Fn() -> IpAddr, target: impl Fn(&Peer) -> String) {
     if !privileged(name) {
         return;
     }
-    let peer = Peer::start(peer_ip);
+    let peer = Peer::start(peer_ip());
     let ledger = temp_dir(name);
     let target = target(&peer);
     let (result, entries) = probe(&ledger, &[], &["tcp", &target]);
@@ -86,19 +88,21 @@ fn redirect_case(name: &str, peer_ip: &str, target: impl Fn(&Peer) -> String) {
 
 #[test]
 fn ipv4_connect_is_redirected_and_recorded() {
-    redirect_case("ipv4", "127.0.0.2", |p| p.addr.to_string());
+    redirect_case("ipv4", || world::addr(2), |p| p.addr.to_string());
 }
 
 #[test]
 fn ipv6_connect_is_redirected_and_recorded() {
-    redirect_case("ipv6", "::1", |p| p.addr.to_string());
+    redirect_case("ipv6", || world::addr6(2), |p| p.addr.to_string());
 }
 
 #[test]
 fn ipv4_mapped_ipv6_connect_is_redirected_and_recorded() {
-    redirect_case("mapped", "127.0.0.2", |p| {
-        format!("[::ffff:127.0.0.2]:{}", p.addr.port())
-    });
+    redirect_case(
+        "mapped",
+        || world::addr(2),
+        |p| format!("[::ffff:{}]:{}", p.addr.ip(), p.addr.port()),
+    );
 }
 
 fn assert_refused(result: &Value) {
@@ -112,21 +116,18 @@ fn udp_other_than_dns_is_refused_and_recorded() {
         return;
     }
     for (mode, target) in [
-        ("udp", "127.0.0.2:443"),
-        ("udp-connect", "127.0.0.2:443"),
-        ("udp", "[::1]:4433"),
+        ("udp", SocketAddr::new(world::addr(2), 443)),
+        ("udp-connect", SocketAddr::new(world::addr(2), 443)),
+        ("udp", SocketAddr::new(world::addr6(2), 4433)),
     ] {
         let ledger = temp_dir("udp");
-        let (result, entries) = probe(&ledger, &[], &[mode, target]);
+        let (result, entries) = probe(&ledger, &[], &[mode, &target.to_string()]);
         assert_refused(&result);
         let denied = denials(&entries);
         assert_eq!(denied.len(), 1, "{mode} {target}: {entries:#?}");
         assert_eq!(denied[0].proto, "udp");
         assert_eq!(denied[0].by, "kernel");
-        assert_eq!(
-            denied[0].dst.map(|d| d.port()),
-            Some(target.rsplit(':').next().unwrap().parse().unwrap())
-        );
+        assert_eq!(denied[0].dst.map(|d| d.port()), Some(target.port()));
     }
 }
 
@@ -152,13 +153,16 @@ fn policy_denied_destination_gets_eperm_and_is_recorded() {
     if !privileged("deny") {
         return;
     }
-    let allowed = Peer::start("127.0.0.2");
-    let denied_peer = Peer::start("127.0.0.3");
+    let allowed = Peer::start(world::addr(2));
+    let denied_peer = Peer::start(world::addr(3));
     let dir = temp_dir("deny");
     let policy = dir.join("policy.toml");
     std::fs::write(
         &policy,
-        "default = \"allow\"\n[[rule]]\naction = \"deny\"\ncidr = \"127.0.0.3/32\"\n",
+        format!(
+            "default = \"allow\"\n[[rule]]\naction = \"deny\"\ncidr = \"{}/32\"\n",
+            world::addr(3)
+        ),
     )
     .unwrap();
     let ledger = dir.join("ledger");
@@ -190,8 +194,8 @@ fn dns_goes_through_the_resolver_and_host_rules_apply() {
     if !privileged("dns") {
         return;
     }
-    let peer = Peer::start("127.0.0.2");
-    let dns = dns_server([127, 0, 0, 2]);
+    let peer = Peer::start(world::addr(2));
+    let dns = dns_server(world::addr(2));
     let dir = temp_dir("dns");
     let policy = dir.join("policy.toml");
     // Default deny: only what DNS says peer.test is may be reached; blocked.test never resolves.
@@ -228,7 +232,7 @@ fn dns_goes_through_the_resolver_and_host_rules_apply() {
     let r = &run.results;
     assert_eq!(r.len(), 4, "{r:?}");
     assert_eq!(r[0]["rcode"], 0, "{}", r[0]);
-    assert_eq!(r[0]["addrs"][0], "127.0.0.2");
+    assert_eq!(r[0]["addrs"][0], world::addr(2).to_string());
     assert_eq!(
         r[0]["from"], "127.0.0.9:53",
         "recvmsg shows the server asked"
@@ -302,7 +306,7 @@ fn curl_and_python_clients_are_redirected() {
         eprintln!("\n*** SKIPPED curl/python clients: not in the VM image ***\n");
         return;
     }
-    let peer = Peer::start("127.0.0.2");
+    let peer = Peer::start(world::addr(2));
     let ledger = temp_dir("curl");
     let url = format!("http://{}/agent", peer.addr);
     let run = run_enclosed(
@@ -323,7 +327,8 @@ fn curl_and_python_clients_are_redirected() {
 
     let ledger = temp_dir("python");
     let script = format!(
-        "import socket; s = socket.create_connection(('127.0.0.2', {})); print(s.getpeername()[0], s.getpeername()[1]); s.sendall(b'hello\\n'); print(s.recv(100).decode())",
+        "import socket; s = socket.create_connection(('{}', {})); print(s.getpeername()[0], s.getpeername()[1]); s.sendall(b'hello\\n'); print(s.recv(100).decode())",
+        peer.addr.ip(),
         peer.addr.port()
     );
     let run = run_enclosed(&ledger, &[], &["/usr/bin/python3", "-c", &script]);
@@ -334,7 +339,7 @@ fn curl_and_python_clients_are_redirected() {
     );
     let out = String::from_utf8_lossy(&run.output.stdout);
     assert!(
-        out.starts_with(&format!("127.0.0.2 {}\n", peer.addr.port())),
+        out.starts_with(&format!("{} {}\n", peer.addr.ip(), peer.addr.port())),
         "{out}"
     );
     assert_eq!(conn_opens(&run.entries).len(), 1);

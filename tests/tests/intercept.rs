@@ -3,7 +3,7 @@
 //! against the project's test peers over real TLS; the ledger must hold the exact bytes.
 use harness::ledger::{Body, Entry, Recorded};
 use harness_tests::peers::{BlockingPeer, Peer, TestCa};
-use harness_tests::{dns_server, privileged, run_enclosed, temp_dir, Enclosed};
+use harness_tests::{dns_server, privileged, run_enclosed, temp_dir, world, Enclosed};
 use sha2::{Digest as _, Sha256};
 use std::path::PathBuf;
 
@@ -19,10 +19,10 @@ fn setup(name: &str) -> Setup {
     let ca = TestCa::create(dir.join("test-ca")).expect("test CA");
     let peer = Peer::builder(&ca)
         .names(["api.example.test"])
-        .ip("127.0.0.2".parse().unwrap())
+        .ip(world::addr(2))
         .spawn_in_thread()
         .expect("peer");
-    let dns = dns_server([127, 0, 0, 2]).to_string();
+    let dns = dns_server(world::addr(2)).to_string();
     Setup {
         ca: ca.cert_path(),
         peer,
@@ -555,8 +555,8 @@ fn hundred_megabytes_each_way_in_bounded_memory() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}: {stdout}", out.status);
     assert!(stdout.starts_with(&format!("{SIZE}\n")), "{stdout}");
     let expected_upload = sha256_hex(&std::fs::read(&blob).unwrap());
     assert!(stdout.contains(&expected_upload), "{stdout}");
@@ -600,7 +600,11 @@ fn a_full_ledger_means_errors_for_the_client_and_no_unrecorded_upstream_request(
     let url = s.url("/v1/orders");
     // Many requests once the file system is full: the first few may still fit in the slack of
     // pages the ledger already holds; after that every one must fail before reaching upstream.
-    let resolve = format!("api.example.test:{}:127.0.0.2", s.peer.addr().port());
+    let resolve = format!(
+        "api.example.test:{}:{}",
+        s.peer.addr().port(),
+        s.peer.addr().ip()
+    );
     let script = format!(
         "while [ ! -e {} ]; do sleep 0.05; done; for i in $(seq 1 40); do /usr/bin/curl -sS --resolve {resolve} -o /dev/null -w '%{{http_code}}\\n' -H 'Authorization: Bearer t' --data-binary \"{{\\\"n\\\":$i}}\" {url}; done",
         go.display(),

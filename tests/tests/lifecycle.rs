@@ -1,7 +1,7 @@
 //! The enclosure's life: a long-lived daemon serving `harness run`, failing closed when the
 //! engine dies, and clear refusals when harness cannot work.
 use harness_tests::{
-    harness_bin, privileged, probe_bin, read_session, session_files, temp_dir, Entry, Peer,
+    harness_bin, privileged, probe_bin, read_session, session_files, temp_dir, world, Entry, Peer,
 };
 use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
@@ -25,7 +25,7 @@ fn run_uses_a_running_daemon_and_the_daemon_detaches_on_sigterm() {
     if !privileged("daemon") {
         return;
     }
-    let peer = Peer::start("127.0.0.2");
+    let peer = Peer::start(world::addr(2));
     let dir = temp_dir("daemon");
     let ledger = dir.join("ledger");
     let socket = dir.join("control.sock");
@@ -134,7 +134,7 @@ fn a_killed_engine_fails_closed() {
     if !privileged("fail-closed") {
         return;
     }
-    let peer = Peer::start("127.0.0.2");
+    let peer = Peer::start(world::addr(2));
     let dir = temp_dir("fail-closed");
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let ledger = dir.join("ledger");

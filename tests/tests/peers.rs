@@ -1,11 +1,15 @@
-//! Tests of the test peers themselves, with real clients over real TLS on loopback: our hyper
-//! client (HTTP/1.1 and h2, trusting only the test CA) and curl when it is installed.
+//! Tests of the test peers themselves, with real clients over real TLS: our hyper client
+//! (HTTP/1.1 and h2, trusting only the test CA) and curl when it is installed. The peers here
+//! are local to the test, on loopback (these tests need no root), except in the privileged
+//! tests that check a peer serves from the world (the test network namespace that stands for
+//! the outside world in every enclosure test) just the same.
+use std::net::IpAddr;
 use std::time::Instant;
 
 use harness_tests::peers::{
     bytes_sha256, pseudo_random_bytes, Client, Fail, FailRule, Peer, Reply, TestCa, ToolCall,
 };
-use harness_tests::temp_dir;
+use harness_tests::{privileged, temp_dir, world};
 use hyper::Version;
 use serde_json::{json, Value};
 
@@ -157,30 +161,51 @@ async fn serves_http1_and_h2_and_logs_exactly() {
     assert_eq!(peer.requests().len(), 2);
 }
 
+/// A peer on `ip` answers by name and by IP (its certificate names both); returns it.
+async fn serves_on(ca: &TestCa, ip: IpAddr) -> Peer {
+    let peer = Peer::builder(ca)
+        .names(["multi.example.test"])
+        .ip(ip)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(peer.addr().ip(), ip);
+    let resp = client(ca, H2_H1)
+        .get(peer.addr(), &peer.url("/health"))
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "ok\n");
+    // The certificate also names the IP itself.
+    let by_ip = format!("https://{}/health", peer.addr());
+    let resp = client(ca, H1).get(peer.addr(), &by_ip).await.unwrap();
+    assert_eq!(resp.status, 200);
+    peer
+}
+
 #[tokio::test]
 async fn listens_on_other_loopback_addresses_and_ipv6() {
     let ca = ca("addrs");
     for ip in ["127.0.0.2", "::1"] {
-        let peer = Peer::builder(&ca)
-            .names(["multi.example.test"])
-            .ip(ip.parse().unwrap())
-            .start()
-            .await
-            .unwrap();
-        assert_eq!(peer.addr().ip().to_string(), ip);
-        let resp = client(&ca, H2_H1)
-            .get(peer.addr(), &peer.url("/health"))
-            .await
-            .unwrap();
-        assert_eq!(resp.text().await.unwrap(), "ok\n");
-        // The certificate also names the IP itself.
-        let by_ip = if ip.contains(':') {
-            format!("https://[{ip}]:{}/health", peer.addr().port())
-        } else {
-            format!("https://{ip}:{}/health", peer.addr().port())
-        };
-        let resp = client(&ca, H1).get(peer.addr(), &by_ip).await.unwrap();
-        assert_eq!(resp.status, 200);
+        serves_on(&ca, ip.parse().unwrap()).await;
+    }
+}
+
+#[tokio::test]
+async fn listens_in_the_world_over_ipv4_and_ipv6() {
+    if !privileged("peer in the world") {
+        return;
+    }
+    let ca = ca("world");
+    for (ip, host) in [
+        (world::addr(2), world::host_addr()),
+        (world::addr6(2), world::host_addr6()),
+    ] {
+        let peer = serves_on(&ca, ip).await;
+        // Reached over the veth: the host's end is who called.
+        let seen = peer.requests();
+        assert_eq!(seen.len(), 2);
+        assert!(seen.iter().all(|r| r.client.ip() == host), "{seen:?}");
+        assert!(seen.iter().all(|r| r.local == peer.addr()), "{seen:?}");
     }
 }
 
@@ -1333,21 +1358,39 @@ fn curl() -> Option<std::path::PathBuf> {
 
 #[test]
 fn curl_with_cacert_talks_http1_and_h2() {
+    curl_case(
+        "curl_with_cacert_talks_http1_and_h2",
+        &["127.0.0.3".parse().unwrap(), "::1".parse().unwrap()],
+    );
+}
+
+#[test]
+fn curl_reaches_a_peer_in_the_world() {
+    if !privileged("curl to the world") {
+        return;
+    }
+    curl_case(
+        "curl_reaches_a_peer_in_the_world",
+        &[world::addr(3), world::addr6(3)],
+    );
+}
+
+fn curl_case(name: &str, ips: &[IpAddr]) {
     let Some(curl) = curl() else {
-        eprintln!("*** SKIPPED curl_with_cacert_talks_http1_and_h2: no curl on PATH ***");
+        eprintln!("*** SKIPPED {name}: no curl on PATH ***");
         return;
     };
     let ca = ca("curl");
-    for ip in ["127.0.0.3", "::1"] {
+    for &ip in ips {
         let peer = Peer::builder(&ca)
             .names(["curl.example.test"])
-            .ip(ip.parse().unwrap())
+            .ip(ip)
             .spawn_in_thread()
             .unwrap();
         let resolve = format!(
             "curl.example.test:{}:{}",
             peer.addr().port(),
-            if ip.contains(':') {
+            if ip.is_ipv6() {
                 format!("[{ip}]")
             } else {
                 ip.to_string()
@@ -1389,16 +1432,38 @@ fn curl_with_cacert_talks_http1_and_h2() {
 
 #[test]
 fn peers_binary_prints_its_addresses_and_serves() {
+    peers_binary_case(&["127.0.0.4:0", "[::1]:0"], false);
+}
+
+/// As the tests and the demo run it for the outside world: inside the world's namespace,
+/// where it binds the world's addresses like any program.
+#[test]
+fn peers_binary_serves_from_inside_the_world() {
+    if !privileged("peers binary in the world") {
+        return;
+    }
+    let v4 = format!("{}:0", world::addr(4));
+    let v6 = format!("[{}]:0", world::addr6(4));
+    peers_binary_case(&[&v4, &v6], true);
+}
+
+fn peers_binary_case(listen: &[&str], in_world: bool) {
     let dir = temp_dir("peers-bin");
     // Beside the harness binary under test (the VM has its own copies, not cargo's paths).
     let peers = std::env::var_os("HARNESS_BIN")
         .map(|h| std::path::PathBuf::from(h).with_file_name("peers"))
         .filter(|p| p.exists())
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_peers").into());
-    let mut child = std::process::Command::new(peers)
+    let mut cmd = std::process::Command::new(peers);
+    if in_world {
+        world::command(&mut cmd);
+    }
+    for addr in listen {
+        cmd.args(["--listen", addr]);
+    }
+    let mut child = cmd
         .arg("--ca-dir")
         .arg(&dir)
-        .args(["--listen", "127.0.0.4:0", "--listen", "[::1]:0"])
         .args([
             "--name",
             "api.anthropic.test",
@@ -1417,7 +1482,12 @@ fn peers_binary_prints_its_addresses_and_serves() {
     let ca_path = ready["ca"].as_str().unwrap().to_string();
     assert!(std::path::Path::new(&ca_path).exists());
     let peers = ready["peers"].as_array().unwrap();
-    assert_eq!(peers.len(), 2);
+    assert_eq!(peers.len(), listen.len());
+    for (p, asked) in peers.iter().zip(listen) {
+        let at: std::net::SocketAddr = p["addr"].as_str().unwrap().parse().unwrap();
+        let asked: std::net::SocketAddr = asked.parse().unwrap();
+        assert_eq!(at.ip(), asked.ip(), "{line}");
+    }
     let mut roots = rustls::RootCertStore::empty();
     for cert in harness_tests::peers::read_pem_certs(std::path::Path::new(&ca_path)).unwrap() {
         roots.add(cert).unwrap();

@@ -1,10 +1,11 @@
 //! What the agent did, end to end through the real proxy: a model call whose answer is a tool
-//! call, the MCP `tools/call` that carries it (to a tool server running inside the enclosure),
-//! and the brokerage call that tool server made — recorded, annotated, and linked as one chain
-//! by `harness log --correlations`; exported as HAR. The agent asks for gzip, as SDKs do, so the
-//! answers it gets (and harness records) are gzip'd.
+//! call, the MCP `tools/call` that carries it (to a tool server running inside the enclosure,
+//! on loopback), and the brokerage call that tool server made (to the world, like the model) —
+//! recorded, annotated, and linked as one chain by `harness log --correlations`; exported as
+//! HAR. The agent asks for gzip, as SDKs do, so the answers it gets (and harness records) are
+//! gzip'd.
 use harness_tests::peers::{Peer, TestCa};
-use harness_tests::{dns_server, harness_bin, privileged, run_enclosed, temp_dir};
+use harness_tests::{dns_server, harness_bin, privileged, run_enclosed, temp_dir, world};
 use std::process::Command;
 
 #[test]
@@ -21,10 +22,10 @@ fn model_tool_call_mcp_call_and_brokerage_call_are_one_chain() {
     let ca = TestCa::create(dir.join("test-ca")).unwrap();
     let provider = Peer::builder(&ca)
         .names(["api.anthropic.test"])
-        .ip("127.0.0.2".parse().unwrap())
+        .ip(world::addr(2))
         .spawn_in_thread()
         .unwrap();
-    let dns = dns_server([127, 0, 0, 2]).to_string();
+    let dns = dns_server(world::addr(2)).to_string();
     let mcp_dir = dir.join("mcp-ca");
     std::fs::create_dir_all(&mcp_dir).unwrap();
     std::fs::set_permissions(
@@ -32,10 +33,6 @@ fn model_tool_call_mcp_call_and_brokerage_call_are_one_chain() {
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
-    let mcp_port = {
-        let l = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let peers = harness_bin().with_file_name("peers");
     // The API key reaches the agent as real keys do (not on its command line), so it must
     // appear nowhere in what harness writes.
@@ -45,11 +42,12 @@ fn model_tool_call_mcp_call_and_brokerage_call_are_one_chain() {
         r#"
 import gzip, json, os, subprocess, urllib.request
 key = open("{key_file}").read().strip()
-# The tool server runs inside the enclosure too: its own calls go through harness.
-mcp = subprocess.Popen(["{peers}", "--ca-dir", "{mcp_dir}", "--plaintext", "--listen", "127.0.0.3:{mcp_port}",
-    "--broker-url", "https://api.anthropic.test:{port}", "--broker-addr", "127.0.0.2:{port}",
+# The tool server runs inside the enclosure too, on the enclosure's loopback: its own calls
+# (to the brokerage, in the world) go through harness.
+mcp = subprocess.Popen(["{peers}", "--ca-dir", "{mcp_dir}", "--plaintext", "--listen", "127.0.0.3:0",
+    "--broker-url", "https://api.anthropic.test:{port}", "--broker-addr", "{broker}",
     "--trust", os.environ["SSL_CERT_FILE"]], stdout=subprocess.PIPE)
-mcp.stdout.readline()
+mcp_addr = json.loads(mcp.stdout.readline())["peers"][0]["addr"]
 # As the SDKs (httpx, fetch) do: ask for gzip, and undo it.
 def post(url, body, headers):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={{"content-type": "application/json", "accept-encoding": "gzip, deflate", **headers}})
@@ -62,7 +60,7 @@ _, reply = post("https://api.anthropic.test:{port}/v1/messages",
     {{"model": "claude-test", "max_tokens": 100, "messages": [{{"role": "user", "content": "Buy 10 ACME"}}],
       "tools": [{{"name": "place_order", "input_schema": {{"type": "object"}}}}]}}, {{"x-api-key": key}})
 call = [b for b in reply["content"] if b["type"] == "tool_use"][0]
-mcp_url = "http://127.0.0.3:{mcp_port}/mcp"
+mcp_url = f"http://{{mcp_addr}}/mcp"
 h, _ = post(mcp_url, {{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {{"protocolVersion": "2025-03-26", "capabilities": {{}}, "clientInfo": {{"name": "t", "version": "1"}}}}}}, {{"accept": "application/json, text/event-stream"}})
 sid = {{"mcp-session-id": h["mcp-session-id"], "accept": "application/json, text/event-stream"}}
 post(mcp_url, {{"jsonrpc": "2.0", "method": "notifications/initialized"}}, sid)
@@ -78,6 +76,7 @@ mcp.terminate()
         key_file = key_file.display(),
         mcp_dir = mcp_dir.display(),
         port = provider.addr().port(),
+        broker = provider.addr(),
     );
     let ledger = dir.join("ledger");
     let run = run_enclosed(

@@ -4,7 +4,9 @@
     agent.py --peers PATH [--prompt TEXT] [--mcp-listen ADDR] [--mcp-url URL] [--broker-url URL]
 
 1. Starts its MCP tool server as a child process (the project's `peers` binary, serving MCP over
-   Streamable HTTP); the server's `place_order` tool calls the brokerage API over HTTPS.
+   Streamable HTTP on loopback: inside the enclosure, like the agent); the server's
+   `place_order` tool calls the brokerage API over HTTPS (outside, at whatever address
+   broker.demo resolves to: in the demo, a host of its test network namespace).
 2. MCP: `initialize`, `notifications/initialized`, `tools/list`.
 3. Asks the model (the official Anthropic Python SDK, at https://api.anthropic.com) to act on
    the prompt with those tools; the model answers with a `tool_use` for `place_order`.

@@ -8,6 +8,10 @@ those names with an empty NOERROR answer (so resolvers fall back to the A record
 other name with NXDOMAIN. Prints "dns on 127.0.0.1:PORT" as its first line of stdout, then serves
 until killed. `cargo xtask demo` hands that address to `harness run --dns-upstream`, so the
 enclosed agent's lookups of the demo's names (api.anthropic.com included) never leave the machine.
+It stays on the host's loopback because harness's resolver, which forwards to it, runs in the
+host's network namespace; the addresses it answers are the demo's world (198.18.<k>.x, a
+network namespace over a veth) for the model and the brokerage, and the enclosure's own
+loopback for the MCP server the agent starts inside it.
 """
 import socket
 import struct

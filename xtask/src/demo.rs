@@ -5,10 +5,15 @@
 //! causal chain, and `harness verify`'s verdict. Fails unless all of that happened and was
 //! recorded. Needs root, like `harness run`.
 //!
-//! Outside the enclosure: the mock provider (api.anthropic.com → 127.0.0.2:443) and brokerage
-//! (broker.demo → 127.0.0.4:443), one `peers` process serving real TLS with a test CA, and a DNS
-//! responder (xtask/demo/dns.py) that harness's resolver forwards to. Inside: the agent and its
-//! MCP tool server (mcp.demo → 127.0.0.3:8443, another `peers`, a child of the agent).
+//! Outside the enclosure, in the demo's own network namespace over a veth (the world: the
+//! enclosure's loopback is not the host's, so the outside world cannot be the host's loopback):
+//! the mock provider (api.anthropic.com → 198.18.<k>.2:443) and brokerage (broker.demo →
+//! 198.18.<k>.4:443), one `peers` process serving real TLS with a test CA. On the host's
+//! loopback, where harness's resolver forwards: a DNS responder (xtask/demo/dns.py). Inside the
+//! enclosure: the agent and its MCP tool server (mcp.demo → 127.0.0.3:8443, on the enclosure's
+//! loopback, another `peers`, a child of the agent).
+mod world;
+
 use crate::util::{cargo, exec, is_root, note, output, show, step, target_dir, warn};
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
@@ -35,10 +40,11 @@ pub struct Options {
     pub prompt: String,
 }
 
-/// The demo's names and where they live (all loopback; the mock peers listen there).
-const MODEL_ADDR: &str = "127.0.0.2:443";
+/// The demo's names and where they live: the model and the brokerage at world hosts
+/// 198.18.<k>.2 and .4, port 443; the MCP server on the enclosure's own loopback.
+const MODEL_HOST_N: u8 = 2;
+const BROKER_HOST_N: u8 = 4;
 const MCP_ADDR: &str = "127.0.0.3:8443";
-const BROKER_ADDR: &str = "127.0.0.4:443";
 const MODEL_HOST: &str = "api.anthropic.com";
 const MCP_HOST: &str = "mcp.demo";
 const BROKER_HOST: &str = "broker.demo";
@@ -87,15 +93,18 @@ pub fn run(opts: &Options) -> Result<()> {
     let venv = reachable(&venv, &work)?;
     let python = venv.join("bin/python");
 
+    let world = world::World::create()?;
+    let model_addr = format!("{}:443", world.addr(MODEL_HOST_N));
+    let broker_addr = format!("{}:443", world.addr(BROKER_HOST_N));
     step(format!(
-        "demo: starting the mock model provider ({MODEL_HOST} at {MODEL_ADDR}) and brokerage API ({BROKER_HOST} at {BROKER_ADDR}), outside the enclosure"
+        "demo: starting the mock model provider ({MODEL_HOST} at {model_addr}) and brokerage API ({BROKER_HOST} at {broker_addr}), outside the enclosure, in the world"
     ));
     let peer_ca = work.join("peer-ca");
-    let mut peers_cmd = Command::new(&peers);
+    let mut peers_cmd = world.command(&peers);
     peers_cmd
         .arg("--ca-dir")
         .arg(&peer_ca)
-        .args(["--listen", MODEL_ADDR, "--listen", BROKER_ADDR])
+        .args(["--listen", &model_addr, "--listen", &broker_addr])
         .args(["--name", MODEL_HOST, "--name", BROKER_HOST]);
     let (_peers, ready) = start(&mut peers_cmd, "the mock peers")?;
     let ready: Value = serde_json::from_str(&ready)
@@ -112,9 +121,9 @@ pub fn run(opts: &Options) -> Result<()> {
     step("demo: starting a DNS responder for the demo's names on 127.0.0.1 (xtask/demo/dns.py)");
     let mut dns_cmd = Command::new("/usr/bin/python3");
     dns_cmd.arg(demo_dir.join("dns.py")).args([
-        format!("{MODEL_HOST}={}", host_of(MODEL_ADDR)),
+        format!("{MODEL_HOST}={}", host_of(&model_addr)),
         format!("{MCP_HOST}={}", host_of(MCP_ADDR)),
-        format!("{BROKER_HOST}={}", host_of(BROKER_ADDR)),
+        format!("{BROKER_HOST}={}", host_of(&broker_addr)),
     ]);
     let (_dns, dns) = start(&mut dns_cmd, "the DNS responder")?;
     let dns = dns
@@ -123,9 +132,9 @@ pub fn run(opts: &Options) -> Result<()> {
         .with_context(|| format!("the DNS responder did not start (said {dns:?})"))?;
     note(format!(
         "{dns}: {MODEL_HOST} → {}, {MCP_HOST} → {}, {BROKER_HOST} → {} (harness run --dns-upstream)",
-        host_of(MODEL_ADDR),
+        host_of(&model_addr),
         host_of(MCP_ADDR),
-        host_of(BROKER_ADDR)
+        host_of(&broker_addr)
     ));
 
     step("demo: enclosing the sample agent (xtask/demo/agent.py) with `harness run`");

@@ -1,5 +1,8 @@
 //! `peers`: runs the test peers (mock LLM providers, MCP server, brokerage API) until killed,
-//! for the demo and the VM test. Prints one JSON line when ready:
+//! for the demo and the tests. Standing for the outside world, it runs inside a test network
+//! namespace (`harness_tests::world::command`, or `ip netns exec` in the demo) and listens on
+//! that namespace's addresses; as an agent's own MCP server, inside an enclosure, on loopback.
+//! Prints one JSON line when ready:
 //! `{"ca": "DIR/ca.pem", "peers": [{"addr": …, "names": […], "url": …, "cert": …}]}`.
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +21,8 @@ own IP. Prints one JSON line with the addresses and the CA path, then runs until
 
 options:
   --ca-dir DIR             where the CA (ca.pem) and server certificates are written
-  --listen ADDR            address to listen on (repeatable), e.g. 127.0.0.2:443, [::1]:8443
+  --listen ADDR            address to listen on (repeatable), e.g. 198.18.7.2:443 in a test
+                           network namespace, 127.0.0.3:8443 inside an enclosure
   --name NAME              DNS name for the certificates (repeatable)
   --plaintext              plain HTTP instead of TLS
   --http1-only             offer only http/1.1 in ALPN

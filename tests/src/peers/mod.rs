@@ -1,7 +1,8 @@
 //! Test peers: the far side of every connection harness intercepts in tests and in the demo.
 //!
-//! One HTTPS server (real TLS from a [`TestCa`], HTTP/1.1 and h2 by ALPN) serving, on any
-//! loopback address, faithful mocks of:
+//! One HTTPS server (real TLS from a [`TestCa`], HTTP/1.1 and h2 by ALPN) serving, on a
+//! [`world`](crate::world) address (a peer that stands for the outside world) or a loopback one
+//! (a peer local to the test, or started inside an enclosure), faithful mocks of:
 //!
 //! - Anthropic Messages `POST /v1/messages` (JSON and SSE),
 //! - OpenAI `POST /v1/chat/completions` and `POST /v1/responses` (JSON and SSE),
@@ -33,7 +34,7 @@
 //! let ca = TestCa::create("/tmp/ca")?;
 //! let peer = Peer::builder(&ca)
 //!     .names(["api.anthropic.test"])
-//!     .ip("127.0.0.2".parse().unwrap())
+//!     .ip(harness_tests::world::addr(2))
 //!     .start()
 //!     .await?;
 //! println!("{} {}", peer.addr(), ca.cert_path().display());

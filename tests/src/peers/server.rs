@@ -132,13 +132,16 @@ impl PeerBuilder {
         self
     }
 
-    /// Listens on `ip` (port chosen by the kernel); the IP goes into the certificate too.
+    /// Listens on `ip` (port chosen by the kernel); the IP goes into the certificate too. A
+    /// world address ([`crate::world::addr`]) is bound inside the test network namespace that
+    /// stands for the outside world; loopback stays for peers local to the test (or started
+    /// inside an enclosure).
     pub fn ip(mut self, ip: IpAddr) -> Self {
         self.listen = SocketAddr::new(ip, 0);
         self
     }
 
-    /// Listens on `addr` exactly.
+    /// Listens on `addr` exactly (in the world for a world address, as [`PeerBuilder::ip`]).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
         self
@@ -213,9 +216,10 @@ impl PeerBuilder {
 
     /// Binds, issues the certificate and starts serving.
     pub async fn start(self) -> Result<Peer, Error> {
-        let listener = TcpListener::bind(self.listen)
-            .await
-            .map_err(|e| Error::io(format!("bind {}", self.listen), e))?;
+        let bind = |e| Error::io(format!("bind {}", self.listen), e);
+        let listener = crate::world::listener(self.listen).map_err(bind)?;
+        listener.set_nonblocking(true).map_err(bind)?;
+        let listener = TcpListener::from_std(listener).map_err(bind)?;
         let addr = listener
             .local_addr()
             .map_err(|e| Error::io(format!("bind {}", self.listen), e))?;
