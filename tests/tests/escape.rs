@@ -733,3 +733,147 @@ fn enclosed_processes_die_with_their_daemon() {
     );
     assert_eq!(count(), 0, "the enclosed process outlived the daemon");
 }
+
+// === 9. DNS as a side door ===
+
+/// A resolver in the test world that answers every A question with `answer` and counts every
+/// datagram it gets (DNS or not).
+struct WorldResolver {
+    addr: SocketAddr,
+    datagrams: Arc<AtomicUsize>,
+}
+
+impl WorldResolver {
+    fn start(ip: std::net::IpAddr, answer: std::net::Ipv4Addr) -> WorldResolver {
+        let socket = harness_tests::world::bind_udp(SocketAddr::new(ip, 53)).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let datagrams = Arc::new(AtomicUsize::new(0));
+        let count = datagrams.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                count.fetch_add(1, Ordering::SeqCst);
+                let q = &buf[..n];
+                let mut end = 12;
+                while end < q.len() && q[end] != 0 {
+                    end += 1 + q[end] as usize;
+                }
+                end += 5;
+                if q.len() < 12 || end > q.len() {
+                    continue;
+                }
+                let mut r = q[..2].to_vec();
+                r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+                r.extend_from_slice(&q[12..end]);
+                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                r.extend_from_slice(&answer.octets());
+                let _ = socket.send_to(&r, from);
+            }
+        });
+        WorldResolver { addr, datagrams }
+    }
+
+    fn received(&self) -> usize {
+        self.datagrams.load(Ordering::SeqCst)
+    }
+}
+
+/// With `default = "deny"`, port 53 is no tunnel: bytes that are not a DNS query never leave,
+/// and a resolver the agent picked is a destination like any other (denied here). When the
+/// policy does allow the agent's own resolver, its answers still cannot unlock an address for
+/// a host rule: the name allowed by rule resolves, through it, to the attacker's server, and
+/// the connect there is refused.
+#[test]
+fn dns_is_no_side_door() {
+    if !privileged("dns_is_no_side_door") {
+        return;
+    }
+    use harness_tests::world;
+    let attacker = match world::addr(6) {
+        std::net::IpAddr::V4(v4) => v4,
+        other => panic!("world address {other} is not IPv4"),
+    };
+    let resolver = WorldResolver::start(world::addr(5), attacker);
+    let target = world::bind_tcp(SocketAddr::new(attacker.into(), 443)).unwrap();
+    target.set_nonblocking(true).unwrap();
+    let dir = temp_dir("escape-dns");
+    let policy = dir.join("deny.toml");
+    std::fs::write(
+        &policy,
+        "default = \"deny\"\n[[rule]]\naction = \"allow\"\nhost = \"allowed.test\"\n",
+    )
+    .unwrap();
+    let probe = probe_bin();
+    let server = resolver.addr.to_string();
+    let script = format!(
+        "{p} udp {server}; {p} dns allowed.test {server}; {p} tcp {attacker}:443",
+        p = probe.display()
+    );
+    let ledger = dir.join("ledger-deny");
+    let run = run_enclosed(
+        &ledger,
+        &["--policy", policy.to_str().unwrap()],
+        &["sh", "-c", &script],
+    );
+    assert_eq!(run.results.len(), 3, "{:?}", run.results);
+    assert_eq!(
+        run.results[1]["rcode"], 5,
+        "the agent's resolver is refused: {}",
+        run.results[1]
+    );
+    assert_eq!(run.results[2]["ok"], false, "{}", run.results[2]);
+    assert_eq!(resolver.received(), 0, "bytes reached the agent's resolver");
+    let answers: Vec<&harness::ledger::DnsAnswer> = run
+        .entries
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::DnsAnswer(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        answers.iter().any(|a| a
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("not a DNS query"))),
+        "the non-DNS datagram is recorded as refused: {answers:?}"
+    );
+
+    // The policy allows the agent's resolver: it answers, but proves nothing.
+    let policy = dir.join("allow-resolver.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "default = \"deny\"\n[[rule]]\naction = \"allow\"\nhost = \"allowed.test\"\n[[rule]]\naction = \"allow\"\ncidr = \"{}\"\nports = [53]\n",
+            resolver.addr.ip()
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "{p} dns allowed.test {server}; {p} tcp {attacker}:443",
+        p = probe.display()
+    );
+    let ledger = dir.join("ledger-allow");
+    let run = run_enclosed(
+        &ledger,
+        &["--policy", policy.to_str().unwrap()],
+        &["sh", "-c", &script],
+    );
+    assert_eq!(run.results.len(), 2, "{:?}", run.results);
+    assert_eq!(
+        run.results[0]["addrs"][0],
+        attacker.to_string(),
+        "{}",
+        run.results[0]
+    );
+    assert_eq!(
+        run.results[1]["ok"], false,
+        "the attacker's address was unlocked by the agent's resolver: {}",
+        run.results[1]
+    );
+    assert!(
+        target.accept().is_err(),
+        "the attacker's server was reached"
+    );
+    assert!(resolver.received() >= 1);
+}

@@ -172,14 +172,18 @@ fn a_killed_engine_fails_closed() {
     // The engine dies without a chance to clean up.
     nix_kill(run.id(), libc::SIGKILL);
     run.wait().unwrap();
-    // Now the enclosed process connects: it must not get through, directly or otherwise.
+    // Now the enclosed process would connect: it must not get through, directly or otherwise.
+    // It does not even get to try: the session's pid 1 saw its engine go and took every
+    // enclosed process with it (its stdout closes with nothing written). Were one to survive,
+    // the pinned programs would still send its connect to a port nobody listens on.
     std::fs::write(&go, "").unwrap();
     let mut out = String::new();
     run.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     clean_up_dead_engine(&cgroup);
-    let result: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
-    assert_eq!(result["ok"], false, "{result}");
-    assert_eq!(result["errno"], libc::ECONNREFUSED, "{result}");
+    assert!(
+        out.trim().is_empty(),
+        "the enclosed process outlived its engine and said: {out}"
+    );
     assert!(
         peer.received.lock().unwrap().is_empty(),
         "the peer was reached"
