@@ -10,6 +10,7 @@ pub mod dns;
 pub mod enclosure;
 pub mod engine;
 pub mod export;
+pub mod home;
 pub mod hook;
 pub mod http;
 pub mod init;

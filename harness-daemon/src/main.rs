@@ -56,6 +56,13 @@ enum Command {
         /// Embed an engine for this command even if a daemon is running.
         #[arg(long)]
         no_daemon: bool,
+        /// Make the command's user's home directory read-only inside the enclosure (its working
+        /// directory, when inside home, and each --writable DIR stay writable).
+        #[arg(long)]
+        protect_home: bool,
+        /// With --protect-home: a directory inside home that stays writable; repeatable.
+        #[arg(long, value_name = "DIR", requires = "protect_home")]
+        writable: Vec<PathBuf>,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
@@ -127,6 +134,8 @@ fn main() {
             upstream_ca,
             control,
             no_daemon,
+            protect_home,
+            writable,
             command,
         } => {
             let options = harness::run::RunOptions {
@@ -138,6 +147,8 @@ fn main() {
                 upstream_ca,
                 control,
                 no_daemon,
+                protect_home,
+                writable,
                 command,
             };
             match runtime().block_on(harness::run::run(options)) {
