@@ -11,6 +11,7 @@ pub mod dns;
 pub mod enclosure;
 pub mod engine;
 pub mod export;
+pub mod home;
 pub mod hook;
 pub mod http;
 pub mod init;

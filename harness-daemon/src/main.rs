@@ -60,6 +60,13 @@ enum Command {
         /// "Threat model"); without it harness runs and says what is open.
         #[arg(long)]
         require_full_isolation: bool,
+        /// Make the command's user's home directory read-only inside the enclosure (its working
+        /// directory, when inside home, and each --writable DIR stay writable).
+        #[arg(long)]
+        protect_home: bool,
+        /// With --protect-home: a directory inside home that stays writable; repeatable.
+        #[arg(long, value_name = "DIR", requires = "protect_home")]
+        writable: Vec<PathBuf>,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
@@ -135,6 +142,8 @@ fn main() {
             control,
             no_daemon,
             require_full_isolation,
+            protect_home,
+            writable,
             command,
         } => {
             let options = harness::run::RunOptions {
@@ -147,6 +156,8 @@ fn main() {
                 control,
                 no_daemon,
                 require_full_isolation,
+                protect_home,
+                writable,
                 command,
             };
             match runtime().block_on(harness::run::run(options)) {

@@ -311,6 +311,7 @@ fn loopback_up() -> io::Result<()> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own, for the call only.
+    // (`as libc::Ioctl`: the request is a c_ulong for glibc, a c_int for musl.)
     unsafe {
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) != 0 {
             return Err(io::Error::last_os_error());

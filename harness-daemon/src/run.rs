@@ -5,6 +5,7 @@
 //! no_new_privs, waits for it, then closes the session and exits with the command's status.
 use crate::control::{self, Request};
 use crate::engine::{Engine, EngineConfig, EngineError, SessionSpec, TlsSetup};
+use crate::home::{HomeError, ProtectHome};
 use crate::ledger::{Ledger, LedgerError, SessionClose};
 use crate::policy::{Policy, PolicyError};
 use crate::tls::{TrustBundle, TrustError};
@@ -38,6 +39,11 @@ pub struct RunOptions {
     pub no_daemon: bool,
     /// Refuse to run on a kernel that leaves a class of escape open.
     pub require_full_isolation: bool,
+    /// `--protect-home`: the command's user's home directory read-only inside the enclosure
+    /// (see [`crate::home`]).
+    pub protect_home: bool,
+    /// `--writable`: directories inside home that stay writable (only with `protect_home`).
+    pub writable: Vec<PathBuf>,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -80,6 +86,9 @@ pub enum RunError {
     /// The trust bundle's mounts could not be prepared.
     #[error(transparent)]
     Trust(#[from] TrustError),
+    /// `--protect-home` could not be prepared (home, a `--writable` directory, the mount table).
+    #[error(transparent)]
+    ProtectHome(#[from] HomeError),
     /// The command could not be started.
     #[error("starting {command}: {source}")]
     Spawn {
@@ -165,6 +174,7 @@ pub async fn run(options: RunOptions) -> Result<i32, RunError> {
         return Err(RunError::NotRoot);
     }
     let who = identity(options.user.as_deref())?;
+    let home = protect_home(&options, &who)?;
     if !options.no_daemon {
         if let Some(client) = control::Client::connect(&options.control).await {
             if options.ledger.is_some()
@@ -175,7 +185,7 @@ pub async fn run(options: RunOptions) -> Result<i32, RunError> {
                     options.control.display().to_string(),
                 ));
             }
-            return run_via_daemon(client, &options.control, &who, &options.command).await;
+            return run_via_daemon(client, &options.control, &who, &options.command, home).await;
         }
     }
     let policy = match &options.policy {
@@ -197,11 +207,32 @@ pub async fn run(options: RunOptions) -> Result<i32, RunError> {
         require_full_isolation: options.require_full_isolation,
     })
     .await?;
-    let result = run_in(&engine, &who, &options.command).await;
+    let result = run_in(&engine, &who, &options.command, home).await;
     let shutdown = engine.shutdown().await;
     let status = result?;
     shutdown?;
     Ok(status)
+}
+
+/// Prepares `--protect-home` for the command's user, before any session is opened, and says on
+/// stderr what stays writable under home.
+fn protect_home(options: &RunOptions, who: &Identity) -> Result<Option<ProtectHome>, RunError> {
+    if !options.protect_home {
+        if !options.writable.is_empty() {
+            return Err(HomeError::WritableAlone.into());
+        }
+        return Ok(None);
+    }
+    let user = who
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("uid {}", who.uid));
+    let home = ProtectHome::prepare(&user, who.home.as_deref(), &options.writable)?;
+    eprintln!("{}", home.summary());
+    if let Some(note) = home.cwd_note() {
+        eprintln!("{note}");
+    }
+    Ok(Some(home))
 }
 
 async fn run_via_daemon(
@@ -209,6 +240,7 @@ async fn run_via_daemon(
     socket: &std::path::Path,
     who: &Identity,
     command: &[OsString],
+    home: Option<ProtectHome>,
 ) -> Result<i32, RunError> {
     let daemon_err = |message: String| RunError::Daemon {
         socket: socket.display().to_string(),
@@ -242,6 +274,7 @@ async fn run_via_daemon(
         who,
         command,
         bundle.as_ref(),
+        home,
     );
     let ended = match spawned {
         Ok(running) => running.wait(client.closed()).await,
@@ -272,7 +305,12 @@ fn display_args(command: &[OsString]) -> Vec<String> {
         .collect()
 }
 
-async fn run_in(engine: &Engine, who: &Identity, command: &[OsString]) -> Result<i32, RunError> {
+async fn run_in(
+    engine: &Engine,
+    who: &Identity,
+    command: &[OsString],
+    home: Option<ProtectHome>,
+) -> Result<i32, RunError> {
     let session = engine
         .open_session(SessionSpec {
             command: display_args(command),
@@ -286,6 +324,7 @@ async fn run_in(engine: &Engine, who: &Identity, command: &[OsString]) -> Result
         who,
         command,
         engine.trust_bundle(),
+        home,
     );
     let ended = match spawned {
         // The engine lives in this process: if it dies, so does the liveness pipe.
@@ -368,7 +407,8 @@ impl Running {
 }
 
 /// Starts the command enclosed. The child joins the session cgroup and network namespace, gets
-/// a private mount namespace (with the trust bundle mounted over the system CA files), new PID
+/// a private mount namespace (with the trust bundle mounted over the system CA files and, with
+/// `--protect-home`, the user's home read-only but for its writable directories), new PID
 /// and IPC namespaces and a session of its own (no controlling terminal: `TIOCSTI` cannot push
 /// input into the operator's shell), loses every inherited descriptor but its standard three,
 /// and executes `harness enclosed-init`, which mounts the session's `/proc` as pid 1 and runs
@@ -380,6 +420,7 @@ fn spawn_enclosed(
     who: &Identity,
     command: &[OsString],
     trust: Option<&TrustBundle>,
+    home: Option<ProtectHome>,
 ) -> Result<Running, RunError> {
     use std::os::fd::AsRawFd as _;
     let shown = command
@@ -457,6 +498,11 @@ fn spawn_enclosed(
             bundle.mounts_for(&venvs)?.install(&mut cmd);
         }
         None => crate::tls::trust::namespace::TrustMounts::none().install(&mut cmd),
+    }
+    // In the mount namespace just entered, still as root: home read-only but for its writable
+    // directories, and the working directory entered again through those mounts.
+    if let Some(home) = home {
+        home.install(&mut cmd);
     }
     // SAFETY: runs in the forked child before exec, after the hooks above; only the
     // async-signal-safe system calls unshare, setsid, close_range and fcntl on integers

@@ -226,7 +226,21 @@ pub struct Enclosed {
 /// Runs `harness run --ledger <dir> [--user nobody] [extra…] -- <command…>` (as `nobody`
 /// unless `extra` names a user) and reads back the one session it recorded.
 pub fn run_enclosed(ledger: &Path, extra: &[&str], command: &[&str]) -> Enclosed {
+    run_enclosed_from(None, ledger, extra, command)
+}
+
+/// As [`run_enclosed`], with `harness run` (and so the command) started in the working
+/// directory `cwd` when one is given.
+pub fn run_enclosed_from(
+    cwd: Option<&Path>,
+    ledger: &Path,
+    extra: &[&str],
+    command: &[&str],
+) -> Enclosed {
     let mut cmd = Command::new(harness_bin());
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
     cmd.arg("run")
         .arg("--no-daemon")
         .arg("--ledger")

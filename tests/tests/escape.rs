@@ -3,7 +3,9 @@
 //! `harness run` as an unprivileged user, tries the escape for real against a real target
 //! outside the enclosure, and asserts both that it failed and that the target saw nothing.
 //! Runs on this machine's kernel and in the 6.1 VM (`cargo xtask test`).
-use harness_tests::{harness_bin, privileged, probe_bin, run_enclosed, temp_dir, Entry, Recorded};
+use harness_tests::{
+    harness_bin, privileged, probe_bin, run_enclosed, run_enclosed_from, temp_dir, Entry, Recorded,
+};
 use serde_json::Value;
 use std::io::Read as _;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -233,6 +235,368 @@ fn the_operators_terminal_takes_no_input_from_the_enclosure() {
     };
     assert_eq!(pending, 0, "bytes were pushed into the terminal's input");
     drop(master);
+}
+
+// === 3. files outside the enclosure ===
+
+/// A user made for one test, with a real home of its own under a temp dir: by `useradd` on the
+/// host, and in the VM (which has no `useradd`) as a line added to its throwaway `/etc/passwd`.
+/// Removed on drop.
+struct TestUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+    /// Canonical.
+    home: PathBuf,
+    in_vm: bool,
+}
+
+impl TestUser {
+    fn create(tag: &str) -> TestUser {
+        let home = temp_dir(&format!("escape-{tag}")).join("home");
+        std::fs::create_dir(&home).unwrap();
+        let home = home.canonicalize().unwrap();
+        let name = format!("hrn-{tag}-{}", std::process::id());
+        let gid = 65534;
+        let in_vm = std::env::var_os("HARNESS_IN_VM").is_some();
+        let uid = if in_vm {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+            let taken: Vec<u32> = passwd
+                .lines()
+                .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+                .collect();
+            let uid = (60000..65000).find(|u| !taken.contains(u)).unwrap();
+            let line = format!(
+                "{name}:x:{uid}:{gid}:harness escape test:{}:/bin/sh\n",
+                home.display()
+            );
+            std::fs::write("/etc/passwd", passwd + &line).unwrap();
+            uid
+        } else {
+            let out = Command::new("useradd")
+                .args(["--system", "--no-create-home", "--no-user-group"])
+                .args([
+                    "--gid",
+                    &gid.to_string(),
+                    "--shell",
+                    "/bin/sh",
+                    "--home-dir",
+                ])
+                .arg(&home)
+                .arg(&name)
+                .output()
+                .expect("running useradd (the host needs it for this test)");
+            assert!(
+                out.status.success(),
+                "useradd {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let out = Command::new("id").args(["-u", &name]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
+        TestUser {
+            name,
+            uid,
+            gid,
+            home,
+            in_vm,
+        }
+    }
+
+    /// A directory in home, owned by the user.
+    fn dir(&self, name: &str) -> PathBuf {
+        let dir = self.home.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(self.uid), Some(self.gid)).unwrap();
+        dir
+    }
+
+    /// A file in home, owned by the user.
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let file = self.home.join(name);
+        std::fs::write(&file, text).unwrap();
+        std::os::unix::fs::chown(&file, Some(self.uid), Some(self.gid)).unwrap();
+        file
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        if self.in_vm {
+            let prefix = format!("{}:", self.name);
+            if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
+                let kept: String = passwd
+                    .lines()
+                    .filter(|l| !l.starts_with(&prefix))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                let _ = std::fs::write("/etc/passwd", kept);
+            }
+        } else {
+            let _ = Command::new("userdel").arg(&self.name).status();
+        }
+    }
+}
+
+/// A tmpfs mounted (in the test's own mount namespace, the host's) for the duration of a test:
+/// a mount beneath a home directory, owned by its user.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, uid: u32, gid: u32) -> Tmpfs {
+        let target = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+        let data = std::ffi::CString::new(format!("mode=0755,uid={uid},gid={gid}")).unwrap();
+        // SAFETY: mount(2) reads the NUL-terminated strings we own.
+        let rc = unsafe {
+            libc::mount(
+                c"harness-escape".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "mount tmpfs on {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if let Ok(target) = std::ffi::CString::new(self.0.to_str().unwrap_or_default()) {
+            // SAFETY: umount2(2) reads the NUL-terminated string we own.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// `harness run ARGS… -- true` must refuse to start: exit status 2 and one line on stderr.
+fn refused(cwd: &Path, args: &[&str]) -> String {
+    let out = Command::new(harness_bin())
+        .current_dir(cwd)
+        .args(["run", "--no-daemon"])
+        .args(args)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    stderr
+}
+
+/// With `--protect-home` the command's user cannot leave code for the operator's next login in
+/// its home (`~/.bashrc`): not by its path, not relative to a working directory inside home or
+/// from home itself, not through a mount beneath home, and not by undoing the mounts (even
+/// from a user namespace of its own); its working directory and `--writable` directories stay
+/// writable. Without `--protect-home` the append works: that is the documented default.
+#[test]
+fn protect_home_keeps_the_operators_login_files_unwritten() {
+    if !privileged("protect_home_keeps_the_operators_login_files_unwritten") {
+        return;
+    }
+    let user = TestUser::create("home");
+    let home = user.home.clone();
+    let original = "# the operator's shell start-up\n";
+    let bashrc = user.file(".bashrc", original);
+    let project = user.dir("project");
+    let cache = user.dir("cache");
+    user.file("project/notes", "");
+    user.file("cache/notes", "");
+    let _tmpfs = Tmpfs::mount(&user.dir("mnt"), user.uid, user.gid);
+    let mounted = user.file("mnt/notes", original);
+    let bashrc_path = bashrc.to_str().unwrap();
+
+    // The default: the home is the user's to write.
+    let ledger = temp_dir("escape-home-default");
+    let (verdict, _) = attempt(&ledger, &["--user", &user.name], &["write", bashrc_path]);
+    assert_eq!(
+        verdict["escaped"], true,
+        "without --protect-home the home is writable (the default): {verdict}"
+    );
+    std::fs::write(&bashrc, original).unwrap();
+
+    // Protected, from a project directory inside home, with one more directory writable.
+    let escape = escape_bin();
+    let steps = [
+        format!("write {bashrc_path}"),
+        "write ../.bashrc".to_owned(),
+        format!("write {}", mounted.display()),
+        format!("unprotect {} {bashrc_path}", home.display()),
+        format!("write {}", project.join("notes").display()),
+        format!("write {}", cache.join("notes").display()),
+    ];
+    let script: Vec<String> = steps
+        .iter()
+        .map(|step| format!("{} {step}", escape.display()))
+        .collect();
+    let ledger = temp_dir("escape-home");
+    let run = run_enclosed_from(
+        Some(&project),
+        &ledger,
+        &[
+            "--user",
+            &user.name,
+            "--protect-home",
+            "--writable",
+            cache.to_str().unwrap(),
+        ],
+        &["sh", "-c", &script.join("; ")],
+    );
+    let stderr = String::from_utf8_lossy(&run.output.stderr);
+    assert_eq!(
+        run.results.len(),
+        steps.len(),
+        "{:?}: {stderr}",
+        run.results
+    );
+    for (step, verdict) in steps.iter().zip(&run.results).take(3) {
+        assert_held(verdict, step);
+        assert_eq!(
+            errno(verdict, "open"),
+            i64::from(libc::EROFS),
+            "{step}: {verdict}"
+        );
+    }
+    assert_held(&run.results[3], "undoing the read-only mounts");
+    for (step, verdict) in steps.iter().zip(&run.results).skip(4) {
+        assert_eq!(verdict["escaped"], true, "{step} must work: {verdict}");
+    }
+    assert_eq!(std::fs::read_to_string(&bashrc).unwrap(), original);
+    assert_eq!(std::fs::read_to_string(&mounted).unwrap(), original);
+    assert!(
+        stderr.contains(&format!(
+            "--protect-home: {} is read-only in the enclosure; writable under it: {} (--writable), {} (working directory)",
+            home.display(),
+            cache.display(),
+            project.display()
+        )),
+        "{stderr}"
+    );
+
+    // From home itself: nothing under it is writable, and harness run says so.
+    let ledger = temp_dir("escape-home-cwd");
+    let run = run_enclosed_from(
+        Some(&home),
+        &ledger,
+        &["--user", &user.name, "--protect-home"],
+        &[escape.to_str().unwrap(), "write", ".bashrc"],
+    );
+    let stderr = String::from_utf8_lossy(&run.output.stderr);
+    let verdict = run.results.first().unwrap_or_else(|| panic!("{stderr}"));
+    assert_held(verdict, "appending to .bashrc from home");
+    assert_eq!(errno(verdict, "open"), i64::from(libc::EROFS), "{verdict}");
+    assert!(
+        stderr.contains("nothing under it stays writable"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "the working directory is the home directory {} itself, which stays read-only",
+            home.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&bashrc).unwrap(), original);
+
+    // What cannot be made writable is refused before anything starts, by name.
+    let user_args = ["--user", user.name.as_str(), "--protect-home", "--writable"];
+    let missing = home.join("missing");
+    for (dir, why) in [
+        (missing.to_str().unwrap(), "no such directory".to_owned()),
+        (bashrc_path, "not a directory".to_owned()),
+        (
+            "/",
+            format!("not inside the home directory {}", home.display()),
+        ),
+    ] {
+        let mut args = user_args.to_vec();
+        args.push(dir);
+        let stderr = refused(&project, &args);
+        assert!(
+            stderr.contains(&format!("--writable {dir}: {why}")),
+            "{stderr}"
+        );
+    }
+    let stderr = refused(
+        &project,
+        &[
+            "--user",
+            &user.name,
+            "--writable",
+            project.to_str().unwrap(),
+        ],
+    );
+    assert!(stderr.contains("--protect-home"), "{stderr}");
+}
+
+/// `--protect-home` through a running daemon: `harness run` spawns the command itself, so the
+/// home is read-only the same way.
+#[test]
+fn protect_home_holds_through_the_daemon() {
+    if !privileged("protect_home_holds_through_the_daemon") {
+        return;
+    }
+    let user = TestUser::create("homed");
+    let original = "# the operator's shell start-up\n";
+    let bashrc = user.file(".bashrc", original);
+    let project = user.dir("project");
+    user.file("project/notes", "");
+    let dir = temp_dir("escape-home-daemon");
+    let socket = dir.join("control.sock");
+    let mut daemon = Command::new(harness_bin())
+        .args(["daemon", "--ledger"])
+        .arg(dir.join("ledger"))
+        .arg("--control")
+        .arg(&socket)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "the daemon never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let escape = escape_bin();
+    let out = Command::new(harness_bin())
+        .current_dir(&project)
+        .args(["run", "--user", &user.name, "--protect-home", "--control"])
+        .arg(&socket)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "{e} write {b}; {e} write notes",
+            e = escape.display(),
+            b = bashrc.display()
+        ))
+        .output()
+        .unwrap();
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = daemon.wait().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(status.success(), "daemon: {status:?}");
+    let verdicts: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(verdicts.len(), 2, "{verdicts:?}: {stderr}");
+    assert_held(&verdicts[0], "appending to .bashrc through the daemon");
+    assert_eq!(
+        errno(&verdicts[0], "open"),
+        i64::from(libc::EROFS),
+        "{}",
+        verdicts[0]
+    );
+    assert_eq!(verdicts[1]["escaped"], true, "the project: {}", verdicts[1]);
+    assert_eq!(std::fs::read_to_string(&bashrc).unwrap(), original);
+    assert!(stderr.contains("(working directory)"), "{stderr}");
 }
 
 // === 4. unix sockets and other families ===

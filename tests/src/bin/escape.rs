@@ -29,6 +29,7 @@ fn main() {
             Err(e) => held(&[("bind", &e)]),
         },
         ["uring"] => uring(),
+        ["unprotect", dir, file] => unprotect(dir, file),
         ["write", path] => match std::fs::OpenOptions::new().append(true).open(path) {
             Ok(mut f) => match f.write_all(b"# written from inside the enclosure\n") {
                 Ok(()) => escaped(&format!("appended to {path}")),
@@ -248,6 +249,69 @@ fn recv_udp(addr: &str, ready: &str, secs: u64) -> String {
     match socket.recv_from(&mut buf) {
         Ok((n, from)) => escaped(&format!("received {n} bytes from {from}")),
         Err(e) => held(&[("recv", &e)]),
+    }
+}
+
+/// Undo a read-only mount over `dir`, then append to `file` beneath it: unmount it, remount it
+/// writable, and both again from a user namespace of its own with a new mount namespace (where
+/// it holds `CAP_SYS_ADMIN`).
+fn unprotect(dir: &str, file: &str) -> String {
+    let c_dir = std::ffi::CString::new(dir).expect("dir");
+    let mut failed: Vec<(String, std::io::Error)> = Vec::new();
+    let mut undone = Vec::new();
+    let mut undo = |failed: &mut Vec<(String, std::io::Error)>, prefix: &str| {
+        // SAFETY: umount2 reads the NUL-terminated path we own.
+        if unsafe { libc::umount2(c_dir.as_ptr(), libc::MNT_DETACH) } == 0 {
+            undone.push(format!("{prefix}umount"));
+        } else {
+            failed.push((format!("{prefix}umount"), last()));
+        }
+        // SAFETY: mount reads the NUL-terminated path we own; null source, type and data are
+        // what a remount takes.
+        let rc = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c_dir.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT | libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 {
+            undone.push(format!("{prefix}remount"));
+        } else {
+            failed.push((format!("{prefix}remount"), last()));
+        }
+    };
+    undo(&mut failed, "");
+    // SAFETY: unshare takes a flag word (this program is single-threaded).
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } == 0 {
+        // SAFETY: a propagation change on a static path: null source, type and data.
+        unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        };
+        undo(&mut failed, "userns_");
+    } else {
+        failed.push(("unshare".into(), last()));
+    }
+    match std::fs::OpenOptions::new()
+        .append(true)
+        .open(file)
+        .and_then(|mut f| f.write_all(b"# written from inside the enclosure\n"))
+    {
+        Ok(()) => escaped(&format!("appended to {file} (undone: {undone:?})")),
+        Err(e) => {
+            failed.push(("write".into(), e));
+            let steps: Vec<(&str, &std::io::Error)> =
+                failed.iter().map(|(s, e)| (s.as_str(), e)).collect();
+            held(&steps)
+        }
     }
 }
 
