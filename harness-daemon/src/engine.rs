@@ -15,7 +15,7 @@ use crate::policy::{Action, ConnPolicy, Policy, PolicyError};
 use crate::record::{recording_relay, ConnRecorder, Counted, Counts};
 use crate::resolver;
 use crate::session::{Names, Session, Sessions};
-use crate::sniff::{self, Kind};
+use crate::sniff::{self, Kind, Sniffed};
 use crate::tls::{CaError, HarnessCa, LeafMinter, ServerConfigs, TrustBundle, TrustError};
 use harness_common::{
     event, EnclosureConfig, KernelEvent, DAEMON_DNS_PORT, DAEMON_TCP_PORT, NO_RULE,
@@ -623,17 +623,30 @@ impl Engine {
         dialer: &Dialer,
         rec: ConnRecorder,
     ) -> Result<(), String> {
-        let (kind, client) = sniff::sniff(client)
-            .await
-            .map_err(|e| format!("reading from the client: {e}"))?;
+        let destination = sniff::Destination::Connect(dialer.connect(dst));
+        let (kind, client, connected) = match sniff::sniff(client, destination).await {
+            Ok(Sniffed::Client {
+                kind,
+                client,
+                upstream,
+            }) => (kind, client, upstream),
+            Ok(Sniffed::Server { client, upstream }) => {
+                // A protocol in which the server speaks first (SSH, SMTP…): recorded bytes.
+                return recording_relay(client, upstream, &rec).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let policy = ConnPolicy::new(self.inner.config.policy.clone(), dst);
         if let (Kind::Tls, Some(interceptor)) = (kind, &self.inner.interceptor) {
-            return intercept::serve(interceptor, client, policy, dialer, rec).await;
+            return intercept::serve(interceptor, client, policy, dialer, connected, rec).await;
         }
-        let upstream = dialer
-            .connect(dst)
-            .await
-            .map_err(|e| format!("connecting to {dst}: {e}"))?;
+        let upstream = match connected {
+            Some(upstream) => upstream,
+            None => dialer
+                .connect(dst)
+                .await
+                .map_err(|e| format!("connecting to {dst}: {e}"))?,
+        };
         match kind {
             Kind::Http1 => {
                 crate::http::serve(client, upstream, Version::Http1, "http", policy, rec)

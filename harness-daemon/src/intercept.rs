@@ -7,7 +7,7 @@ use crate::ledger::{ConnDenied, Entry, TlsFailure, TlsSide};
 use crate::netns::Dialer;
 use crate::policy::ConnPolicy;
 use crate::record::{recording_relay, ConnRecorder};
-use crate::sniff::Kind;
+use crate::sniff::{Destination, Kind, Sniffed};
 use crate::tls::{provider, ServerConfigs};
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};
@@ -114,6 +114,7 @@ pub async fn serve<C>(
     client: C,
     policy: ConnPolicy,
     dialer: &Dialer,
+    connected: Option<tokio::net::TcpStream>,
     rec: ConnRecorder,
 ) -> Result<(), String>
 where
@@ -167,10 +168,13 @@ where
     let upstream_config = interceptor
         .client_config(offered)
         .map_err(|e| format!("upstream TLS configuration: {e}"))?;
-    let tcp = dialer
-        .connect(dst)
-        .await
-        .map_err(|e| format!("connecting to {dst}: {e}"))?;
+    let tcp = match connected {
+        Some(tcp) => tcp,
+        None => dialer
+            .connect(dst)
+            .await
+            .map_err(|e| format!("connecting to {dst}: {e}"))?,
+    };
     let upstream = match tokio_rustls::TlsConnector::from(Arc::new(upstream_config))
         .connect(server_name, tcp)
         .await
@@ -204,15 +208,32 @@ where
             .await
             .map_err(|e| e.to_string()),
         _ => {
-            // No ALPN: HTTP/1 if it looks like it, else recorded bytes.
-            let (kind, client) = crate::sniff::sniff(client)
-                .await
-                .map_err(|e| format!("reading from the client: {e}"))?;
-            match kind {
-                Kind::Http1 => http::serve(client, upstream, Version::Http1, "https", policy, rec)
+            // No ALPN: HTTP/1 if it looks like it, else recorded bytes (and a server that
+            // speaks first, as IMAPS or SMTPS do, is heard first).
+            type Never = std::future::Pending<
+                std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+            >;
+            let destination: Destination<_, Never> = Destination::Connected(upstream);
+            match crate::sniff::sniff(client, destination).await {
+                Ok(Sniffed::Client {
+                    kind: Kind::Http1,
+                    client,
+                    upstream: Some(upstream),
+                }) => http::serve(client, upstream, Version::Http1, "https", policy, rec)
                     .await
                     .map_err(|e| e.to_string()),
-                _ => recording_relay(client, upstream, &rec).await,
+                Ok(Sniffed::Client {
+                    client,
+                    upstream: Some(upstream),
+                    ..
+                }) => recording_relay(client, upstream, &rec).await,
+                Ok(Sniffed::Client { upstream: None, .. }) => {
+                    unreachable!("a connected destination comes back")
+                }
+                Ok(Sniffed::Server { client, upstream }) => {
+                    recording_relay(client, upstream, &rec).await
+                }
+                Err(e) => Err(e.to_string()),
             }
         }
     }

@@ -892,3 +892,115 @@ ws.onclose = (e) => {{ clearTimeout(guard); console.log(JSON.stringify({{got, co
     }
     assert!(!log.contains("non-HTTP bytes"), "{log}");
 }
+
+/// No timing or fragmentation makes harness relay TLS or HTTP uninterpreted: a ClientHello
+/// sent after 1.5 s of silence, a ClientHello sent a byte at a time, an HTTP request with a
+/// leading empty line, one split with a pause in its method, and one sent late, are each
+/// intercepted and recorded as HTTP exchanges — never as raw `data`.
+#[test]
+fn late_or_fragmented_first_bytes_are_still_interpreted() {
+    if !privileged("late_or_fragmented_first_bytes_are_still_interpreted") {
+        return;
+    }
+    let s = setup("sniff-late");
+    let plain = harness_tests::Peer::start(world::addr(3));
+    let tls_port = s.peer.addr().port();
+    let py = format!(
+        r#"
+import os, socket, ssl, time
+ip, port, name = '{ip}', {tls_port}, 'api.example.test'
+ctx = ssl.create_default_context(cafile=os.environ['SSL_CERT_FILE'])
+req = b'GET /__peer/log HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n'
+
+def status(data):
+    return data.split(b'\r\n', 1)[0].decode()
+
+# 1. TLS after 1.5 s of silence.
+s = socket.create_connection((ip, port))
+time.sleep(1.5)
+t = ctx.wrap_socket(s, server_hostname=name)
+t.sendall(req)
+print('late-tls', status(t.recv(4096)))
+t.close()
+
+# 2. The ClientHello one byte at a time, as separate segments.
+s = socket.create_connection((ip, port))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+obj = ctx.wrap_bio(inc, out, server_hostname=name)
+first = True
+while True:
+    try:
+        obj.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        data = out.read()
+        if first:
+            for b in data:
+                s.send(bytes([b]))
+                time.sleep(0.002)
+            first = False
+        else:
+            s.sendall(data)
+        chunk = s.recv(65536)
+        if not chunk:
+            raise SystemExit('closed during the handshake')
+        inc.write(chunk)
+obj.write(req)
+s.sendall(out.read())
+got = b''
+while b'\r\n' not in got:
+    try:
+        got += obj.read(4096)
+    except ssl.SSLWantReadError:
+        inc.write(s.recv(65536))
+print('trickled-tls', status(got))
+s.close()
+
+# 3. Plain HTTP: a leading empty line, a pause inside the method, a late request.
+for label, parts in [
+    ('crlf', [b'\r\nGET / HTTP/1.1\r\nHost: plain.test\r\n\r\n']),
+    ('split', [b'GE', b'T / HTTP/1.1\r\nHost: plain.test\r\n\r\n']),
+    ('late', [None, b'GET / HTTP/1.1\r\nHost: plain.test\r\n\r\n']),
+]:
+    c = socket.create_connection(('{plain_ip}', {plain_port}))
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for part in parts:
+        if part is None:
+            time.sleep(1.5)
+        else:
+            c.sendall(part)
+            time.sleep(1.5)
+    print(label, status(c.recv(4096)))
+    c.close()
+"#,
+        ip = world::addr(2),
+        plain_ip = plain.addr.ip(),
+        plain_port = plain.addr.port(),
+    );
+    let run = s.run("ledger", &["/usr/bin/python3", "-c", &py]);
+    let stdout = String::from_utf8_lossy(&run.output.stdout);
+    assert!(
+        run.output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.output.stderr)
+    );
+    for label in ["late-tls", "trickled-tls", "crlf", "split", "late"] {
+        assert!(
+            stdout.contains(&format!("{label} HTTP/1.1 200")),
+            "{label}: {stdout}"
+        );
+    }
+    let requests = run
+        .entries
+        .iter()
+        .filter(|r| matches!(r.entry, Entry::HttpRequest(_)))
+        .count();
+    assert_eq!(requests, 5, "every connection was interpreted as HTTP");
+    let raw = run
+        .entries
+        .iter()
+        .filter(|r| matches!(r.entry, Entry::Data(_)))
+        .count();
+    assert_eq!(raw, 0, "no connection was relayed as raw bytes");
+}
