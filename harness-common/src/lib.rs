@@ -151,6 +151,8 @@ pub mod event {
     pub const LOOP_REFUSED: u32 = 4;
     /// A unix socket connect or send to a socket outside the session, refused.
     pub const UNIX_REFUSED: u32 = 5;
+    /// A TCP connect to the session's own loopback where nothing listens (ECONNREFUSED).
+    pub const LOCAL_REFUSED: u32 = 6;
 }
 
 /// Something the kernel side refused, reported to the daemon through the `EVENTS` ring buffer so

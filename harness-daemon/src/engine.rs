@@ -547,6 +547,8 @@ impl Engine {
         let rule = match decision {
             Ok(rule) => rule,
             Err(reason) => {
+                // Reset, not closed: to the client a refused destination looks refused.
+                crate::record::reset_on_close(std::os::fd::AsRawFd::as_raw_fd(&conn.client));
                 drop(conn.client);
                 let _ = session
                     .writer
@@ -587,12 +589,13 @@ impl Engine {
         }
         let started = Instant::now();
         let counts = Arc::new(Counts::default());
-        let client = Counted::new(conn.client, counts.clone());
+        let client = Counted::resettable(conn.client, counts.clone());
         let rec = ConnRecorder::new(
             session.writer.clone(),
             number,
             session.tasks.clone(),
             session.closing.clone(),
+            counts.clone(),
         );
         let dialer = match reach {
             Reach::Session => Dialer::inside(session.netns.clone()),
@@ -623,7 +626,19 @@ impl Engine {
         dialer: &Dialer,
         rec: ConnRecorder,
     ) -> Result<(), String> {
-        let destination = sniff::Destination::Connect(dialer.connect(dst));
+        // A destination that cannot be reached resets the client's connection: to it that
+        // looks like the refusal it would have had directly, not a clean end.
+        let reach = |rec: &ConnRecorder| {
+            let rec = rec.clone();
+            async move {
+                let connected = dialer.connect(dst).await;
+                if connected.is_err() {
+                    rec.cut();
+                }
+                connected
+            }
+        };
+        let destination = sniff::Destination::Connect(reach(&rec));
         let (kind, client, connected) = match sniff::sniff(client, destination).await {
             Ok(Sniffed::Client {
                 kind,
@@ -638,12 +653,17 @@ impl Engine {
         };
         let policy = ConnPolicy::new(self.inner.config.policy.clone(), dst);
         if let (Kind::Tls, Some(interceptor)) = (kind, &self.inner.interceptor) {
-            return intercept::serve(interceptor, client, policy, dialer, connected, rec).await;
+            // Connected only after the SNI is checked, unless the client's silence already
+            // made us connect.
+            let destination = match connected {
+                Some(tcp) => sniff::Destination::Connected(tcp),
+                None => sniff::Destination::Connect(reach(&rec)),
+            };
+            return intercept::serve(interceptor, client, policy, destination, rec).await;
         }
         let upstream = match connected {
             Some(upstream) => upstream,
-            None => dialer
-                .connect(dst)
+            None => reach(&rec)
                 .await
                 .map_err(|e| format!("connecting to {dst}: {e}"))?,
         };
@@ -723,6 +743,10 @@ impl Engine {
             event::LOOP_REFUSED => (
                 proto_name(ev.sock_type, ev.protocol),
                 "loop: destination is the harness daemon itself".to_owned(),
+            ),
+            event::LOCAL_REFUSED => (
+                proto_name(ev.sock_type, ev.protocol),
+                "connection refused: nothing listens there on the session's loopback".to_owned(),
             ),
             event::UNIX_REFUSED => (
                 "unix".to_owned(),

@@ -4,7 +4,6 @@
 //! speak the same HTTP version and the HTTP stage can forward exchange by exchange.
 use crate::http::{self, Version};
 use crate::ledger::{ConnDenied, Entry, TlsFailure, TlsSide};
-use crate::netns::Dialer;
 use crate::policy::ConnPolicy;
 use crate::record::{recording_relay, ConnRecorder};
 use crate::sniff::{Destination, Kind, Sniffed};
@@ -109,16 +108,16 @@ pub struct Hello {
 /// Serves one TLS connection: handshake both ways, then HTTP (or recorded bytes). `policy` is
 /// asked about the SNI before anything goes upstream (a deny is recorded and closes the
 /// connection), and then about each HTTP request's host.
-pub async fn serve<C>(
+pub async fn serve<C, Fut>(
     interceptor: &Interceptor,
     client: C,
     policy: ConnPolicy,
-    dialer: &Dialer,
-    connected: Option<tokio::net::TcpStream>,
+    destination: Destination<tokio::net::TcpStream, Fut>,
     rec: ConnRecorder,
 ) -> Result<(), String>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<tokio::net::TcpStream>>,
 {
     let acceptor =
         tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client);
@@ -168,10 +167,9 @@ where
     let upstream_config = interceptor
         .client_config(offered)
         .map_err(|e| format!("upstream TLS configuration: {e}"))?;
-    let tcp = match connected {
-        Some(tcp) => tcp,
-        None => dialer
-            .connect(dst)
+    let tcp = match destination {
+        Destination::Connected(tcp) => tcp,
+        Destination::Connect(connect) => connect
             .await
             .map_err(|e| format!("connecting to {dst}: {e}"))?,
     };

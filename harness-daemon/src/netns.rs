@@ -23,7 +23,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// Where namespaces of sessions opened over the control socket are bind-mounted, so that the
 /// `harness run` client can enter them: `<NETNS_DIR>/<engine>/<session ULID>`.
@@ -254,47 +253,48 @@ pub enum Reach {
 }
 
 /// Decides where `dst` is. Loopback and unspecified addresses mean the session's own loopback
-/// (as they would to a process in its namespace); an address of one of the host's interfaces
-/// means a service on this host outside the enclosure.
+/// (as they would to a process in its namespace); an address this host would answer for
+/// itself means a service on this host outside the enclosure.
 pub fn reach(dst: IpAddr) -> Reach {
     let ip = dst.to_canonical();
     if ip.is_loopback() || ip.is_unspecified() {
         return Reach::Session;
     }
-    match host_addresses() {
-        Some(local) if !local.contains(&ip) => Reach::Outside,
-        // Unreadable: every address counts as local rather than let a host service through.
-        _ => Reach::HostLocal,
+    if is_host_local(ip) {
+        Reach::HostLocal
+    } else {
+        Reach::Outside
     }
 }
 
-/// The host's interface addresses, re-read at most every [`HOST_ADDRS_TTL`]; `None` when
-/// they cannot be read.
-fn host_addresses() -> Option<Vec<IpAddr>> {
-    static CACHE: Mutex<Option<(Instant, Vec<IpAddr>)>> = Mutex::new(None);
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((at, addrs)) = cache.as_ref() {
-        if at.elapsed() < HOST_ADDRS_TTL {
-            return Some(addrs.clone());
-        }
+/// Whether the host answers for `ip` itself. Asked of the kernel, live, for each connection:
+/// binding a socket to an address succeeds only where the host's routing table holds it as
+/// local — interface addresses, and whole `local` routes as AnyIP setups add them — and an
+/// address added a moment ago counts at once. Where binding to foreign addresses is enabled
+/// (`ip_nonlocal_bind`), that test says nothing, and the interface addresses decide. Anything
+/// unclear counts as local: refused, never let through to a host service.
+fn is_host_local(ip: IpAddr) -> bool {
+    let sysctl = if ip.is_ipv4() {
+        "/proc/sys/net/ipv4/ip_nonlocal_bind"
+    } else {
+        "/proc/sys/net/ipv6/ip_nonlocal_bind"
+    };
+    let nonlocal_bind = std::fs::read_to_string(sysctl).map_or(true, |v| v.trim() != "0");
+    if nonlocal_bind {
+        return nix::ifaddrs::getifaddrs().map_or(true, |mut all| {
+            all.any(|ifa| {
+                ifa.address.is_some_and(|a| {
+                    a.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip())) == Some(ip)
+                        || a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())) == Some(ip)
+                })
+            })
+        });
     }
-    let addrs: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
-        .ok()?
-        .filter_map(|ifa| {
-            let addr = ifa.address?;
-            if let Some(v4) = addr.as_sockaddr_in() {
-                Some(IpAddr::V4(v4.ip()))
-            } else {
-                addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
-            }
-        })
-        .collect();
-    *cache = Some((Instant::now(), addrs.clone()));
-    Some(addrs)
+    match std::net::UdpSocket::bind(SocketAddr::new(ip, 0)) {
+        Ok(_) => true,
+        Err(e) => e.raw_os_error() != Some(libc::EADDRNOTAVAIL),
+    }
 }
-
-/// How long the host's address list is trusted before it is read again.
-const HOST_ADDRS_TTL: Duration = Duration::from_secs(1);
 
 /// `ip link set lo up` in the calling thread's namespace.
 fn loopback_up() -> io::Result<()> {

@@ -21,6 +21,8 @@ pub struct ConnRecorder {
     closing: tokio_util::sync::CancellationToken,
     /// Relays of this connection's upgraded exchanges, which outlive the HTTP stage.
     upgraded: tokio_util::task::TaskTracker,
+    /// The connection's counts, whose `cut` flag this recorder raises.
+    counts: Arc<Counts>,
 }
 
 /// How long spawned recording work may go on once its session starts closing (a stream whose
@@ -36,6 +38,7 @@ impl ConnRecorder {
         conn: u64,
         tasks: tokio_util::task::TaskTracker,
         closing: tokio_util::sync::CancellationToken,
+        counts: Arc<Counts>,
     ) -> ConnRecorder {
         ConnRecorder {
             writer,
@@ -44,7 +47,23 @@ impl ConnRecorder {
             tasks,
             closing,
             upgraded: tokio_util::task::TaskTracker::new(),
+            counts,
         }
+    }
+
+    /// Marks the connection as cut: the enclosed process's end will be reset, never closed
+    /// cleanly, so that a cut response can never pass for a complete one (a close-delimited
+    /// HTTP/1.0 body, a raw stream). Raised by every ledger failure, and by the stages when the
+    /// destination cannot be reached.
+    pub fn cut(&self) {
+        self.counts.cut.store(true, Ordering::Relaxed);
+    }
+
+    fn cut_on_err<T>(&self, result: Result<T, LedgerError>) -> Result<T, LedgerError> {
+        if result.is_err() {
+            self.cut();
+        }
+        result
     }
 
     /// Spawns the relay of an upgraded exchange (WebSocket): tracked like [`Self::spawn`], and
@@ -99,7 +118,7 @@ impl ConnRecorder {
 
     /// Appends an entry; resolves once it is durable.
     pub async fn append(&self, entry: Entry) -> Result<Durable, LedgerError> {
-        self.writer.append(entry).await
+        self.cut_on_err(self.writer.append(entry).await)
     }
 
     /// Appends an entry nobody waits on before releasing bytes (an annotation): it is written
@@ -107,12 +126,12 @@ impl ConnRecorder {
     /// [`LAZY_WAIT`](crate::ledger::LAZY_WAIT), so that it does not cost an fsync of its own
     /// on a busy connection. Resolves once durable, like [`append`](Self::append).
     pub async fn append_lazy(&self, entry: Entry) -> Result<Durable, LedgerError> {
-        self.writer.append_lazy(entry).await
+        self.cut_on_err(self.writer.append_lazy(entry).await)
     }
 
     /// Appends `entries` in one group commit; resolves once all are durable, in order.
     pub async fn append_all(&self, entries: Vec<Entry>) -> Result<Vec<Durable>, LedgerError> {
-        self.writer.append_all(entries).await
+        self.cut_on_err(self.writer.append_all(entries).await)
     }
 
     /// The recorded form of `bytes`: inline, or a durable blob for large ones (written off the
@@ -120,12 +139,14 @@ impl ConnRecorder {
     pub async fn body(&self, bytes: bytes::Bytes) -> Result<Body, LedgerError> {
         if bytes.len() <= crate::ledger::INLINE_MAX {
             // Inline: no file, no fsync, nothing to move off this thread.
-            return self.ledger().body(&bytes);
+            return self.cut_on_err(self.ledger().body(&bytes));
         }
         let ledger = self.ledger().clone();
-        tokio::task::spawn_blocking(move || ledger.body(&bytes))
+        let written = tokio::task::spawn_blocking(move || ledger.body(&bytes))
             .await
-            .map_err(|e| LedgerError::io(ledger_dir(&self.writer), std::io::Error::other(e)))?
+            .map_err(|e| LedgerError::io(ledger_dir(&self.writer), std::io::Error::other(e)))
+            .and_then(|body| body);
+        self.cut_on_err(written)
     }
 
     /// Records an error that belongs to this connection (best effort: a failing ledger already
@@ -167,6 +188,8 @@ pub struct Counts {
     pub up: AtomicU64,
     /// Bytes the enclosed process received.
     pub down: AtomicU64,
+    /// Set when the connection was cut (see [`ConnRecorder::cut`]).
+    pub cut: std::sync::atomic::AtomicBool,
 }
 
 /// A stream that counts what passes through it into [`Counts`] (reads as `up`, writes as
@@ -174,12 +197,36 @@ pub struct Counts {
 pub struct Counted<S> {
     inner: S,
     counts: Arc<Counts>,
+    /// The socket to reset when the connection was cut.
+    reset_fd: Option<std::os::fd::RawFd>,
 }
 
 impl<S> Counted<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, counts: Arc<Counts>) -> Counted<S> {
-        Counted { inner, counts }
+        Counted {
+            inner,
+            counts,
+            reset_fd: None,
+        }
+    }
+
+    /// Wraps the enclosed process's TCP socket: if the connection is cut, the socket is reset
+    /// (RST) when dropped rather than closed (FIN), and never shut down cleanly.
+    pub fn resettable(inner: S, counts: Arc<Counts>) -> Counted<S>
+    where
+        S: std::os::fd::AsRawFd,
+    {
+        let fd = inner.as_raw_fd();
+        Counted {
+            inner,
+            counts,
+            reset_fd: Some(fd),
+        }
+    }
+
+    fn is_cut(&self) -> bool {
+        self.counts.cut.load(Ordering::Relaxed)
     }
 
     /// The wrapped stream.
@@ -220,7 +267,39 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.is_cut() {
+            // No clean end for a cut connection: the drop resets it.
+            return Poll::Ready(Err(std::io::Error::other("connection cut: no clean close")));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S> Drop for Counted<S> {
+    fn drop(&mut self) {
+        if let (true, Some(fd)) = (self.is_cut(), self.reset_fd) {
+            // `fd` belongs to `inner`, still open: fields drop after this.
+            reset_on_close(fd);
+        }
+    }
+}
+
+/// Makes the coming close of socket `fd` a reset (RST) instead of a clean end (FIN): a zero
+/// linger, which does not block (nothing is waited for).
+pub fn reset_on_close(fd: std::os::fd::RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on an fd the caller holds open, reading the linger struct we own.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
     }
 }
 

@@ -33,7 +33,10 @@
 //! 5. **`io_uring_setup`, `io_uring_enter`, `io_uring_register`** fail with `ENOSYS`:
 //!    `IORING_OP_SOCKET`, `IORING_OP_CONNECT`, … make sockets and connections that seccomp never
 //!    sees (they are not system calls). `ENOSYS` is what a kernel without io_uring answers, and
-//!    liburing users, libuv and tokio-uring fall back on it.
+//!    liburing users, libuv and tokio-uring fall back on it. **`request_key`, `add_key`,
+//!    `keyctl`** fail with `ENOSYS` too: a key request can make the kernel start a root helper
+//!    outside the enclosure (`/sbin/request-key`; keyutils' `dns_resolver` looks up a name the
+//!    caller chose), and nothing an agent needs lives in the kernel keyring.
 //! 6. **`ioctl(fd, TIOCSTI | TIOCLINUX, …)`** fails with `EPERM`, whatever `fd` is: `TIOCSTI`
 //!    pushes bytes into a terminal's input queue (typed into the operator's shell once the agent
 //!    exits), `TIOCLINUX` pastes the console selection in the same way.
@@ -83,6 +86,7 @@ seccomp filter of enclosed processes (anything not listed is allowed):
 - socket() of any family but AF_UNIX, AF_INET, AF_INET6, AF_NETLINK (AF_VSOCK, AF_PACKET, AF_ALG, AF_TIPC, AF_BLUETOOTH, AF_XDP, AF_RDS, AF_CAN, ...): EAFNOSUPPORT
 - socketpair() of any family but AF_UNIX: EAFNOSUPPORT
 - io_uring_setup(), io_uring_enter(), io_uring_register(): ENOSYS
+- request_key(), add_key(), keyctl(): ENOSYS
 - ioctl() TIOCSTI and TIOCLINUX (pushing input into a terminal): EPERM
 (families and ioctl requests are compared on their low 32 bits, as the kernel reads them)";
 
@@ -152,6 +156,9 @@ mod nr {
     pub const IO_URING_SETUP: u32 = libc::SYS_io_uring_setup as u32;
     pub const IO_URING_ENTER: u32 = libc::SYS_io_uring_enter as u32;
     pub const IO_URING_REGISTER: u32 = libc::SYS_io_uring_register as u32;
+    pub const REQUEST_KEY: u32 = libc::SYS_request_key as u32;
+    pub const ADD_KEY: u32 = libc::SYS_add_key as u32;
+    pub const KEYCTL: u32 = libc::SYS_keyctl as u32;
 }
 
 // === seccomp_data offsets and classic BPF encoding ===
@@ -260,6 +267,12 @@ fn program() -> Vec<Step> {
         IfEq(nr::IO_URING_SETUP, L(Enosys), Next),
         IfEq(nr::IO_URING_ENTER, L(Enosys), Next),
         IfEq(nr::IO_URING_REGISTER, L(Enosys), Next),
+        // 5b. The kernel keyring: request_key() can make the kernel run a root helper outside
+        // the enclosure (`/sbin/request-key`, e.g. a DNS lookup of a name the agent chose for
+        // keyutils' dns_resolver), unrecorded. Docker's default profile refuses these too.
+        IfEq(nr::REQUEST_KEY, L(Enosys), Next),
+        IfEq(nr::ADD_KEY, L(Enosys), Next),
+        IfEq(nr::KEYCTL, L(Enosys), Next),
         // 7. Everything else.
         Ret(libc::SECCOMP_RET_ALLOW),
         // 3. socket(domain, …): the low 32 bits of the domain, which is all the kernel reads.
@@ -575,6 +588,10 @@ mod tests {
             libc::SYS_io_uring_register,
         ] {
             assert_eq!(native(n, 0, 0), errno(libc::ENOSYS));
+        }
+        // 5b. keyrings.
+        for n in [libc::SYS_request_key, libc::SYS_add_key, libc::SYS_keyctl] {
+            assert_eq!(native(n, 0, 0), errno(libc::ENOSYS), "nr {n}");
         }
         // 6. ioctl: the request's low 32 bits, any fd.
         let (sti, linux) = (req(libc::TIOCSTI), req(libc::TIOCLINUX));

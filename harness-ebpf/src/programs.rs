@@ -1,10 +1,16 @@
 //! The programs themselves (compiled only for the BPF target).
 use aya_ebpf::{
-    bindings::{bpf_sock, bpf_sock_addr, bpf_sock_ops},
+    bindings::{
+        bpf_sock, bpf_sock_addr, bpf_sock_ops, bpf_sock_tuple,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
+    },
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_probe_read_kernel,
-        generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+        generated::{
+            bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval, bpf_sk_lookup_tcp,
+            bpf_sk_release,
+        },
     },
     macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, lsm_cgroup, map, sock_ops},
     maps::{Array, HashMap, LruHashMap, RingBuf},
@@ -27,6 +33,9 @@ const IPPROTO_IP: u32 = 0;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
 const DNS_PORT: u16 = 53;
+const ECONNREFUSED: i32 = 111;
+/// `BPF_F_CURRENT_NETNS`: look the socket up in the caller's network namespace.
+const BPF_F_CURRENT_NETNS: u64 = u64::MAX;
 const BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB: u32 = 4;
 
 #[map]
@@ -111,6 +120,22 @@ fn try_connect(ctx: &SockAddrContext, v6: bool) -> Result<i32, i32> {
             return Ok(REFUSE);
         }
     }
+    // A connect to the session's own loopback where nothing listens is refused here, exactly
+    // as the kernel would have refused it (ECONNREFUSED): the daemon would otherwise accept
+    // it, and wait-for-port loops would see "ready" too early.
+    if sock_type == SOCK_STREAM && !local_listener(ctx, &orig.addr, orig.port) {
+        report(
+            ctx,
+            event::LOCAL_REFUSED,
+            sock_type,
+            protocol,
+            NO_RULE,
+            &orig,
+        );
+        // SAFETY: bpf_set_retval only sets the value the system call returns.
+        unsafe { bpf_set_retval(-ECONNREFUSED) };
+        return Ok(REFUSE);
+    }
     CONNECTIONS
         .insert(&orig.cookie, &orig, 0)
         .map_err(|_| REFUSE)?;
@@ -121,6 +146,59 @@ fn try_connect(ctx: &SockAddrContext, v6: bool) -> Result<i32, i32> {
     };
     write_user_dst(ctx, v6, &orig.addr, &config, port);
     Ok(PROCEED)
+}
+
+/// For a loopback or unspecified destination (the session's own): whether a TCP socket
+/// listens on it in the caller's network namespace. Other destinations: true (the daemon
+/// finds out, and resets the connection if they refuse).
+#[inline(always)]
+fn local_listener(ctx: &SockAddrContext, addr: &[u32; 4], port: u16) -> bool {
+    let v4 = is_mapped_v4(addr);
+    let loopback = if v4 {
+        addr[3] >> 24 == 127 || addr[3] == 0
+    } else {
+        (addr[0] | addr[1] | addr[2]) == 0 && (addr[3] == 1 || addr[3] == 0)
+    };
+    if !loopback {
+        return true;
+    }
+    // SAFETY: bpf_sock_tuple is plain old data; all-zero is a valid value.
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    let size = if v4 {
+        // 0.0.0.0 means this host: the kernel connects it to 127.0.0.1.
+        let ip = if addr[3] == 0 { 0x7f00_0001 } else { addr[3] };
+        tuple.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+            saddr: 0,
+            daddr: ip.to_be(),
+            sport: 0,
+            dport: port.to_be(),
+        };
+        core::mem::size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>()
+    } else {
+        tuple.__bindgen_anon_1.ipv6 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 {
+            saddr: [0; 4],
+            daddr: [0, 0, 0, 1u32.to_be()],
+            sport: 0,
+            dport: port.to_be(),
+        };
+        core::mem::size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2>()
+    };
+    // SAFETY: the helper reads `size` bytes of the tuple we own and returns a referenced
+    // socket (or null), released right below as the verifier requires.
+    unsafe {
+        let sk = bpf_sk_lookup_tcp(
+            ctx.sock_addr.cast(),
+            &mut tuple,
+            size as u32,
+            BPF_F_CURRENT_NETNS,
+            0,
+        );
+        if sk.is_null() {
+            return false;
+        }
+        bpf_sk_release(sk.cast());
+    }
+    true
 }
 
 // === sendmsg / recvmsg (unconnected UDP) ===

@@ -344,3 +344,32 @@ fn curl_and_python_clients_are_redirected() {
     );
     assert_eq!(conn_opens(&run.entries).len(), 1);
 }
+
+/// A refused destination looks refused to the client: on the session's own loopback exactly
+/// (ECONNREFUSED at connect); elsewhere the connection is reset once the daemon's own connect
+/// is refused, never ended cleanly as if the peer had answered nothing.
+#[test]
+fn a_refused_destination_looks_refused() {
+    if !privileged("a_refused_destination_looks_refused") {
+        return;
+    }
+    let ledger = temp_dir("refused");
+    let probe = probe_bin();
+    let script = format!(
+        "{p} tcp 127.0.0.1:9; {p} tcp [::1]:9; {p} tcp {}:9",
+        world::addr(7),
+        p = probe.display()
+    );
+    let run = run_enclosed(&ledger, &[], &["sh", "-c", &script]);
+    assert_eq!(run.results.len(), 3, "{:?}", run.results);
+    for result in &run.results[..2] {
+        assert_eq!(result["errno"], libc::ECONNREFUSED, "{result}");
+    }
+    assert_eq!(run.results[2]["ok"], false, "{}", run.results[2]);
+    assert_eq!(
+        run.results[2]["errno"],
+        libc::ECONNRESET,
+        "reset, not a clean end: {}",
+        run.results[2]
+    );
+}

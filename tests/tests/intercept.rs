@@ -1004,3 +1004,53 @@ for label, parts in [
         .count();
     assert_eq!(raw, 0, "no connection was relayed as raw bytes");
 }
+
+/// A response cut because the ledger failed (here: its file system is full) is never a clean
+/// end: an HTTP/1.0 body delimited by the connection's close must not look complete (curl would
+/// exit 0 with a part of it). The client's connection is reset instead.
+#[test]
+fn a_cut_close_delimited_response_is_visible_to_the_client() {
+    if !privileged("a_cut_close_delimited_response_is_visible_to_the_client") {
+        return;
+    }
+    let s = setup("cut-visible");
+    let ledger = s.dir.join("small-ledger");
+    std::fs::create_dir_all(&ledger).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m,mode=0755", "tmpfs"])
+        .arg(&ledger)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a small tmpfs for the ledger");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(ledger.clone());
+    let url = s.url("/bytes/10000000");
+    let run = run_enclosed(
+        &ledger,
+        &s.options(),
+        &[
+            "/usr/bin/curl",
+            "-sS",
+            "--http1.0",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}\n",
+            &url,
+        ],
+    );
+    let got: u64 = String::from_utf8_lossy(&run.output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        !run.output.status.success(),
+        "curl took a cut response ({got} of 10000000 bytes) as complete"
+    );
+    assert!(got < 10_000_000, "the whole body passed a full ledger");
+}

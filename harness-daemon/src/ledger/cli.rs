@@ -164,6 +164,7 @@ fn log_inner(args: &LogArgs) -> Result<(), LogError> {
         let mut out = std::io::stdout().lock();
         for log in crate::timeline::read_sessions(&args.path)? {
             let text = crate::timeline::render::render(&log, Default::default());
+            let text = crate::timeline::render::terminal_safe(&text);
             out.write_all(text.as_bytes()).or_else(ignore_pipe)?;
         }
         return Ok(());
@@ -221,7 +222,8 @@ fn follow(args: &LogArgs) -> Result<(), LogError> {
             if args.json {
                 out.write_all(raw).and_then(|()| out.write_all(b"\n"))
             } else {
-                out.write_all(live.entry(item).as_bytes())
+                let text = live.entry(item);
+                out.write_all(crate::timeline::render::terminal_safe(&text).as_bytes())
             }
             .or_else(ignore_pipe)?;
             closed |= matches!(item.entry, Entry::SessionClose(_));

@@ -34,6 +34,28 @@ pub fn clip(s: &str, max: usize) -> String {
     cut(s.split_whitespace().collect::<Vec<_>>().join(" "), max)
 }
 
+/// `text` made safe for a terminal: every control character but the newline (ESC, CSI in
+/// its 8-bit form, BEL, backspace, carriage return, …) is written as a visible escape
+/// (`\x1b`, `\u{9b}`). What the agent or a server put in the ledger is shown, never obeyed:
+/// escape sequences could erase lines of the timeline, retitle the window or write the
+/// clipboard (OSC 52).
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c != '\n' && c != '\t' && (c.is_control() || c == '\u{2028}' || c == '\u{2029}');
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            c if !unsafe_char(c) => out.push(c),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `s` as it is, cut to `max` characters with a note of how much was left out.
 fn cut(s: String, max: usize) -> String {
     let n = s.chars().count();
@@ -869,6 +891,24 @@ impl Live {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn escape_sequences_are_shown_not_obeyed() {
+        let hostile =
+            "text: ok\u{1b}[1A\u{1b}[2K\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{9b}2J\r\nnext\tline\n";
+        let safe = super::terminal_safe(hostile);
+        assert_eq!(
+            safe,
+            "text: ok\\x1b[1A\\x1b[2K\\x1b]52;c;cm0gLXJmIH4=\\x07\\u{9b}2J\\x0d\nnext\tline\n"
+        );
+        assert!(!safe
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t'));
+        assert!(matches!(
+            super::terminal_safe("plain\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
     use super::*;
     use serde_json::json;
 
