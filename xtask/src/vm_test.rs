@@ -48,7 +48,7 @@ pub struct VmOptions {
     #[arg(long, value_enum, default_value_t = Accel::Tcg)]
     pub accel: Accel,
     /// Seconds before the VM test gives up on the VM (boot + all tests) and kills it.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 1500)]
     pub timeout: u64,
     /// Kernel image for the VM test [default: the newest /boot/vmlinuz-6.1*].
     #[arg(long)]
