@@ -90,6 +90,36 @@ fn denials(entries: &[Recorded]) -> Vec<&harness::ledger::ConnDenied> {
         .collect()
 }
 
+/// Starts `harness daemon` recording to `dir/ledger`, listening on `dir/control.sock`, once
+/// it listens. One daemon at a time (they share the engine name `daemon`, which only one live
+/// engine may hold): the guard serialises the tests that start one.
+fn start_daemon(
+    dir: &Path,
+    stderr: Stdio,
+) -> (
+    std::sync::MutexGuard<'static, ()>,
+    std::process::Child,
+    PathBuf,
+) {
+    static ONE_DAEMON: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    let socket = dir.join("control.sock");
+    let daemon = Command::new(harness_bin())
+        .args(["daemon", "--ledger"])
+        .arg(dir.join("ledger"))
+        .arg("--control")
+        .arg(&socket)
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "the daemon never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (guard, daemon, socket)
+}
+
 /// Waits (bounded) for a file the enclosed process writes when it is ready.
 fn wait_for_file(path: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -549,20 +579,7 @@ fn protect_home_holds_through_the_daemon() {
     let project = user.dir("project");
     user.file("project/notes", "");
     let dir = temp_dir("escape-home-daemon");
-    let socket = dir.join("control.sock");
-    let mut daemon = Command::new(harness_bin())
-        .args(["daemon", "--ledger"])
-        .arg(dir.join("ledger"))
-        .arg("--control")
-        .arg(&socket)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "the daemon never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_one_daemon, mut daemon, socket) = start_daemon(&dir, Stdio::piped());
     let escape = escape_bin();
     let out = Command::new(harness_bin())
         .current_dir(&project)
@@ -1056,20 +1073,7 @@ fn enclosed_processes_die_with_their_daemon() {
         return;
     }
     let dir = temp_dir("escape-daemon");
-    let socket = dir.join("control.sock");
-    let mut daemon = Command::new(harness_bin())
-        .args(["daemon", "--ledger"])
-        .arg(dir.join("ledger"))
-        .arg("--control")
-        .arg(&socket)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "the daemon never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_one_daemon, mut daemon, socket) = start_daemon(&dir, Stdio::null());
     let marker = format!("63.{}", std::process::id());
     let run = Command::new(harness_bin())
         .args(["run", "--user", "nobody", "--control"])
