@@ -43,18 +43,9 @@ fn err(e: std::io::Error) -> (String, i32) {
     (e.to_string(), e.raw_os_error().unwrap_or(0))
 }
 
+/// `s` as a JSON string literal.
 fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    serde_json::Value::from(s).to_string()
 }
 
 /// Connects, reports getpeername and getsockname, says hello and returns the peer's reply.
