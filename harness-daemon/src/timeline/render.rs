@@ -184,17 +184,21 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
                 );
             }
             Entry::ConnDenied(d) => {
+                // A refusal with no destination (a socket family, a unix socket) has no arrow.
+                let target = match (d.host.as_deref(), d.dst) {
+                    (None, None) => String::new(),
+                    (host, dst) => format!(
+                        " → {}{}",
+                        host.map(|h| format!("{h} ")).unwrap_or_default(),
+                        dst.map(|a| a.to_string()).unwrap_or_default()
+                    ),
+                };
                 let _ = writeln!(
                     out,
-                    "{}  DENIED {} {} → {}{} (by {}: {})",
+                    "{}  DENIED {} {}{target} (by {}: {})",
                     clock(&item.ts),
                     who(d.caller.map(|c| c.pid)),
                     d.proto,
-                    d.host
-                        .as_deref()
-                        .map(|h| format!("{h} "))
-                        .unwrap_or_default(),
-                    d.dst.map(|a| a.to_string()).unwrap_or_default(),
                     d.by,
                     d.reason
                 );
