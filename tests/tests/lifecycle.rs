@@ -136,7 +136,8 @@ fn a_killed_engine_fails_closed() {
     }
     let peer = Peer::start(world::addr(2));
     let dir = temp_dir("fail-closed");
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // Sticky, as /tmp is: the enclosed user may leave files here, never replace the ledger.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let ledger = dir.join("ledger");
     let go = dir.join("go");
     let mut run = Command::new(harness_bin())
