@@ -106,6 +106,13 @@ pub enum LedgerError {
         /// Why, and what it would allow.
         reason: String,
     },
+    /// A directory holds no session file (and no checkpoint of a vanished one): it is not a
+    /// ledger.
+    #[error("{path}: no harness ledger here (no session files)")]
+    NoLedger {
+        /// The directory.
+        path: PathBuf,
+    },
 }
 
 impl From<crate::strict::StrictError> for LedgerError {
