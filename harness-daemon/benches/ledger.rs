@@ -5,9 +5,11 @@
 //!
 //! Sizes (environment): HARNESS_BENCH_ENTRIES (group commit entries per run, default 20000),
 //! HARNESS_BENCH_NAIVE_ENTRIES (naive writer entries per run, default 2000),
-//! HARNESS_BENCH_VERIFY_ENTRIES (default 1000000), HARNESS_BENCH_DIR (default: temp dir).
+//! HARNESS_BENCH_VERIFY_ENTRIES (default 1000000), HARNESS_BENCH_GARBAGE_LINES (default
+//! 200000), HARNESS_BENCH_GARBAGE_MB (default 300), HARNESS_BENCH_DIR (default: temp dir).
 //! Targets on a 2-core machine: group commit ≥ 10× naive at 256 submitters; verify ≥ 200,000
-//! entries/s.
+//! entries/s; `harness verify` on garbage linear (the big file's lines/s within 2× of the
+//! small one's) with a peak RSS far below the file's size.
 use harness::ledger::verify::{verify_path, VerifyOptions};
 use harness::ledger::*;
 use std::fs::{File, OpenOptions};
@@ -242,7 +244,71 @@ fn main() {
         if per_sec >= 200_000.0 { "met" } else { "NOT MET" },
         written.as_secs_f64()
     );
+    garbage(&base);
     if std::env::var_os("HARNESS_BENCH_KEEP").is_none() {
         let _ = std::fs::remove_dir_all(&base);
     }
+}
+
+/// `harness verify` (the binary) on session files of garbage lines: a small one and a big one,
+/// lines per second of each (the baseline is the small file) and the peak RSS of the big run.
+fn garbage(base: &Path) {
+    let small_n = env("HARNESS_BENCH_GARBAGE_LINES", 200_000);
+    let big_mb = env("HARNESS_BENCH_GARBAGE_MB", 300);
+    let write = |name: &str, lines: u64| -> PathBuf {
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.jsonl", ulid::Ulid::new()));
+        let mut f = std::io::BufWriter::new(File::create(&path).unwrap());
+        for i in 0..lines {
+            writeln!(f, "garbage {i:>12}: no entry").unwrap();
+        }
+        f.flush().unwrap();
+        dir
+    };
+    // 30 bytes a line.
+    let big_n = big_mb * 1_000_000 / 30;
+    let small = write("garbage-small", small_n);
+    let big = write("garbage-big", big_n);
+    // Time and peak RSS (the child's own VmHWM, read until it exits: its rusage would also
+    // count this process's pages, which it holds between fork and exec).
+    let run = |dir: &Path| -> (Duration, u64) {
+        let t = Instant::now();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+            .arg("verify")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let status = format!("/proc/{}/status", child.id());
+        let mut peak_kib = 0u64;
+        let code = loop {
+            if let Some(hwm) = std::fs::read_to_string(&status).ok().and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            }) {
+                peak_kib = peak_kib.max(hwm);
+            }
+            if let Some(st) = child.try_wait().unwrap() {
+                break st.code();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(code, Some(1), "garbage is not intact");
+        (t.elapsed(), peak_kib)
+    };
+    let (small_t, _) = run(&small);
+    let (big_t, peak_kib) = run(&big);
+    let small_rate = small_n as f64 / small_t.as_secs_f64();
+    let big_rate = big_n as f64 / big_t.as_secs_f64();
+    let ratio = small_rate / big_rate;
+    println!(
+        "verify garbage: {small_n} lines in {:.2}s ({small_rate:.0} lines/s); {big_n} lines ({big_mb} MB) in {:.2}s ({big_rate:.0} lines/s), peak RSS {} MB; slowdown per line {ratio:.2}× (target ≤ 2×, linear: {})",
+        small_t.as_secs_f64(),
+        big_t.as_secs_f64(),
+        peak_kib / 1024,
+        if ratio <= 2.0 { "met" } else { "NOT MET" }
+    );
 }

@@ -26,6 +26,7 @@ pub mod seccomp;
 pub mod semantics;
 pub mod session;
 pub mod sniff;
+pub mod strict;
 pub mod timeline;
 pub mod tls;
 pub mod websocket;

@@ -1,5 +1,6 @@
 //! The `harness` command. Exit status: 0 success; 1 "the ledger is not intact" (verify);
-//! 2 usage or I/O error; `run` exits with the enclosed command's status.
+//! 2 usage or I/O error; `run` exits with the enclosed command's status, or 125 when harness
+//! itself fails (as `env`, `timeout` and `docker run` do), so that the two never mix.
 use clap::{Parser, Subcommand};
 use harness::ledger::cli;
 use std::ffi::OsString;
@@ -30,7 +31,8 @@ enum Command {
     Export(harness::export::ExportArgs),
     /// Print an inclusion proof for one entry, or check one with --verify and --key.
     Prove(cli::ProveArgs),
-    /// Run a command inside a new enclosure session (as root).
+    /// Run a command inside a new enclosure session (as root). Exit status: the command's
+    /// (128 + N when killed by signal N); 125 when harness itself fails.
     Run {
         /// Ledger directory [default: /var/lib/harness/ledger]; only without a running daemon.
         #[arg(long)]
@@ -114,8 +116,14 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            // Help and version are successes; everything else is a usage error.
-            std::process::exit(if e.use_stderr() { cli::EXIT_ERROR } else { 0 });
+            // Help and version are successes; everything else is a usage error — for `run`,
+            // one of harness's own failures, never to be taken for the command's status.
+            let usage = if std::env::args_os().nth(1).is_some_and(|a| a == "run") {
+                harness::run::EXIT_RUN_FAILED
+            } else {
+                cli::EXIT_ERROR
+            };
+            std::process::exit(if e.use_stderr() { usage } else { 0 });
         }
     };
     tracing_subscriber::fmt()
@@ -160,9 +168,12 @@ fn main() {
                 writable,
                 command,
             };
-            match runtime().block_on(harness::run::run(options)) {
+            match runtime(harness::run::EXIT_RUN_FAILED).block_on(harness::run::run(options)) {
                 Ok(status) => status,
-                Err(e) => fail("harness run", &e),
+                Err(e) => {
+                    fail("harness run", &e);
+                    harness::run::EXIT_RUN_FAILED
+                }
             }
         }
         Command::Ca { ca_dir, export } => match harness::tls::HarnessCa::load_or_create(&ca_dir) {
@@ -204,7 +215,7 @@ fn main() {
                 control,
                 require_full_isolation,
             };
-            match runtime().block_on(harness::daemon::run(options)) {
+            match runtime(cli::EXIT_ERROR).block_on(harness::daemon::run(options)) {
                 Ok(()) => 0,
                 Err(e) => fail("harness daemon", &e),
             }
@@ -213,13 +224,14 @@ fn main() {
     std::process::exit(code);
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// The async runtime; if it cannot start, harness exits with `status`.
+fn runtime(status: i32) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| {
             eprintln!("harness: starting the async runtime: {e}");
-            std::process::exit(2)
+            std::process::exit(status)
         })
 }
 

@@ -15,6 +15,11 @@ use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// `harness run`'s exit status when harness itself fails — not root, a bad policy, an unusable
+/// ledger or CA, a daemon error, a command that cannot be started —, as `env`, `timeout` and
+/// `docker run` do: distinct from any status the command gives, which passes through as it is.
+pub const EXIT_RUN_FAILED: i32 = 125;
+
 /// Where `harness run` records when it embeds the engine and no `--ledger` is given.
 pub const DEFAULT_LEDGER: &str = "/var/lib/harness/ledger";
 
@@ -54,7 +59,7 @@ pub fn trust_bundle_path(engine: &str) -> PathBuf {
     PathBuf::from("/run/harness/trust").join(format!("{engine}.pem"))
 }
 
-/// Why `harness run` could not run the command (exit status 2).
+/// Why `harness run` could not run the command (exit status [`EXIT_RUN_FAILED`]).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// Not root.

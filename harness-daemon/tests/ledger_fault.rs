@@ -44,7 +44,7 @@ async fn full_disk_fails_every_waiter_and_closes_the_session() {
         "-t",
         "tmpfs",
         "-o",
-        "size=256k",
+        "size=256k,mode=0755",
         "tmpfs",
         mnt.to_str().unwrap(),
     ]);
@@ -200,7 +200,7 @@ async fn nearly_full_disk_fails_the_whole_batch() {
         "-t",
         "tmpfs",
         "-o",
-        "size=128k",
+        "size=128k,mode=0755",
         "tmpfs",
         mnt.to_str().unwrap(),
     ]);

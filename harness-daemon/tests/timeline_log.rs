@@ -180,8 +180,9 @@ async fn errors_are_one_line_naming_file_and_seq() {
         bytes.push(b'\n');
     }
     std::fs::write(&s.file, bytes).unwrap();
+    // Not a valid entry: "not intact", as `harness verify` says (exit 1).
     let (code, _, err) = harness(&["log", s.file.to_str().unwrap()]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 1);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("seq 5"), "{err}");
     assert!(err.contains(s.file.to_str().unwrap()), "{err}");

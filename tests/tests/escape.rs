@@ -407,7 +407,8 @@ impl Drop for Tmpfs {
     }
 }
 
-/// `harness run ARGS… -- true` must refuse to start: exit status 2 and one line on stderr.
+/// `harness run ARGS… -- true` must refuse to start: exit status 125 (harness's own failure)
+/// and one line on stderr.
 fn refused(cwd: &Path, args: &[&str]) -> String {
     let out = Command::new(harness_bin())
         .current_dir(cwd)
@@ -417,7 +418,11 @@ fn refused(cwd: &Path, args: &[&str]) -> String {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(harness::run::EXIT_RUN_FAILED),
+        "{args:?}: {stderr}"
+    );
     stderr
 }
 
@@ -688,7 +693,7 @@ fn pathname_unix_sockets_outside_are_unreachable() {
             .unwrap();
         assert_eq!(
             out.status.code(),
-            Some(2),
+            Some(harness::run::EXIT_RUN_FAILED),
             "--require-full-isolation must refuse"
         );
         assert!(

@@ -590,13 +590,14 @@ fn a_full_ledger_means_errors_for_the_client_and_no_unrecorded_upstream_request(
     let ledger = s.dir.join("ledger");
     std::fs::create_dir_all(&ledger).unwrap();
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs"])
         .arg(&ledger)
         .status()
         .unwrap();
     assert!(mounted.success());
     let go = s.dir.join("go");
-    std::fs::set_permissions(&s.dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // Sticky, as /tmp is: the enclosed user may leave files here, never replace the ledger.
+    std::fs::set_permissions(&s.dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let url = s.url("/v1/orders");
     // Many requests once the file system is full: the first few may still fit in the slack of
     // pages the ledger already holds; after that every one must fail before reaching upstream.

@@ -69,7 +69,7 @@ fn run_uses_a_running_daemon_and_the_daemon_detaches_on_sigterm() {
         .args(["--", "true"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(harness::run::EXIT_RUN_FAILED));
     assert!(String::from_utf8_lossy(&out.stderr).contains("daemon is running"));
 
     nix_kill(daemon.id(), libc::SIGTERM);
@@ -136,7 +136,8 @@ fn a_killed_engine_fails_closed() {
     }
     let peer = Peer::start(world::addr(2));
     let dir = temp_dir("fail-closed");
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // Sticky, as /tmp is: the enclosed user may leave files here, never replace the ledger.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let ledger = dir.join("ledger");
     let go = dir.join("go");
     let mut run = Command::new(harness_bin())
@@ -205,7 +206,8 @@ fn run_refuses_clearly_when_not_root() {
             .output()
             .unwrap(),
     };
-    assert_eq!(out.status.code(), Some(2));
+    // Harness's own failure: 125, never a status the command could have given.
+    assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("must run as root"), "{stderr}");

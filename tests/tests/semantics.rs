@@ -18,7 +18,8 @@ fn model_tool_call_mcp_call_and_brokerage_call_are_one_chain() {
         return;
     }
     let dir = temp_dir("chain");
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // Sticky, as /tmp is: the enclosed user may leave files here, never replace the ledger.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let ca = TestCa::create(dir.join("test-ca")).unwrap();
     let provider = Peer::builder(&ca)
         .names(["api.anthropic.test"])

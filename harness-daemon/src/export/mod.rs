@@ -72,7 +72,8 @@ pub fn export(args: &ExportArgs) -> Result<Vec<u8>, ExportError> {
     Ok(out)
 }
 
-/// Runs `harness export`; returns the exit status (0, or 2 with one line on stderr).
+/// Runs `harness export`; returns the exit status: 0; 1 when a line is not a valid entry; 2
+/// for other errors (one line on stderr).
 pub fn run(args: &ExportArgs) -> i32 {
     let result = export(args).and_then(|bytes| match &args.out {
         Some(path) => std::fs::write(path, &bytes).map_err(|source| ExportError::Write {
@@ -94,7 +95,11 @@ pub fn run(args: &ExportArgs) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("harness: {e}");
-            2
+            // A line that is not a valid entry: "not intact", as `harness verify` says.
+            match e {
+                ExportError::Read(TimelineError::Entry { .. }) => 1,
+                _ => 2,
+            }
         }
     }
 }

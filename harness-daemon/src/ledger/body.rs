@@ -143,7 +143,11 @@ impl BlobWriter {
     pub(crate) fn new(dir: &Path) -> Result<BlobWriter, LedgerError> {
         let blobs = dir.join("blobs");
         let tmp = blobs.join(format!(".tmp-{}", ulid::Ulid::new()));
-        let file = File::create(&tmp).map_err(|e| LedgerError::io(&tmp, e))?;
+        let file = super::file_options(0o644)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| LedgerError::io(&tmp, e))?;
         Ok(BlobWriter {
             blobs,
             tmp,

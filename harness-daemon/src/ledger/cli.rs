@@ -1,10 +1,11 @@
 //! `harness verify`, `harness log` and `harness prove`: argument types and the functions
-//! `main` dispatches to. Each returns the process exit status (0 ok, 1 not intact / invalid,
-//! 2 usage or I/O error) and prints errors as one line on stderr.
+//! `main` dispatches to. Each returns the process exit status (0 ok, 1 not intact / invalid —
+//! for `log`, a line that is not a valid entry —, 2 usage or I/O error, or no ledger at the
+//! path) and prints errors as one line on stderr.
 use super::canon::{parse_line, sha256};
 use super::merkle::{inclusion_proof, leaf_hash, root, root_from_inclusion};
 use super::note::{origin, Checkpoint, NoteVerifier};
-use super::verify::{verify_path, VerifyOptions};
+use super::verify::{verify_path, Report, VerifyOptions};
 use super::{session_files, session_id, Entry, LedgerError, VERIFIER_KEY};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -68,6 +69,9 @@ pub struct ProveArgs {
     pub key: Option<String>,
 }
 
+/// Problems `harness verify` prints in full; the rest are counted in one line.
+pub const PRINTED_PROBLEMS: usize = 20;
+
 /// Prints a line on stdout; a closed pipe (`harness verify | head`) is not an error.
 macro_rules! say {
     ($($arg:tt)*) => {{
@@ -101,12 +105,10 @@ pub fn verify(args: &VerifyArgs) -> i32 {
         Err(e) => return fail(e),
     };
     if !report.intact() {
-        for p in &report.problems {
-            eprintln!("{p}");
-        }
+        let _ = print_problems(&report, &mut std::io::stderr().lock());
         say!(
             "NOT INTACT: {} problem(s) in {} session(s), {} entries",
-            report.problems.len(),
+            report.problem_count(),
             report.sessions.len(),
             report.entries()
         );
@@ -139,11 +141,27 @@ pub fn verify(args: &VerifyArgs) -> i32 {
     EXIT_OK
 }
 
+/// Writes the first [`PRINTED_PROBLEMS`] problems, one line each, and then how many more
+/// there are: `… and N more problems`.
+pub fn print_problems(report: &Report, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    for p in report.problems.iter().take(PRINTED_PROBLEMS) {
+        writeln!(out, "{p}")?;
+    }
+    let more = report.problem_count() - report.problems.len().min(PRINTED_PROBLEMS) as u64;
+    if more > 0 {
+        writeln!(out, "… and {more} more problems")?;
+    }
+    Ok(())
+}
+
 /// Runs `harness log`.
 pub fn log(args: &LogArgs) -> i32 {
     match log_inner(args) {
         Ok(()) => EXIT_OK,
-        Err(e) => fail(e),
+        Err(e) => {
+            eprintln!("harness: {e}");
+            e.exit_status()
+        }
     }
 }
 
@@ -183,6 +201,20 @@ enum LogError {
     Stdout(#[from] std::io::Error),
 }
 
+impl LogError {
+    /// 1 when a line is not a valid entry (as `verify` says "not intact"), else 2.
+    fn exit_status(&self) -> i32 {
+        match self {
+            LogError::Ledger(LedgerError::Corrupt { .. })
+            | LogError::Timeline(crate::timeline::TimelineError::Entry { .. }) => EXIT_NOT_INTACT,
+            LogError::Timeline(crate::timeline::TimelineError::Ledger(LedgerError::Corrupt {
+                ..
+            })) => EXIT_NOT_INTACT,
+            _ => EXIT_ERROR,
+        }
+    }
+}
+
 fn ignore_pipe(e: std::io::Error) -> Result<(), LogError> {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         Ok(())
@@ -196,12 +228,11 @@ fn ignore_pipe(e: std::io::Error) -> Result<(), LogError> {
 fn follow(args: &LogArgs) -> Result<(), LogError> {
     use crate::timeline::session::parse_lines;
     let file = if args.path.is_dir() {
-        session_files(&args.path)?.pop().ok_or_else(|| {
-            LedgerError::io(
-                &args.path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no session files to follow"),
-            )
-        })?
+        session_files(&args.path)?
+            .pop()
+            .ok_or_else(|| LedgerError::NoLedger {
+                path: args.path.clone(),
+            })?
     } else {
         args.path.clone()
     };
@@ -238,33 +269,49 @@ fn follow(args: &LogArgs) -> Result<(), LogError> {
     }
 }
 
+/// `harness log --json` and `--entries`. `--json` stops at the first line that is not a valid
+/// entry (an error naming the file, the line and the seq it stands at); `--entries` lists
+/// such lines as invalid and fails once all are listed. A final line without its newline is
+/// still being written (or torn by a crash): it is left out.
 fn log_entries(args: &LogArgs) -> Result<(), LedgerError> {
-    let files = if args.path.is_dir() {
-        session_files(&args.path)?
-    } else {
-        vec![args.path.clone()]
-    };
+    let files = crate::timeline::session_paths(&args.path).map_err(|e| match e {
+        crate::timeline::TimelineError::Ledger(e) => e,
+        crate::timeline::TimelineError::Io { path, source } => LedgerError::Io { path, source },
+        other => LedgerError::io(&args.path, std::io::Error::other(other.to_string())),
+    })?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let io = |e| LedgerError::io(Path::new("<stdout>"), e);
+    let mut invalid: Option<(PathBuf, u64, u64, String)> = None;
+    let mut invalid_lines = 0u64;
     for file in files {
         let bytes = std::fs::read(&file).map_err(|e| LedgerError::io(&file, e))?;
         if !args.json {
             writeln!(out, "== {}", file.display()).map_err(io)?;
         }
-        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            if args.json {
-                if serde_json::from_slice::<serde_json::Value>(line).is_ok() {
-                    out.write_all(line).map_err(io)?;
-                    out.write_all(b"\n").map_err(io)?;
+        let mut next_seq = 0u64;
+        for (i, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+            let Some(line) = line.strip_suffix(b"\n") else {
+                break;
+            };
+            let l = match parse_line(line) {
+                Ok(l) => l,
+                Err(reason) => {
+                    invalid_lines += 1;
+                    invalid.get_or_insert((file.clone(), next_seq, i as u64 + 1, reason.clone()));
+                    if args.json {
+                        break;
+                    }
+                    writeln!(out, "line {}: invalid entry: {reason}", i + 1).map_err(io)?;
+                    continue;
                 }
-                continue;
-            }
-            match parse_line(line) {
-                Ok(l) => writeln!(
+            };
+            next_seq = l.seq.saturating_add(1);
+            if args.json {
+                out.write_all(line).map_err(io)?;
+                out.write_all(b"\n").map_err(io)?;
+            } else {
+                writeln!(
                     out,
                     "{} #{:<5} {:<18} {}",
                     l.ts,
@@ -272,12 +319,26 @@ fn log_entries(args: &LogArgs) -> Result<(), LedgerError> {
                     l.entry.kind(),
                     summary(&l.entry)
                 )
-                .map_err(io)?,
-                Err(e) => writeln!(out, "line {}: invalid entry: {e}", i + 1).map_err(io)?,
+                .map_err(io)?;
             }
         }
+        if args.json && invalid.is_some() {
+            break;
+        }
     }
-    out.flush().map_err(io)
+    out.flush().map_err(io)?;
+    match invalid {
+        None => Ok(()),
+        Some((path, seq, line, reason)) => Err(LedgerError::Corrupt {
+            path,
+            seq,
+            reason: if invalid_lines > 1 && !args.json {
+                format!("line {line}: not a valid entry: {reason} (and {} more invalid lines; run harness verify)", invalid_lines - 1)
+            } else {
+                format!("line {line}: not a valid entry: {reason}")
+            },
+        }),
+    }
 }
 
 fn summary(e: &Entry) -> String {
@@ -535,5 +596,59 @@ pub fn check_proof(text: &str, key: &NoteVerifier) -> Result<String, String> {
             key.name
         )),
         _ => Err("inclusion path does not lead to the signed root".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::verify::{Problem, ProblemKind, KEPT_PROBLEMS};
+
+    fn report(kept: usize, omitted: u64) -> Report {
+        Report {
+            problems: (0..kept)
+                .map(|i| Problem {
+                    file: "01J00000000000000000000000.jsonl".into(),
+                    seq: Some(0),
+                    kind: ProblemKind::Edited,
+                    reason: format!("line {}: not a valid entry", i + 1),
+                })
+                .collect(),
+            omitted,
+            ..Report::default()
+        }
+    }
+
+    fn printed(r: &Report) -> Vec<String> {
+        let mut out = Vec::new();
+        print_problems(r, &mut out).unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn verify_prints_the_first_problems_and_counts_the_rest() {
+        let lines = printed(&report(KEPT_PROBLEMS, 5000));
+        assert_eq!(lines.len(), PRINTED_PROBLEMS + 1, "{lines:?}");
+        assert!(
+            lines[0].ends_with("line 1: not a valid entry"),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(
+            lines[PRINTED_PROBLEMS],
+            format!(
+                "… and {} more problems",
+                KEPT_PROBLEMS as u64 + 5000 - PRINTED_PROBLEMS as u64
+            )
+        );
+        // Few problems: all of them, and no count.
+        let lines = printed(&report(3, 0));
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        let lines = printed(&report(PRINTED_PROBLEMS + 1, 0));
+        assert_eq!(lines.last().unwrap(), "… and 1 more problems");
     }
 }

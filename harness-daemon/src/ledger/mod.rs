@@ -96,6 +96,34 @@ pub enum LedgerError {
         /// What is wrong.
         reason: String,
     },
+    /// The ledger directory, one of its ancestors, a subdirectory or a key file could be
+    /// changed by someone other than root (or the user harness runs as): refused, never
+    /// repaired ([`crate::strict`]).
+    #[error("{path}: {reason}")]
+    Unsafe {
+        /// The directory or file at fault.
+        path: PathBuf,
+        /// Why, and what it would allow.
+        reason: String,
+    },
+    /// A directory holds no session file (and no checkpoint of a vanished one): it is not a
+    /// ledger.
+    #[error("{path}: no harness ledger here (no session files)")]
+    NoLedger {
+        /// The directory.
+        path: PathBuf,
+    },
+}
+
+impl From<crate::strict::StrictError> for LedgerError {
+    fn from(e: crate::strict::StrictError) -> LedgerError {
+        match e {
+            crate::strict::StrictError::Io { path, source } => LedgerError::Io { path, source },
+            crate::strict::StrictError::Unsafe { path, reason } => {
+                LedgerError::Unsafe { path, reason }
+            }
+        }
+    }
 }
 
 impl LedgerError {
@@ -156,27 +184,46 @@ pub const FINGERPRINT_KEY: &str = "keys/fingerprint.key";
 
 impl Ledger {
     /// Opens (creating if needed) the ledger directory, its key files and subdirectories.
+    ///
+    /// Refuses ([`LedgerError::Unsafe`], naming the path and the reason) a directory that
+    /// someone other than root or the user harness runs as could change — the ledger
+    /// directory, its subdirectories, or any ancestor up to `/` (sticky ones such as `/tmp`
+    /// excepted) — and key files others could read or write: an enclosed agent must not be
+    /// able to erase sessions or forge checkpoints ([`crate::strict`]). Nothing is chmodded to
+    /// make it pass. What it creates is the daemon's user's (root's): directories 0755
+    /// (`keys/` 0700), files 0644 (keys 0600).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Ledger, LedgerError> {
         Ledger::open_with(dir, Options::default())
     }
 
     /// [`Ledger::open`] with explicit checkpoint options.
     pub fn open_with(dir: impl Into<PathBuf>, options: Options) -> Result<Ledger, LedgerError> {
+        use crate::strict::{check_creatable, check_dir, check_file, FileKind};
         let dir = dir.into();
-        for sub in ["", "blobs", "checkpoints", "recovery"] {
+        check_creatable(&dir, "the ledger directory")?;
+        for (sub, mode) in [
+            ("", 0o755),
+            ("blobs", 0o755),
+            ("checkpoints", 0o755),
+            ("recovery", 0o755),
+            ("keys", 0o700),
+        ] {
             let d = dir.join(sub);
             if !d.is_dir() {
-                std::fs::create_dir_all(&d).map_err(|e| LedgerError::io(&d, e))?;
+                create_dir(&d, mode)?;
                 if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
                     fsync_dir(parent)?;
                 }
             }
         }
-        let keys = dir.join("keys");
-        if !keys.is_dir() {
-            std::fs::create_dir_all(&keys).map_err(|e| LedgerError::io(&keys, e))?;
-            set_mode(&keys, 0o700)?;
-            fsync_dir(&dir)?;
+        check_dir(&dir, "the ledger directory")?;
+        for (sub, what) in [
+            ("blobs", "the ledger's blobs directory"),
+            ("checkpoints", "the ledger's checkpoints directory"),
+            ("recovery", "the ledger's recovery directory"),
+            ("keys", "the ledger's keys directory"),
+        ] {
+            check_dir(&dir.join(sub), what)?;
         }
         let signer_path = dir.join(SIGNING_KEY);
         let text = create_once(&signer_path, 0o600, || {
@@ -186,18 +233,26 @@ impl Ledger {
             seed.fill(0);
             text
         })?;
+        check_file(&signer_path, "the checkpoint signing key", FileKind::Secret)?;
         let signer = NoteSigner::parse(&text).map_err(|reason| LedgerError::Key {
             path: signer_path.clone(),
             reason,
         })?;
         let verifier_text = signer.verifier().to_text() + "\n";
-        create_once(&dir.join(VERIFIER_KEY), 0o644, || verifier_text.clone())?;
+        let verifier_path = dir.join(VERIFIER_KEY);
+        create_once(&verifier_path, 0o644, || verifier_text.clone())?;
+        check_file(
+            &verifier_path,
+            "the checkpoint public key",
+            FileKind::Public,
+        )?;
         let fp_path = dir.join(FINGERPRINT_KEY);
         let fp_text = create_once(&fp_path, 0o600, || {
             let mut key = [0u8; 32];
             random(&mut key);
             hex::encode(key) + "\n"
         })?;
+        check_file(&fp_path, "the fingerprint key", FileKind::Secret)?;
         let mut fingerprint_key = [0u8; 32];
         hex::decode_to_slice(fp_text.trim(), &mut fingerprint_key).map_err(|_| {
             LedgerError::Key {
@@ -262,7 +317,7 @@ impl Ledger {
     ) -> Result<(SessionWriter, Durable), LedgerError> {
         let id = Ulid::new();
         let path = self.session_path(&id);
-        let file = OpenOptions::new()
+        let file = file_options(0o644)
             .create_new(true)
             .append(true)
             .open(&path)
@@ -360,8 +415,17 @@ fn create_once(
 }
 
 fn new_file(path: &Path, mode: u32) -> Result<File, LedgerError> {
+    file_options(mode)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| LedgerError::io(path, e))
+}
+
+/// Options for creating a ledger file with `mode` (0644, or 0600 for keys): the umask can only
+/// narrow it, never widen it to something others could write.
+pub(crate) fn file_options(mode: u32) -> OpenOptions {
     let mut o = OpenOptions::new();
-    o.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -369,19 +433,21 @@ fn new_file(path: &Path, mode: u32) -> Result<File, LedgerError> {
     }
     #[cfg(not(unix))]
     let _ = mode;
-    o.open(path).map_err(|e| LedgerError::io(path, e))
+    o
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<(), LedgerError> {
+/// Creates directory `path` (and missing parents) with `mode` (0755, or 0700 for keys).
+pub(crate) fn create_dir(path: &Path, mode: u32) -> Result<(), LedgerError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| LedgerError::io(path, e))?;
+        use std::os::unix::fs::DirBuilderExt as _;
+        b.mode(mode);
     }
     #[cfg(not(unix))]
-    let _ = (path, mode);
-    Ok(())
+    let _ = mode;
+    b.create(path).map_err(|e| LedgerError::io(path, e))
 }
 
 /// fsync a directory, so that names created in it are durable.
@@ -446,4 +512,120 @@ pub fn session_files(dir: &Path) -> Result<Vec<PathBuf>, LedgerError> {
 /// The session id a session file is named by.
 pub fn session_id(path: &Path) -> Option<Ulid> {
     path.file_stem()?.to_str()?.parse().ok()
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+    fn scratch(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("harness-ledger-open-{tag}-{}", Ulid::new()))
+    }
+
+    fn chmod(p: &Path, mode: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().mode() & 0o7777
+    }
+
+    fn unsafe_at(r: Result<Ledger, LedgerError>, at: &Path, words: &str) {
+        match r {
+            Err(e @ LedgerError::Unsafe { .. }) => {
+                let line = e.to_string();
+                assert!(line.starts_with(&format!("{}: ", at.display())), "{line}");
+                assert!(line.contains(words), "{line}");
+                assert_eq!(line.lines().count(), 1, "{line}");
+            }
+            other => panic!("{}: expected a refusal, got {other:?}", at.display()),
+        }
+    }
+
+    #[test]
+    fn a_ledger_others_can_write_is_refused_not_repaired() {
+        let dir = scratch("mode");
+        Ledger::open(&dir).unwrap();
+        for m in [0o777, 0o775, 0o1777] {
+            chmod(&dir, m);
+            unsafe_at(Ledger::open(&dir), &dir, "writable by");
+            assert_eq!(mode(&dir), m, "the mode was changed");
+        }
+        chmod(&dir, 0o755);
+        for sub in ["blobs", "checkpoints", "recovery", "keys"] {
+            let d = dir.join(sub);
+            let was = mode(&d);
+            chmod(&d, 0o777);
+            unsafe_at(Ledger::open(&dir), &d, "writable by others");
+            chmod(&d, was);
+        }
+        Ledger::open(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_ledger_beneath_a_writable_directory_is_refused_unless_sticky() {
+        let top = scratch("ancestor");
+        std::fs::create_dir(&top).unwrap();
+        chmod(&top, 0o777);
+        let dir = top.join("ledger");
+        unsafe_at(Ledger::open(&dir), &top, "not sticky");
+        assert!(!dir.exists(), "nothing is created in an unsafe place");
+        // A sticky, root-owned directory such as /tmp is a safe base.
+        chmod(&top, 0o1777);
+        Ledger::open(&dir).unwrap();
+        chmod(&top, 0o777);
+        unsafe_at(Ledger::open(&dir), &top, "not sticky");
+        chmod(&top, 0o755);
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn key_files_others_can_read_are_refused() {
+        let dir = scratch("keys");
+        Ledger::open(&dir).unwrap();
+        for (key, m, words) in [
+            (
+                SIGNING_KEY,
+                0o644,
+                "readable or writable by group or others (mode 0644)",
+            ),
+            (
+                FINGERPRINT_KEY,
+                0o640,
+                "readable or writable by group or others (mode 0640)",
+            ),
+            (
+                VERIFIER_KEY,
+                0o666,
+                "writable by group or others (mode 0666)",
+            ),
+        ] {
+            let path = dir.join(key);
+            let was = mode(&path);
+            chmod(&path, m);
+            unsafe_at(Ledger::open(&dir), &path, words);
+            chmod(&path, was);
+        }
+        Ledger::open(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_ledger_owned_by_another_user_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED a_ledger_owned_by_another_user_is_refused: needs root to chown");
+            return;
+        }
+        let dir = scratch("owner");
+        Ledger::open(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        unsafe_at(Ledger::open(&dir), &dir, "owned by uid 65534, not root");
+        std::os::unix::fs::chown(&dir, Some(0), Some(0)).unwrap();
+        let sessions = dir.join("checkpoints");
+        std::os::unix::fs::chown(&sessions, Some(65534), None).unwrap();
+        unsafe_at(Ledger::open(&dir), &sessions, "owned by uid 65534");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -128,7 +128,7 @@ pub(crate) fn recover(ledger: &Ledger, id: &Ulid) -> Result<(File, Resume, Recov
             let dir = ledger.dir().join("recovery");
             let name = format!("{id}.{}.torn", resume.len);
             let saved = dir.join(&name);
-            let mut f = OpenOptions::new()
+            let mut f = super::file_options(0o644)
                 .write(true)
                 .create(true)
                 .truncate(true)

@@ -96,13 +96,20 @@ pub struct SessionReport {
     pub checkpoint_root: Option<String>,
 }
 
+/// How many problems a [`Report`] keeps in full; beyond them it only counts. A file of garbage
+/// has a problem on every line: memory stays bounded by the valid entries, not the bad lines.
+pub const KEPT_PROBLEMS: usize = 1000;
+
 /// The verifier's findings.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     /// One per session file checked.
     pub sessions: Vec<SessionReport>,
-    /// Everything wrong; empty means intact.
+    /// What is wrong, in the order found: the first [`KEPT_PROBLEMS`] problems. Empty means
+    /// intact.
     pub problems: Vec<Problem>,
+    /// How many more problems were found beyond those kept.
+    pub omitted: u64,
     /// The checkpoint key used, in verifier-key form.
     pub key: Option<String>,
 }
@@ -110,7 +117,20 @@ pub struct Report {
 impl Report {
     /// Whether no problem was found.
     pub fn intact(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.omitted == 0
+    }
+
+    /// How many problems were found, kept or not.
+    pub fn problem_count(&self) -> u64 {
+        self.problems.len() as u64 + self.omitted
+    }
+
+    fn push(&mut self, problem: Problem) {
+        if self.problems.len() < KEPT_PROBLEMS {
+            self.problems.push(problem);
+        } else {
+            self.omitted += 1;
+        }
     }
 
     /// Total entries in all sessions.
@@ -128,8 +148,9 @@ pub struct VerifyOptions {
     pub key: Option<NoteVerifier>,
 }
 
-/// Verifies a session file or a whole ledger directory. `Err` only for I/O or usage errors;
-/// problems with the ledger's content are in the report.
+/// Verifies a session file or a whole ledger directory. `Err` for I/O or usage errors, and
+/// ([`LedgerError::NoLedger`]) for a directory that holds no session file and no checkpoint of
+/// a vanished one; problems with the ledger's content are in the report.
 pub fn verify_path(path: &Path, opts: &VerifyOptions) -> Result<Report, LedgerError> {
     let meta = std::fs::metadata(path).map_err(|e| LedgerError::io(path, e))?;
     let (dir, files) = if meta.is_dir() {
@@ -150,7 +171,7 @@ pub fn verify_path(path: &Path, opts: &VerifyOptions) -> Result<Report, LedgerEr
                 Ok(text) => match NoteVerifier::parse(&text) {
                     Ok(k) => Some(k),
                     Err(reason) => {
-                        report.problems.push(Problem {
+                        report.push(Problem {
                             file: kp,
                             seq: None,
                             kind: ProblemKind::BadSignature,
@@ -166,25 +187,31 @@ pub fn verify_path(path: &Path, opts: &VerifyOptions) -> Result<Report, LedgerEr
     report.key = key.as_ref().map(NoteVerifier::to_text);
     let mut blobs = BlobCache::default();
     for file in &files {
-        let s = verify_session(file, &dir, key.as_ref(), &mut blobs, &mut report.problems)?;
+        let s = verify_session(file, &dir, key.as_ref(), &mut blobs, &mut report)?;
         report.sessions.push(s);
     }
     if meta.is_dir() {
         // A session whose file is gone but whose checkpoints remain was deleted.
-        if let Ok(rd) = std::fs::read_dir(dir.join("checkpoints")) {
-            let mut gone: Vec<String> = rd
+        let mut gone: Vec<String> = match std::fs::read_dir(dir.join("checkpoints")) {
+            Ok(rd) => rd
                 .filter_map(|e| e.ok()?.file_name().into_string().ok())
                 .filter(|n| n.parse::<Ulid>().is_ok() && !dir.join(format!("{n}.jsonl")).exists())
-                .collect();
-            gone.sort();
-            for n in gone {
-                report.problems.push(Problem {
-                    file: dir.join(format!("{n}.jsonl")),
-                    seq: None,
-                    kind: ProblemKind::Deleted,
-                    reason: "session file is missing but its signed checkpoints exist".into(),
-                });
-            }
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        gone.sort();
+        if files.is_empty() && gone.is_empty() {
+            return Err(LedgerError::NoLedger {
+                path: path.to_owned(),
+            });
+        }
+        for n in gone {
+            report.push(Problem {
+                file: dir.join(format!("{n}.jsonl")),
+                seq: None,
+                kind: ProblemKind::Deleted,
+                reason: "session file is missing but its signed checkpoints exist".into(),
+            });
         }
     }
     Ok(report)
@@ -311,27 +338,64 @@ impl BlobCache {
     }
 }
 
-/// Bytes read (and parsed in parallel) at a time.
+/// Bytes read at a time.
 const CHUNK_BYTES: usize = 16 << 20;
+/// Lines parsed (in parallel) at a time: bounds what is held for lines not yet folded in.
+const BATCH_LINES: usize = 1 << 16;
+
+/// The problems of one session as they are found: into the report, remembering the smallest
+/// seq named (to tell whether a checkpoint mismatch is explained by a problem below it).
+struct Found<'a> {
+    report: &'a mut Report,
+    file: &'a Path,
+    first_seq: Option<u64>,
+}
+
+impl Found<'_> {
+    /// A problem with the session file.
+    fn add(&mut self, seq: Option<u64>, kind: ProblemKind, reason: String) {
+        if let Some(s) = seq {
+            self.first_seq = Some(self.first_seq.map_or(s, |f| f.min(s)));
+        }
+        self.report.push(Problem {
+            file: self.file.to_owned(),
+            seq,
+            kind,
+            reason,
+        });
+    }
+
+    /// A problem with another file of the session (a checkpoint).
+    fn add_at(&mut self, path: &Path, seq: Option<u64>, kind: ProblemKind, reason: String) {
+        self.report.push(Problem {
+            file: path.to_owned(),
+            seq,
+            kind,
+            reason,
+        });
+    }
+
+    /// Whether a problem with the session file names a seq below `size`.
+    fn any_below(&self, size: u64) -> bool {
+        self.first_seq.is_some_and(|s| s < size)
+    }
+}
 
 fn verify_session(
     file: &Path,
     dir: &Path,
     key: Option<&NoteVerifier>,
     blobs: &mut BlobCache,
-    problems: &mut Vec<Problem>,
+    report: &mut Report,
 ) -> Result<SessionReport, LedgerError> {
-    let mut problem = |seq: Option<u64>, kind: ProblemKind, reason: String| {
-        problems.push(Problem {
-            file: file.to_owned(),
-            seq,
-            kind,
-            reason,
-        })
+    let mut found = Found {
+        report,
+        file,
+        first_seq: None,
     };
     let id = session_id(file);
     if id.is_none() {
-        problem(
+        found.add(
             None,
             ProblemKind::Inserted,
             "file name is not <ULID>.jsonl".into(),
@@ -339,10 +403,16 @@ fn verify_session(
     }
     let session = id.map(|i| i.to_string()).unwrap_or_default();
 
-    // 1. Every line on its own (in parallel), keeping a compact record of each.
+    // 1. Every line on its own (in parallel), keeping a compact record of each valid entry.
+    //    An invalid line is reported at once, at the seq after the last valid entry before
+    //    it, and not kept: time and memory stay linear in the file, bounded by its valid
+    //    entries.
     let mut f = std::fs::File::open(file).map_err(|e| LedgerError::io(file, e))?;
-    let mut recs: Vec<Option<Checked>> = Vec::new();
-    let mut bad: Vec<(usize, String)> = Vec::new();
+    let mut recs: Vec<Checked> = Vec::new();
+    let mut lines_read = 0u64;
+    let mut bad_lines = 0u64;
+    let mut bad_seqs = std::collections::HashSet::new();
+    let mut next_seq = 0u64;
     let mut torn = false;
     let mut carry: Vec<u8> = Vec::new();
     loop {
@@ -375,16 +445,32 @@ fn verify_session(
                 carry = chunk[cut..].to_vec();
             }
         }
-        let lines: Vec<&[u8]> = chunk[..cut]
-            .split_inclusive(|b| *b == b'\n')
-            .map(|l| &l[..l.len() - 1])
-            .collect();
-        for p in check_lines(&lines, &session) {
-            match p {
-                Parsed::Ok(c) => recs.push(Some(c)),
-                Parsed::Bad(reason) => {
-                    bad.push((recs.len(), reason));
-                    recs.push(None);
+        let mut rest = &chunk[..cut];
+        while !rest.is_empty() {
+            let mut lines: Vec<&[u8]> = Vec::new();
+            while lines.len() < BATCH_LINES {
+                let Some(n) = rest.iter().position(|b| *b == b'\n') else {
+                    break;
+                };
+                lines.push(&rest[..n]);
+                rest = &rest[n + 1..];
+            }
+            for p in check_lines(&lines, &session) {
+                lines_read += 1;
+                match p {
+                    Parsed::Ok(c) => {
+                        next_seq = c.seq.saturating_add(1);
+                        recs.push(c);
+                    }
+                    Parsed::Bad(reason) => {
+                        bad_lines += 1;
+                        bad_seqs.insert(next_seq);
+                        found.add(
+                            Some(next_seq),
+                            ProblemKind::Edited,
+                            format!("line {lines_read}: not a valid entry: {reason}"),
+                        );
+                    }
                 }
             }
         }
@@ -392,38 +478,20 @@ fn verify_session(
             break;
         }
     }
-    let lines_read = recs.len() as u64;
 
-    // 2. Lines that are not valid entries: name the seq they stand where.
-    let guess = |recs: &[Option<Checked>], i: usize| -> u64 {
-        recs[..i]
-            .iter()
-            .rev()
-            .find_map(|r| r.as_ref().map(|c| c.seq + 1))
-            .unwrap_or(0)
-    };
-    let mut bad_seqs = std::collections::HashSet::new();
-    for (i, reason) in &bad {
-        let seq = guess(&recs, *i);
-        bad_seqs.insert(seq);
-        problem(
-            Some(seq),
-            ProblemKind::Edited,
-            format!("line {}: not a valid entry: {reason}", i + 1),
-        );
-    }
+    // 2. A torn final line, and entries of another session.
     if torn {
-        problem(
-            Some(guess(&recs, recs.len())),
+        found.add(
+            Some(next_seq),
             ProblemKind::TornLine,
             "final line is incomplete (crash not yet recovered; reopening the session moves it aside)"
                 .into(),
         );
     }
-    let good: Vec<&Checked> = recs.iter().flatten().collect();
+    let good: Vec<&Checked> = recs.iter().collect();
     for c in &good {
         if !c.session_ok {
-            problem(
+            found.add(
                 Some(c.seq),
                 ProblemKind::Inserted,
                 "entry belongs to another session".into(),
@@ -434,18 +502,20 @@ fn verify_session(
     // 3. Order, gaps and duplicates.
     for w in good.windows(2) {
         if w[1].seq < w[0].seq {
-            problem(
+            found.add(
                 Some(w[1].seq),
                 ProblemKind::Reordered,
                 format!("seq {} appears after seq {}", w[1].seq, w[0].seq),
             );
         }
     }
-    let in_order = bad.is_empty() && good.iter().enumerate().all(|(i, c)| c.seq == i as u64);
+    let in_order = bad_lines == 0 && good.iter().enumerate().all(|(i, c)| c.seq == i as u64);
     let slots: Vec<Option<&Checked>> = if in_order {
         good.iter().map(|c| Some(*c)).collect()
     } else {
-        slots_of(&good, &bad_seqs, &mut problem)
+        slots_of(&good, &bad_seqs, &mut |seq, kind, reason| {
+            found.add(seq, kind, reason)
+        })
     };
     let count = slots.len() as u64;
     // 4. The chain, timestamps and structure, in seq order.
@@ -459,14 +529,14 @@ fn verify_session(
     {
         if seq == 0 {
             if gen.is_some_and(|g| g != c.prev) {
-                problem(
+                found.add(
                     Some(0),
                     ProblemKind::Edited,
                     "prev is not the session's genesis hash".into(),
                 );
             }
             if !matches!(c.what, What::Open) {
-                problem(
+                found.add(
                     Some(0),
                     ProblemKind::Edited,
                     "first entry is not session_open".into(),
@@ -475,14 +545,14 @@ fn verify_session(
         } else {
             if let Some(p) = at(seq - 1) {
                 if p.hash != c.prev {
-                    problem(
+                    found.add(
                         Some(seq - 1),
                         ProblemKind::Edited,
                         format!("entry hash does not match the prev of seq {seq}"),
                     );
                 }
                 if c.ts < p.ts {
-                    problem(
+                    found.add(
                         Some(seq),
                         ProblemKind::Reordered,
                         format!("timestamp is earlier than seq {}'s", seq - 1),
@@ -490,7 +560,7 @@ fn verify_session(
                 }
             }
             if matches!(c.what, What::Open) {
-                problem(
+                found.add(
                     Some(seq),
                     ProblemKind::Inserted,
                     "session_open after seq 0".into(),
@@ -498,7 +568,7 @@ fn verify_session(
             }
         }
         if matches!(c.what, What::Close) && Some(seq) != last {
-            problem(
+            found.add(
                 Some(seq + 1),
                 ProblemKind::Inserted,
                 "entries follow session_close".into(),
@@ -507,7 +577,7 @@ fn verify_session(
         if let What::Annotation { of_seq, of_hash } = &c.what {
             let ok = *of_seq < seq && at(*of_seq).is_some_and(|t| hex::encode(t.hash) == *of_hash);
             if !ok {
-                problem(
+                found.add(
                     Some(seq),
                     ProblemKind::Edited,
                     format!("annotation refers to seq {of_seq}, whose hash is not {of_hash}"),
@@ -515,17 +585,17 @@ fn verify_session(
             }
         }
         if let Some(e) = &c.body_error {
-            problem(Some(seq), ProblemKind::Edited, e.clone());
+            found.add(Some(seq), ProblemKind::Edited, e.clone());
         }
         for (sha, len) in &c.blobs {
             match blobs.check(dir, sha) {
                 Ok(n) if n == *len => {}
-                Ok(n) => problem(
+                Ok(n) => found.add(
                     Some(seq),
                     ProblemKind::BlobAltered,
                     format!("blob {sha} has {n} bytes, entry says {len}"),
                 ),
-                Err((kind, reason)) => problem(Some(seq), kind, reason),
+                Err((kind, reason)) => found.add(Some(seq), kind, reason),
             }
         }
     }
@@ -544,14 +614,6 @@ fn verify_session(
         Err(_) => Vec::new(),
     };
     names.sort();
-    let mut cp_problem = |path: &Path, seq: Option<u64>, kind, reason: String| {
-        problems.push(Problem {
-            file: path.to_owned(),
-            seq,
-            kind,
-            reason,
-        })
-    };
     for path in &names {
         let named: Option<u64> = path
             .file_stem()
@@ -559,7 +621,7 @@ fn verify_session(
             .and_then(|s| s.parse().ok());
         let seq = named.map(|n| n.saturating_sub(1));
         let Some(key) = key else {
-            cp_problem(
+            found.add_at(
                 path,
                 seq,
                 ProblemKind::BadSignature,
@@ -570,7 +632,7 @@ fn verify_session(
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
-                cp_problem(
+                found.add_at(
                     path,
                     seq,
                     ProblemKind::BadSignature,
@@ -582,14 +644,14 @@ fn verify_session(
         match Checkpoint::open(&text, key) {
             Ok(cp) => {
                 if id.is_some_and(|i| cp.origin != origin(&i)) {
-                    cp_problem(
+                    found.add_at(
                         path,
                         seq,
                         ProblemKind::CheckpointMismatch,
                         format!("checkpoint is for {}, not this session", cp.origin),
                     );
                 } else if named != Some(cp.size) {
-                    cp_problem(
+                    found.add_at(
                         path,
                         seq,
                         ProblemKind::CheckpointMismatch,
@@ -599,7 +661,7 @@ fn verify_session(
                     cps.push(cp);
                 }
             }
-            Err(reason) => cp_problem(path, seq, ProblemKind::BadSignature, reason),
+            Err(reason) => found.add_at(path, seq, ProblemKind::BadSignature, reason),
         }
     }
     cps.sort_by_key(|c| c.size);
@@ -607,24 +669,18 @@ fn verify_session(
     let mut frontier = Frontier::new();
     let mut leaves = slots.iter().flatten();
     let mut last_ok = 0u64;
-    let explained_below = |problems: &Vec<Problem>, size: u64| {
-        problems
-            .iter()
-            .any(|p| p.file == file && p.seq.is_some_and(|s| s < size))
-    };
     if let Some(cp) = cps.last().filter(|cp| cp.size > count) {
-        problems.push(Problem {
-                file: file.to_owned(),
-                seq: Some(count),
-                kind: ProblemKind::TruncatedTail,
-                reason: format!(
-                    "a signed checkpoint covers {} entries but the file ends at seq {}; seq {}..{} were cut off",
-                    cp.size,
-                    count as i64 - 1,
-                    count,
-                    cp.size - 1
-                ),
-            });
+        found.add(
+            Some(count),
+            ProblemKind::TruncatedTail,
+            format!(
+                "a signed checkpoint covers {} entries but the file ends at seq {}; seq {}..{} were cut off",
+                cp.size,
+                count as i64 - 1,
+                count,
+                cp.size - 1
+            ),
+        );
     }
     for cp in &cps {
         if cp.size > contiguous {
@@ -637,17 +693,16 @@ fn verify_session(
             }
         }
         if frontier.root() != cp.root {
-            if !explained_below(problems, cp.size) {
-                problems.push(Problem {
-                    file: file.to_owned(),
-                    seq: Some(last_ok),
-                    kind: ProblemKind::CheckpointMismatch,
-                    reason: format!(
+            if !found.any_below(cp.size) {
+                found.add(
+                    Some(last_ok),
+                    ProblemKind::CheckpointMismatch,
+                    format!(
                         "entries seq {last_ok}..{} do not match the signed checkpoint of size {} (history rewritten)",
                         cp.size - 1,
                         cp.size
                     ),
-                });
+                );
             }
             break;
         }
@@ -655,14 +710,13 @@ fn verify_session(
     }
     let best = cps.last();
     if closed && key.is_some() && best.map(|c| c.size) != Some(count) {
-        problems.push(Problem {
-            file: file.to_owned(),
-            seq: Some(best.map_or(0, |c| c.size)),
-            kind: ProblemKind::CheckpointMissing,
-            reason: format!(
+        found.add(
+            Some(best.map_or(0, |c| c.size)),
+            ProblemKind::CheckpointMissing,
+            format!(
                 "session is closed but no valid checkpoint covers all {count} entries (the final checkpoint was removed?)"
             ),
-        });
+        );
     }
     Ok(SessionReport {
         file: file.to_owned(),
@@ -738,4 +792,105 @@ fn slots_of<'a>(
         }
     }
     slots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("harness-verify-{tag}-{}", Ulid::new()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn garbage(dir: &Path, lines: usize) -> PathBuf {
+        let file = dir.join(format!("{}.jsonl", Ulid::new()));
+        let text: String = (0..lines).map(|i| format!("garbage {i}\n")).collect();
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    #[test]
+    fn garbage_keeps_a_bounded_number_of_problems_and_counts_the_rest() {
+        let dir = scratch("garbage");
+        let file = garbage(&dir, KEPT_PROBLEMS + 2500);
+        let report = verify_path(&dir, &VerifyOptions::default()).unwrap();
+        assert!(!report.intact());
+        assert_eq!(report.problems.len(), KEPT_PROBLEMS);
+        assert_eq!(report.omitted, 2500);
+        assert_eq!(report.problem_count(), KEPT_PROBLEMS as u64 + 2500);
+        assert_eq!(report.entries(), KEPT_PROBLEMS as u64 + 2500);
+        let first = report.problems[0].to_string();
+        assert!(
+            first.starts_with(&format!(
+                "{}: seq 0: edited: line 1: not a valid entry",
+                file.display()
+            )),
+            "{first}"
+        );
+        assert!(report.problems[999].to_string().contains("line 1000:"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_invalid_line_is_placed_after_the_last_valid_entry_before_it() {
+        // A valid entry, then garbage, then the next entry: the garbage stands where seq 1
+        // belongs, whatever follows.
+        let dir = scratch("placed");
+        let id = Ulid::new();
+        let open = Entry::SessionOpen(crate::ledger::SessionOpen {
+            command: vec!["x".into()],
+            uid: 0,
+            gid: 0,
+            cgroup: "/".into(),
+            policy_sha256: String::new(),
+            ca_fingerprint: None,
+            software: "t".into(),
+            hostname: "t".into(),
+        });
+        let e0 = crate::ledger::canonical_entry(
+            &open,
+            &id,
+            0,
+            "2025-01-01T00:00:00.000000Z",
+            &genesis(&id),
+        )
+        .unwrap();
+        let mut text = e0.clone();
+        text.extend_from_slice(b"\nnot an entry\nnor this\n");
+        std::fs::write(dir.join(format!("{id}.jsonl")), text).unwrap();
+        let report = verify_path(&dir, &VerifyOptions::default()).unwrap();
+        let lines: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+        assert!(lines[0].contains("seq 1: edited: line 2:"), "{lines:?}");
+        assert!(lines[1].contains("seq 1: edited: line 3:"), "{lines:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_without_sessions_is_no_ledger() {
+        let dir = scratch("empty");
+        let err = verify_path(&dir, &VerifyOptions::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: no harness ledger here (no session files)",
+                dir.display()
+            )
+        );
+        std::fs::write(dir.join("notes.txt"), "hello").unwrap();
+        std::fs::create_dir(dir.join("keys")).unwrap();
+        assert!(matches!(
+            verify_path(&dir, &VerifyOptions::default()),
+            Err(LedgerError::NoLedger { .. })
+        ));
+        // Checkpoints of a session whose file is gone: a ledger whose session vanished.
+        let gone = Ulid::new();
+        std::fs::create_dir_all(dir.join("checkpoints").join(gone.to_string())).unwrap();
+        let report = verify_path(&dir, &VerifyOptions::default()).unwrap();
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert_eq!(report.problems[0].kind, ProblemKind::Deleted);
+        assert_eq!(report.problems[0].file, dir.join(format!("{gone}.jsonl")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

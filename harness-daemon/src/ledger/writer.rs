@@ -484,12 +484,17 @@ fn write_checkpoint(
     let cps = dir.join("checkpoints");
     let sdir = cps.join(id.to_string());
     if !sdir.is_dir() {
-        std::fs::create_dir_all(&sdir).map_err(|e| LedgerError::io(&sdir, e))?;
+        super::create_dir(&sdir, 0o755)?;
         fsync_dir(&cps)?;
     }
     let path = sdir.join(format!("{size:020}.note"));
     let tmp = sdir.join(format!(".tmp-{size:020}"));
-    let mut f = File::create(&tmp).map_err(|e| LedgerError::io(&tmp, e))?;
+    let mut f = super::file_options(0o644)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| LedgerError::io(&tmp, e))?;
     f.write_all(note.as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| LedgerError::io(&tmp, e))?;

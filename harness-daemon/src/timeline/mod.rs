@@ -57,10 +57,18 @@ pub enum TimelineError {
     Ledger(#[from] LedgerError),
 }
 
-/// The session files `path` names: itself, or every session of a ledger directory.
+/// The session files `path` names: itself, or every session of a ledger directory (one with
+/// none is [`LedgerError::NoLedger`]).
 pub fn session_paths(path: &Path) -> Result<Vec<PathBuf>, TimelineError> {
     if path.is_dir() {
-        Ok(session_files(path)?)
+        let files = session_files(path)?;
+        if files.is_empty() {
+            return Err(LedgerError::NoLedger {
+                path: path.to_owned(),
+            }
+            .into());
+        }
+        Ok(files)
     } else if path.exists() {
         Ok(vec![path.to_owned()])
     } else {

@@ -10,7 +10,9 @@
 //!
 //! A key whose mode is not exactly 0600, or whose owner is not the daemon's effective user, is
 //! refused with an error naming the file: a CA key others could have read can mint certificates
-//! for any host the enclosure talks to.
+//! for any host the enclosure talks to. So is a CA directory that someone other than root (the
+//! daemon's user) could change — it, or an ancestor up to `/` other than a sticky one like
+//! `/tmp` ([`crate::strict`]): an enclosed agent must not be able to swap the CA.
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -105,6 +107,15 @@ pub enum CaError {
         /// When it expired.
         not_after: OffsetDateTime,
     },
+    /// The CA directory (or an ancestor) could be changed by someone other than root or the
+    /// daemon's user.
+    #[error("{path}: {reason}")]
+    Unsafe {
+        /// The directory at fault.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// rcgen failed to generate the CA.
     #[error("generating the harness CA in {dir}: {source}")]
     Generate {
@@ -114,6 +125,15 @@ pub enum CaError {
         #[source]
         source: rcgen::Error,
     },
+}
+
+impl From<crate::strict::StrictError> for CaError {
+    fn from(e: crate::strict::StrictError) -> CaError {
+        match e {
+            crate::strict::StrictError::Io { path, source } => CaError::Io { path, source },
+            crate::strict::StrictError::Unsafe { path, reason } => CaError::Unsafe { path, reason },
+        }
+    }
 }
 
 /// The harness CA: its certificate and signing key, ready to issue leaves.
@@ -136,7 +156,10 @@ impl HarnessCa {
     ///   and must match the certificate.
     /// - Certificate without key: an error (it cannot sign, and regenerating silently would
     ///   invalidate every exported copy).
+    ///
+    /// `dir` and its ancestors must pass [`crate::strict::check_dir`]; `dir` is created 0755.
     pub fn load_or_create(dir: &Path) -> Result<HarnessCa, CaError> {
+        crate::strict::check_creatable(dir, "the CA directory")?;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
@@ -145,6 +168,7 @@ impl HarnessCa {
                 path: dir.to_path_buf(),
                 source,
             })?;
+        crate::strict::check_dir(dir, "the CA directory")?;
         // Two harness processes starting together must not both create a CA.
         let _lock = lock_dir(dir)?;
         let cert_path = dir.join(CERT_FILE);
@@ -551,6 +575,31 @@ mod tests {
         fs::create_dir(&key).unwrap();
         let err = HarnessCa::load_or_create(&dir).unwrap_err();
         assert!(err.to_string().contains(KEY_FILE), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_ca_directory_others_can_write() {
+        let dir = tempdir("dir-mode");
+        HarnessCa::load_or_create(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = HarnessCa::load_or_create(&dir).expect_err("refused");
+        assert!(matches!(err, CaError::Unsafe { .. }), "{err}");
+        let line = err.to_string();
+        assert!(
+            line.starts_with(&format!("{}: refusing the CA directory", dir.display())),
+            "{line}"
+        );
+        assert!(line.contains("writable by others (mode 0777)"), "{line}");
+        // Refused, not repaired.
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o777);
+        // Nor is a new CA directory made beneath a directory others can write.
+        let beneath = dir.join("ca");
+        let err = HarnessCa::load_or_create(&beneath).expect_err("refused");
+        assert!(err.to_string().contains("not sticky"), "{err}");
+        assert!(!beneath.exists());
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 
