@@ -226,7 +226,7 @@ impl Engine {
                 config.name
             );
         }
-        let kernel_config = EnclosureConfig {
+        let mut kernel_config = EnclosureConfig {
             daemon_v4: u32::from(Ipv4Addr::LOCALHOST),
             tcp_port: DAEMON_TCP_PORT,
             dns_port: DAEMON_DNS_PORT,
@@ -236,7 +236,6 @@ impl Engine {
             sock_net_offset: 0,
             socket_sk_offset: 0,
         };
-        let mut kernel_config = kernel_config;
         let mut isolation = Isolation::probe();
         if let Some(offsets) = isolation.unix_offsets {
             kernel_config.sock_net_offset = offsets.sock_net;

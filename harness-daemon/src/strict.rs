@@ -113,12 +113,8 @@ pub fn check_file(path: &Path, what: &str, kind: FileKind) -> Result<(), StrictE
         if !meta.file_type().is_file() {
             return Err(unsafe_("it is not a regular file".into()));
         }
-        if !trusted(meta.uid()) {
-            return Err(unsafe_(format!(
-                "it is owned by uid {}, not {}",
-                meta.uid(),
-                trusted_owners()
-            )));
+        if let Some(reason) = untrusted_owner(meta.uid()) {
+            return Err(unsafe_(reason));
         }
         let mode = meta.mode() & 0o7777;
         let (forbidden, says) = match kind {
@@ -158,12 +154,8 @@ fn check_one(dir: &Path, what: &str, beneath: Option<&Path>) -> Result<(), Stric
         if !meta.is_dir() {
             return Err(unsafe_("it is not a directory".into()));
         }
-        if !trusted(meta.uid()) {
-            return Err(unsafe_(format!(
-                "it is owned by uid {}, not {}",
-                meta.uid(),
-                trusted_owners()
-            )));
+        if let Some(reason) = untrusted_owner(meta.uid()) {
+            return Err(unsafe_(reason));
         }
         let mode = meta.mode() & 0o7777;
         let sticky = mode & 0o1000 != 0;
@@ -192,6 +184,12 @@ fn check_one(dir: &Path, what: &str, beneath: Option<&Path>) -> Result<(), Stric
 #[cfg(unix)]
 fn trusted(uid: u32) -> bool {
     uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
+/// Why an owner `uid` is not to be trusted, when it is not (files and directories alike).
+#[cfg(unix)]
+fn untrusted_owner(uid: u32) -> Option<String> {
+    (!trusted(uid)).then(|| format!("it is owned by uid {uid}, not {}", trusted_owners()))
 }
 
 #[cfg(unix)]
