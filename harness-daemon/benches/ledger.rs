@@ -93,12 +93,7 @@ async fn group(dir: &Path, submitters: u64, total: u64) -> Run {
         lat.extend(t.await.unwrap());
     }
     let elapsed = start.elapsed();
-    w.close(SessionClose {
-        exit_code: Some(0),
-        signal: None,
-    })
-    .await
-    .unwrap();
+    w.close(SessionClose::exited(Some(0), None)).await.unwrap();
     summarize(each * submitters, elapsed, lat)
 }
 

@@ -120,10 +120,8 @@ async fn client(engine: Engine, stream: UnixStream) -> std::io::Result<()> {
                             reply
                         }
                         (Ok(s), Err(e)) => {
-                            let close = SessionClose {
-                                exit_code: None,
-                                signal: None,
-                            };
+                            let close =
+                                SessionClose::because(format!("the session could not start: {e}"));
                             let _ = engine.close_session(&s, close).await;
                             Reply {
                                 error: Some(e),
@@ -139,7 +137,7 @@ async fn client(engine: Engine, stream: UnixStream) -> std::io::Result<()> {
                 (Ok(Request::Close { exit_code, signal }), Some(_)) => {
                     let s = session.take().expect("matched Some");
                     match engine
-                        .close_session(&s, SessionClose { exit_code, signal })
+                        .close_session(&s, SessionClose::exited(exit_code, signal))
                         .await
                     {
                         Ok(()) => Reply {
@@ -170,10 +168,7 @@ async fn client(engine: Engine, stream: UnixStream) -> std::io::Result<()> {
         engine
             .close_session(
                 &s,
-                SessionClose {
-                    exit_code: None,
-                    signal: None,
-                },
+                SessionClose::because("harness run went away (its control connection closed)"),
             )
             .await
             .map_err(std::io::Error::other)?;

@@ -217,6 +217,7 @@ impl Engine {
         };
         let lock = EngineLock::take(&config.name)?;
         reap_dead_engines(&config.name).await;
+        recover_abandoned_sessions(&config.ledger).await;
         netns::remove_mounts(&config.name);
         let enclosure = Enclosure::create(&config.name)?;
         let orphans = enclosure.reap_orphans().await?;
@@ -421,10 +422,7 @@ impl Engine {
     pub async fn shutdown(self) -> Result<(), EngineError> {
         let mut still_enclosed = None;
         for session in self.inner.sessions.all() {
-            let close = SessionClose {
-                exit_code: None,
-                signal: None,
-            };
+            let close = SessionClose::because("the engine shut down");
             if let Err(e) = self.close_session(&session, close).await {
                 still_enclosed = Some(e);
             }
@@ -778,6 +776,15 @@ impl Engine {
 /// Clears what engines that died left behind: kills their sessions' processes, then detaches
 /// their programs and removes their cgroups and namespace mounts. Each `harness run` embeds an
 /// engine of its own name, so without this a `kill -9` would leave them for ever.
+/// Every engine start recovers the sessions of its ledger that no live engine writes (SPEC.md
+/// §11) and says what it did: a session left unclosed by an engine that died is reopened,
+/// its torn line moved aside, and closed.
+async fn recover_abandoned_sessions(ledger: &Ledger) {
+    for done in ledger.recover_abandoned().await {
+        warn!("{done}");
+    }
+}
+
 async fn reap_dead_engines(own: &str) {
     let dead = match crate::enclosure::dead_engines(own) {
         Ok(dead) => dead,

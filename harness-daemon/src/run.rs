@@ -341,7 +341,7 @@ async fn run_in(
         Err(e) => (None, None, Some(e)),
     };
     engine
-        .close_session(&session, SessionClose { exit_code, signal })
+        .close_session(&session, SessionClose::exited(exit_code, signal))
         .await?;
     if let Some(e) = spawn_error {
         return Err(e);

@@ -717,12 +717,7 @@ async fn har_text_is_decoded_and_sha256_is_of_the_recorded_bytes() {
     .await;
     r.response_body(1, 1, cut).await;
     let file = w.path().to_owned();
-    w.close(SessionClose {
-        exit_code: Some(0),
-        signal: None,
-    })
-    .await
-    .unwrap();
+    w.close(SessionClose::exited(Some(0), None)).await.unwrap();
 
     let (code, out, err) = harness(&["export", file.to_str().unwrap(), "--format", "har"]);
     assert_eq!(code, 0, "{err}");

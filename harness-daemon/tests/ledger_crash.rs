@@ -222,3 +222,107 @@ async fn torn_line_is_moved_aside_and_invalid_middle_line_refused() {
     }
     assert_eq!(std::fs::read(&path).unwrap(), before, "nothing changed");
 }
+
+/// What every engine start does (`Ledger::recover_abandoned`, SPEC.md §11): a session whose
+/// writer was killed is reopened, its torn line moved aside and closed; a closed session that
+/// lost its final checkpoint gets one; a session a live writer holds is left alone; a second
+/// start finds nothing to do.
+#[tokio::test]
+async fn an_engine_start_recovers_dead_sessions_and_leaves_live_ones() {
+    let dir = scratch("abandoned");
+    // A writer in another process, killed mid-batch.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
+        .env("HARNESS_CRASH_CHILD_DIR", &dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut dead = None;
+    let mut acked: BTreeMap<u64, String> = BTreeMap::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some((_, id)) = line.split_once("SESSION ") {
+            dead = Some(id.trim().parse::<ulid::Ulid>().unwrap());
+        } else if let Some((_, rest)) = line.split_once("ACK ") {
+            let (seq, hash) = rest.split_once(' ').unwrap();
+            acked.insert(seq.parse().unwrap(), hash.to_owned());
+            if acked.len() == 200 {
+                child.kill().unwrap();
+            }
+        }
+    }
+    child.wait().unwrap();
+    let dead = dead.unwrap();
+
+    let ledger = Ledger::open(&dir).unwrap();
+    // A live session in this process: its writer holds the session's lock.
+    let (live, _) = ledger.open_session(session_open()).await.unwrap();
+    live.append(conn_open(1)).await.unwrap();
+    // A closed session whose final checkpoint never made it to disk.
+    let (w, _) = ledger.open_session(session_open()).await.unwrap();
+    w.append(conn_open(1)).await.unwrap();
+    let unsigned = w.id();
+    w.close(close()).await.unwrap();
+    drop(w);
+    std::fs::remove_dir_all(dir.join("checkpoints").join(unsigned.to_string())).unwrap();
+    let report = verify_path(&dir, &VerifyOptions::default()).unwrap();
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::CheckpointMissing));
+
+    let done = ledger.recover_abandoned().await;
+    let said: Vec<String> = done.iter().map(|d| d.to_string()).collect();
+    assert_eq!(done.len(), 2, "{said:?}");
+    match &done[0] {
+        Abandoned::Closed { path, entries, .. } => {
+            assert_eq!(path, &ledger.session_path(&dead));
+            assert!(*entries as usize >= acked.len() + 3, "{said:?}");
+        }
+        other => panic!("{other}"),
+    }
+    match &done[1] {
+        Abandoned::Checkpointed { path, entries } => {
+            assert_eq!(path, &ledger.session_path(&unsigned));
+            assert_eq!(*entries, 3);
+        }
+        other => panic!("{other}"),
+    }
+    assert!(
+        said[0].contains("recovered an abandoned session and closed it"),
+        "{said:?}"
+    );
+
+    // The dead session: every acknowledged entry, then recovery, then a close saying why.
+    let recs = read_session(&ledger.session_path(&dead)).unwrap();
+    let n = recs.len();
+    assert!(
+        matches!(recs[n - 2].entry, Entry::Recovery(_)),
+        "{:?}",
+        recs[n - 2]
+    );
+    match &recs[n - 1].entry {
+        Entry::SessionClose(c) => assert_eq!(c.reason.as_deref(), Some(ABANDONED_REASON)),
+        other => panic!("{other:?}"),
+    }
+    let lines = lines(&ledger.session_path(&dead));
+    for (seq, hash) in &acked {
+        assert_eq!(
+            hex::encode(sha256(&lines[*seq as usize])),
+            *hash,
+            "seq {seq}"
+        );
+    }
+    let report = verify_path(&dir, &VerifyOptions::default()).unwrap();
+    assert!(report.intact(), "{:?}", report.problems);
+
+    // The live session was not touched and goes on; a second start has nothing to do.
+    assert_eq!(read_session(live.path()).unwrap().len(), 2);
+    assert!(ledger.recover_abandoned().await.is_empty());
+    live.append(conn_open(2)).await.unwrap();
+    live.close(close()).await.unwrap();
+    assert!(ledger.recover_abandoned().await.is_empty());
+    let report = verify_path(&dir, &VerifyOptions::default()).unwrap();
+    assert!(report.intact(), "{:?}", report.problems);
+}

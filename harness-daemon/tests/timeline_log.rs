@@ -257,12 +257,7 @@ async fn follow_prints_entries_as_they_are_recorded_until_session_close() {
     }))
     .await
     .unwrap();
-    w.close(SessionClose {
-        exit_code: Some(0),
-        signal: None,
-    })
-    .await
-    .unwrap();
+    w.close(SessionClose::exited(Some(0), None)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -320,12 +315,7 @@ async fn parallel_tool_calls_mark_shared_external_calls_ambiguous() {
         .await;
     }
     let file = w.path().to_owned();
-    w.close(SessionClose {
-        exit_code: Some(0),
-        signal: None,
-    })
-    .await
-    .unwrap();
+    w.close(SessionClose::exited(Some(0), None)).await.unwrap();
     let c = correlate(&SessionLog::read(&file).unwrap());
     assert_eq!(c.calls.len(), 2);
     for call in &c.calls {
@@ -379,12 +369,7 @@ async fn tool_arguments_are_compact_json_and_encoded_bodies_say_so() {
     )
     .await;
     let file = w.path().to_owned();
-    w.close(SessionClose {
-        exit_code: Some(0),
-        signal: None,
-    })
-    .await
-    .unwrap();
+    w.close(SessionClose::exited(Some(0), None)).await.unwrap();
     let (code, out, err) = harness(&["log", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     for needle in [

@@ -297,7 +297,7 @@ fn drafts(log: &SessionLog, ids: &Ids) -> Result<Vec<Draft>, ExportError> {
                     "failure"
                 },
                 detail: json!({ "event": "session_end", "exit_code": c.exit_code,
-                                "signal": c.signal }),
+                                "signal": c.signal, "reason": c.reason }),
                 input_hash: None,
                 output_hash: None,
             }),

@@ -333,6 +333,46 @@ pub struct SessionClose {
     pub exit_code: Option<i32>,
     /// Signal that ended the enclosed command, if one did.
     pub signal: Option<i32>,
+    /// Why the session ended, when not (only) because its command did: the engine shut down,
+    /// `harness run` went away, the ledger's disk filled up, or recovery closed a session
+    /// whose engine had died. Omitted when the command ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl SessionClose {
+    /// The command ended the session: exited with `exit_code` or was killed by `signal`.
+    pub fn exited(exit_code: Option<i32>, signal: Option<i32>) -> SessionClose {
+        SessionClose {
+            exit_code,
+            signal,
+            reason: None,
+        }
+    }
+
+    /// How the session ended, for people: `exit 0`, `signal 9`, or the reason, or both.
+    pub fn describe(&self) -> String {
+        let status = match (self.exit_code, self.signal) {
+            (Some(code), _) => Some(format!("exit {code}")),
+            (_, Some(sig)) => Some(format!("signal {sig}")),
+            _ => None,
+        };
+        match (status, &self.reason) {
+            (Some(s), Some(r)) => format!("{s} ({r})"),
+            (Some(s), None) => s,
+            (None, Some(r)) => r.clone(),
+            (None, None) => "no exit status".into(),
+        }
+    }
+
+    /// Something other than the command ended the session.
+    pub fn because(reason: impl Into<String>) -> SessionClose {
+        SessionClose {
+            exit_code: None,
+            signal: None,
+            reason: Some(reason.into()),
+        }
+    }
 }
 
 /// `conn_open`.

@@ -319,9 +319,14 @@ impl Ledger {
         let path = self.session_path(&id);
         let file = file_options(0o644)
             .create_new(true)
+            .read(true)
             .append(true)
             .open(&path)
             .map_err(|e| LedgerError::io(&path, e))?;
+        // The writer holds the session file's lock for as long as it lives (the kernel drops
+        // it when the process dies): an engine start recovers only sessions nobody holds.
+        // Taken before anything is written, so an empty file is the only unlocked new one.
+        file.lock().map_err(|e| LedgerError::io(&path, e))?;
         fsync_dir(self.dir())?;
         let writer = SessionWriter::start(self.clone(), id, path, file, writer::Resume::new(&id))?;
         let durable = writer.append(Entry::SessionOpen(open)).await?;
@@ -329,22 +334,96 @@ impl Ledger {
     }
 
     /// Reopens a session that was not closed (after a crash). A torn final line is moved aside
-    /// into `recovery/` and recorded by a `recovery` entry, which is durable on return. Refuses
-    /// with [`LedgerError::Corrupt`] if any other line is invalid, and with
-    /// [`LedgerError::Closed`] if the session was closed.
+    /// into `recovery/` and recorded by a `recovery` entry, which is durable on return. Waits
+    /// until no other writer holds the session. Refuses with [`LedgerError::Corrupt`] if any
+    /// other line is invalid, and with [`LedgerError::Closed`] if the session was closed.
     pub async fn reopen_session(&self, id: Ulid) -> Result<(SessionWriter, Durable), LedgerError> {
         let this = self.clone();
-        let (file, resume, recovery) =
-            tokio::task::spawn_blocking(move || recover::recover(&this, &id))
-                .await
-                .map_err(|e| LedgerError::Failed {
-                    path: self.session_path(&id),
-                    reason: format!("recovery task: {e}"),
-                })??;
         let path = self.session_path(&id);
+        let (file, resume, recovery) = tokio::task::spawn_blocking(move || {
+            let path = this.session_path(&id);
+            let file = recover::open_for_writing(&path)?;
+            file.lock().map_err(|e| LedgerError::io(&path, e))?;
+            recover::recover(&this, &id, file)
+        })
+        .await
+        .map_err(|e| LedgerError::Failed {
+            path: path.clone(),
+            reason: format!("recovery task: {e}"),
+        })??;
         let writer = SessionWriter::start(self.clone(), id, path, file, resume)?;
         let durable = writer.append(Entry::Recovery(recovery)).await?;
         Ok((writer, durable))
+    }
+
+    /// Recovers every session of this ledger that no live writer holds (SPEC.md §11), as
+    /// every engine start does: an unclosed session gets its `recovery` entry (a torn final
+    /// line moved aside), then a `session_close` saying its engine died, and a final
+    /// checkpoint; a closed session without a final checkpoint gets one. Sessions a live
+    /// engine writes are left alone, and so is a session that cannot be recovered (it is
+    /// reported). Returns what was done, one item per session touched.
+    pub async fn recover_abandoned(&self) -> Vec<Abandoned> {
+        let files = match session_files(self.dir()) {
+            Ok(files) => files,
+            Err(error) => {
+                return vec![Abandoned::Refused {
+                    path: self.dir().to_owned(),
+                    error,
+                }]
+            }
+        };
+        let mut done = Vec::new();
+        for path in files {
+            let Some(id) = session_id(&path) else {
+                continue;
+            };
+            let this = self.clone();
+            let found = tokio::task::spawn_blocking(move || recover::inspect(&this, &id))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(LedgerError::Failed {
+                        path: path.clone(),
+                        reason: format!("recovery task: {e}"),
+                    })
+                });
+            let item = match found {
+                Ok(recover::Found::Live | recover::Found::Complete) => continue,
+                Ok(recover::Found::Empty) => Abandoned::Empty { path },
+                Ok(recover::Found::Checkpointed(entries)) => {
+                    Abandoned::Checkpointed { path, entries }
+                }
+                Ok(recover::Found::Unclosed(file, resume, recovery)) => {
+                    match self.close_abandoned(id, file, resume, &recovery).await {
+                        Ok(entries) => Abandoned::Closed {
+                            path,
+                            recovery,
+                            entries,
+                        },
+                        Err(error) => Abandoned::Refused { path, error },
+                    }
+                }
+                Err(error) => Abandoned::Refused { path, error },
+            };
+            done.push(item);
+        }
+        done
+    }
+
+    /// Writes the `recovery` entry and a closing `session_close` of an abandoned session.
+    /// Returns how many entries the session now holds.
+    async fn close_abandoned(
+        &self,
+        id: Ulid,
+        file: File,
+        resume: writer::Resume,
+        recovery: &Recovery,
+    ) -> Result<u64, LedgerError> {
+        let writer = SessionWriter::start(self.clone(), id, self.session_path(&id), file, resume)?;
+        writer.append(Entry::Recovery(recovery.clone())).await?;
+        let close = writer
+            .close(SessionClose::because(ABANDONED_REASON))
+            .await?;
+        Ok(close.seq() + 1)
     }
 
     /// Path of session `id`'s file.
@@ -358,6 +437,80 @@ impl Ledger {
 
     pub(crate) fn options(&self) -> Options {
         self.inner.options
+    }
+}
+
+/// The `session_close` reason of a session closed by recovery.
+pub const ABANDONED_REASON: &str = "recovered: the engine recording this session died";
+
+/// What an engine start did to a session no live engine was writing
+/// ([`Ledger::recover_abandoned`]).
+#[derive(Debug)]
+pub enum Abandoned {
+    /// Unclosed: reopened (its `recovery` entry says what was moved aside) and closed.
+    Closed {
+        /// The session file.
+        path: PathBuf,
+        /// The `recovery` entry written.
+        recovery: Recovery,
+        /// Entries the session holds now, `session_close` included.
+        entries: u64,
+    },
+    /// Closed without a checkpoint of every entry: the final checkpoint is now written.
+    Checkpointed {
+        /// The session file.
+        path: PathBuf,
+        /// Entries the new checkpoint covers.
+        entries: u64,
+    },
+    /// An empty session file (its engine died before `session_open` was durable): left.
+    Empty {
+        /// The session file.
+        path: PathBuf,
+    },
+    /// Could not be recovered (corrupt, or an I/O error): left as it is.
+    Refused {
+        /// The session file (or the ledger directory, when it could not be listed).
+        path: PathBuf,
+        /// Why.
+        error: LedgerError,
+    },
+}
+
+impl std::fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Abandoned::Closed {
+                path,
+                recovery,
+                entries,
+            } => {
+                write!(f, "{}: recovered an abandoned session and closed it ({entries} entries", path.display())?;
+                match &recovery.saved_as {
+                    Some(saved) => write!(
+                        f,
+                        "; a torn final line of {} bytes moved to {saved})",
+                        recovery.torn_bytes
+                    ),
+                    None => write!(f, "; no torn line)"),
+                }
+            }
+            Abandoned::Checkpointed { path, entries } => write!(
+                f,
+                "{}: closed session had no final checkpoint; signed one covering {entries} entries",
+                path.display()
+            ),
+            Abandoned::Empty { path } => write!(
+                f,
+                "{}: empty session file (its engine died before session_open was durable); left as it is",
+                path.display()
+            ),
+            Abandoned::Refused { path, error } => write!(
+                f,
+                "{}: abandoned session not recovered, left as it is: {error}",
+                path.display()
+            ),
+        }
     }
 }
 

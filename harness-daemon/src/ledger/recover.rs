@@ -5,7 +5,7 @@ use super::merkle::leaf_hash;
 use super::writer::Resume;
 use super::{fsync_dir, Entry, Ledger, LedgerError, Recovery};
 use std::fs::{File, OpenOptions};
-use std::io::Write as _;
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::Path;
 use ulid::Ulid;
 
@@ -92,11 +92,18 @@ fn check(line: &[u8], session: &str, r: &Resume, closed: bool) -> Result<canon::
     Ok(l)
 }
 
-/// Recovers session `id` for appending: returns the file (positioned for append), where the
+/// Recovers session `id` for appending from `file` (its session file, opened for reading and
+/// appending, and locked by the caller): returns the file (positioned for append), where the
 /// chain resumes, and the `recovery` entry to write first.
-pub(crate) fn recover(ledger: &Ledger, id: &Ulid) -> Result<(File, Resume, Recovery), LedgerError> {
+pub(crate) fn recover(
+    ledger: &Ledger,
+    id: &Ulid,
+    mut file: File,
+) -> Result<(File, Resume, Recovery), LedgerError> {
     let path = ledger.session_path(id);
-    let bytes = std::fs::read(&path).map_err(|e| LedgerError::io(&path, e))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| LedgerError::io(&path, e))?;
     let Scan {
         mut resume,
         closed,
@@ -113,10 +120,6 @@ pub(crate) fn recover(ledger: &Ledger, id: &Ulid) -> Result<(File, Resume, Recov
         });
     }
     resume.checkpointed = last_checkpoint_size(ledger.dir(), id);
-    let file = OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map_err(|e| LedgerError::io(&path, e))?;
     let recovery = match torn {
         None => Recovery {
             reason: "unclean shutdown".into(),
@@ -151,6 +154,103 @@ pub(crate) fn recover(ledger: &Ledger, id: &Ulid) -> Result<(File, Resume, Recov
         }
     };
     Ok((file, resume, recovery))
+}
+
+/// Opens session `id`'s file for reading and appending, as its writer does.
+pub(crate) fn open_for_writing(path: &Path) -> Result<File, LedgerError> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| LedgerError::io(path, e))
+}
+
+/// What an engine start found in one session file.
+pub(crate) enum Found {
+    /// A writer holds the session's lock: a live engine is recording it.
+    Live,
+    /// Closed, and its final checkpoint covers every entry.
+    Complete,
+    /// No bytes at all: its engine died before `session_open` became durable.
+    Empty,
+    /// Closed, but no checkpoint covered every entry (its disk filled up, or its engine died
+    /// between `session_close` and the checkpoint): now one does; it covers this many entries.
+    Checkpointed(u64),
+    /// Not closed and nobody writes it: ready to be reopened (the file is locked).
+    Unclosed(File, Resume, Recovery),
+}
+
+/// Looks at session `id` for an engine start: leaves sessions a live writer holds alone,
+/// signs the missing final checkpoint of a closed one, and prepares an abandoned one for its
+/// `recovery` entry. Errors (a corrupt session, I/O) leave the file as it is.
+pub(crate) fn inspect(ledger: &Ledger, id: &Ulid) -> Result<Found, LedgerError> {
+    let path = ledger.session_path(id);
+    let mut file = open_for_writing(&path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(Found::Live),
+        Err(std::fs::TryLockError::Error(e)) => return Err(LedgerError::io(&path, e)),
+    }
+    let len = file
+        .metadata()
+        .map_err(|e| LedgerError::io(&path, e))?
+        .len();
+    if len == 0 {
+        return Ok(Found::Empty);
+    }
+    // The common case — closed and checkpointed — is decided by the last line alone, so an
+    // engine start does not read every session ever recorded.
+    if let Some(last) = last_line(&mut file, len).map_err(|e| LedgerError::io(&path, e))? {
+        if let Ok(l) = parse_line(&last) {
+            if matches!(l.entry, Entry::SessionClose(_))
+                && last_checkpoint_size(ledger.dir(), id) > l.seq
+            {
+                return Ok(Found::Complete);
+            }
+        }
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_to_end(&mut bytes))
+        .map_err(|e| LedgerError::io(&path, e))?;
+    let found = scan(&path, id, &bytes)?;
+    if found.closed && found.torn.is_none() {
+        let size = super::writer::sign_checkpoint(ledger, id, &found.resume.frontier)?;
+        return Ok(Found::Checkpointed(size));
+    }
+    if found.closed {
+        // Bytes after session_close: not a torn write of ours (nothing follows a close).
+        return Err(LedgerError::Corrupt {
+            path,
+            seq: found.resume.next_seq,
+            reason: "bytes after session_close".into(),
+        });
+    }
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| LedgerError::io(&path, e))?;
+    let (file, resume, recovery) = recover(ledger, id, file)?;
+    Ok(Found::Unclosed(file, resume, recovery))
+}
+
+/// The last complete line of a file of `len` bytes (without its newline), or None when the
+/// file does not end with a newline (a torn write).
+fn last_line(file: &mut File, len: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut window = 64 * 1024u64;
+    loop {
+        let start = len.saturating_sub(window);
+        let mut tail = vec![0u8; (len - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut tail)?;
+        if tail.last() != Some(&b'\n') {
+            return Ok(None);
+        }
+        let body = &tail[..tail.len() - 1];
+        match body.iter().rposition(|b| *b == b'\n') {
+            Some(n) => return Ok(Some(body[n + 1..].to_vec())),
+            None if start == 0 => return Ok(Some(body.to_vec())),
+            None => window *= 4,
+        }
+    }
 }
 
 /// Size of the largest checkpoint of session `id` (by file name), 0 if none.

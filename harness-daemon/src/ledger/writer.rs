@@ -435,6 +435,9 @@ impl Thread {
         }
         if let Some((done, durable)) = close_waiter {
             *lock(&self.end) = Some(End::Closed);
+            // Nothing more will be written: the session's lock goes before `close` returns,
+            // so whoever looks next finds it closed, not held.
+            let _ = self.file.unlock();
             let _ = done.send(Ok(durable));
         }
         true
@@ -460,18 +463,28 @@ impl Thread {
 
     /// Signs and durably writes a checkpoint for everything committed so far.
     fn checkpoint(&mut self) -> Result<(), LedgerError> {
-        let size = self.st.frontier.size();
-        let cp = Checkpoint {
-            origin: origin(&self.id),
-            size,
-            root: self.st.frontier.root(),
-        };
-        let note = self.ledger.signer().sign(&cp.body());
-        write_checkpoint(self.ledger.dir(), &self.id, size, &note)?;
-        self.st.checkpointed = size;
+        self.st.checkpointed = sign_checkpoint(&self.ledger, &self.id, &self.st.frontier)?;
         self.cp_time = Instant::now();
         Ok(())
     }
+}
+
+/// Signs a checkpoint of session `id` covering the entries of `frontier` and writes it
+/// durably. Returns the number of entries it covers.
+pub(super) fn sign_checkpoint(
+    ledger: &Ledger,
+    id: &Ulid,
+    frontier: &Frontier,
+) -> Result<u64, LedgerError> {
+    let size = frontier.size();
+    let cp = Checkpoint {
+        origin: origin(id),
+        size,
+        root: frontier.root(),
+    };
+    let note = ledger.signer().sign(&cp.body());
+    write_checkpoint(ledger.dir(), id, size, &note)?;
+    Ok(size)
 }
 
 /// Writes `checkpoints/<id>/<size, 20 digits>.note` atomically and durably.

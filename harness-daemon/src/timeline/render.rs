@@ -267,11 +267,7 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
                 );
             }
             Entry::SessionClose(c) => {
-                let how = match (c.exit_code, c.signal) {
-                    (Some(code), _) => format!("exit {code}"),
-                    (_, Some(sig)) => format!("signal {sig}"),
-                    _ => "no exit status".into(),
-                };
+                let how = c.describe();
                 let _ = writeln!(out, "{}  session closed: {how}", clock(&item.ts));
             }
             _ => {}
@@ -880,12 +876,7 @@ impl Live {
                 let _ = writeln!(out, "{t}  #{seq:<4} ERROR {}: {}", e.context, e.message);
             }
             Entry::SessionClose(c) => {
-                let _ = writeln!(
-                    out,
-                    "{t}  #{seq:<4} session closed: {}",
-                    c.exit_code
-                        .map_or_else(|| format!("signal {:?}", c.signal), |c| format!("exit {c}"))
-                );
+                let _ = writeln!(out, "{t}  #{seq:<4} session closed: {}", c.describe());
             }
             _ => {}
         }

@@ -44,10 +44,7 @@ pub fn conn_open(i: u64) -> Entry {
 }
 
 pub fn close() -> SessionClose {
-    SessionClose {
-        exit_code: Some(0),
-        signal: None,
-    }
+    SessionClose::exited(Some(0), None)
 }
 
 /// Runs the real `harness` binary.

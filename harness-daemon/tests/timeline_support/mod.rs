@@ -474,12 +474,7 @@ pub async fn record(name: &str) -> Scenario {
         .await;
     }
     let file = w.path().to_owned();
-    w.close(SessionClose {
-        exit_code: Some(0),
-        signal: None,
-    })
-    .await
-    .unwrap();
+    w.close(SessionClose::exited(Some(0), None)).await.unwrap();
     Scenario {
         dir,
         file,
