@@ -109,10 +109,76 @@ async fn full_disk_fails_every_waiter_and_closes_the_session() {
         );
     }
     check_nothing_half_written(&mnt);
+    closed_for_full_disk(&mnt);
     eprintln!(
         "full disk: {} entries acknowledged before ENOSPC",
         acked.len()
     );
+}
+
+/// A full disk does not read as tampering: the writer closed the session itself, in the
+/// space it kept for that, saying why, and signed its final checkpoint; verify finds nothing.
+fn closed_for_full_disk(dir: &Path) {
+    let path = &session_files(dir).unwrap()[0];
+    let recs = read_session(path).unwrap();
+    match &recs.last().unwrap().entry {
+        Entry::SessionClose(c) => {
+            let reason = c.reason.as_deref().unwrap_or_default();
+            assert!(reason.starts_with("the ledger's disk is full"), "{reason}");
+        }
+        other => panic!("last entry: {other:?}"),
+    }
+    let report = verify_path(dir, &VerifyOptions::default()).unwrap();
+    assert!(report.intact(), "{:?}", report.problems);
+    let (code, out, err) = harness(&["verify", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// The case: the disk fills up (here: another writer takes every free byte) while a
+/// session is open. The next entry is refused, and the session still ends closed, with its
+/// final checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_filled_by_someone_else_leaves_a_closed_verifiable_session() {
+    if skipped("a_disk_filled_by_someone_else_leaves_a_closed_verifiable_session") {
+        return;
+    }
+    let mnt = scratch("tmpfs-filled");
+    sh(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=512k,mode=0755",
+        "tmpfs",
+        mnt.to_str().unwrap(),
+    ]);
+    let _guard = Mount(mnt.clone());
+    let ledger = Ledger::open(&mnt).unwrap();
+    let (w, _) = ledger.open_session(session_open()).await.unwrap();
+    for i in 1..5 {
+        w.append(conn_open(i)).await.unwrap();
+    }
+    // Someone else takes every page left, down to the last one.
+    {
+        use std::io::Write as _;
+        let mut filler = std::fs::File::create(mnt.join("filler")).unwrap();
+        let page = [0u8; 4096];
+        while filler.write_all(&page).is_ok() {}
+        while filler.write_all(&[0u8]).is_ok() {}
+    }
+    // What fits in pages already allocated still goes in; nothing eats the close reserve.
+    let mut refused = None;
+    for i in 5..2000 {
+        if let Err(e) = w.append(conn_open(i)).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let refused = refused.expect("entries were accepted on a full disk for ever");
+    assert!(refused.to_string().contains("disk is full"), "{refused}");
+    assert!(w.close(close()).await.is_err(), "closed already");
+    drop(w);
+    closed_for_full_disk(&mnt);
 }
 
 fn ledger_session(dir: &Path) -> ulid::Ulid {
@@ -241,5 +307,6 @@ async fn nearly_full_disk_fails_the_whole_batch() {
     assert!(w.append(conn_open(2)).await.is_err(), "fail-closed");
     drop(w);
     check_nothing_half_written(&mnt);
+    closed_for_full_disk(&mnt);
     eprintln!("partly full disk: {ok} entries durable, {failed} waiters got the error");
 }

@@ -215,7 +215,7 @@ pub(crate) fn inspect(ledger: &Ledger, id: &Ulid) -> Result<Found, LedgerError> 
         .map_err(|e| LedgerError::io(&path, e))?;
     let found = scan(&path, id, &bytes)?;
     if found.closed && found.torn.is_none() {
-        let size = super::writer::sign_checkpoint(ledger, id, &found.resume.frontier)?;
+        let size = super::writer::sign_checkpoint(ledger, id, &found.resume.frontier, true)?;
         return Ok(Found::Checkpointed(size));
     }
     if found.closed {

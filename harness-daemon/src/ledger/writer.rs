@@ -10,6 +10,7 @@ use super::{fsync_dir, Entry, Ledger, LedgerError, SessionClose};
 use serde_json::{Map, Value};
 use std::fs::File;
 use std::io::Write as _;
+use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,22 @@ use ulid::Ulid;
 
 /// Most entries one batch takes (bounds the write buffer).
 const MAX_BATCH: usize = 4096;
+
+/// Space kept allocated past the end of every session file for what closing needs (a
+/// `session_close` line is far smaller). Normal entries may not eat into it: when the disk
+/// cannot give a batch room *and* this reserve, the batch is refused and the writer closes the
+/// session itself, in the reserve, so a full disk never leaves a session without its close
+/// and final checkpoint (which would read as tampering).
+pub const CLOSE_RESERVE: u64 = 64 * 1024;
+
+/// How much more is allocated at a time when the reserve runs short.
+const GROW: u64 = 1024 * 1024;
+
+/// The file, allocated at session start, that the final checkpoint is written into.
+const SPARE: &str = ".spare";
+
+/// Size of the spare (a signed checkpoint note is a few hundred bytes).
+const SPARE_LEN: u64 = 4096;
 
 /// How long a batch of lazy entries only (annotations) waits for an entry someone is waiting
 /// on, to share its fsync, before it is committed alone.
@@ -122,6 +139,9 @@ impl SessionWriter {
     ) -> Result<SessionWriter, LedgerError> {
         let (tx, rx) = mpsc::channel();
         let end = Arc::new(Mutex::new(None));
+        // What closing needs is set aside before anything else is accepted.
+        let allocated = reserve(&file, &path, resume.len, CLOSE_RESERVE)?;
+        make_spare(ledger.dir(), &id)?;
         let thread = Thread {
             id,
             path: path.clone(),
@@ -132,6 +152,7 @@ impl SessionWriter {
             end: end.clone(),
             closed: false,
             buf: Vec::new(),
+            allocated,
         };
         std::thread::Builder::new()
             .name(format!("ledger-{id}"))
@@ -277,6 +298,9 @@ struct Thread {
     end: Arc<Mutex<Option<End>>>,
     closed: bool,
     buf: Vec<u8>,
+    /// Where the space allocated for the session file ends (at least `st.len` plus
+    /// [`CLOSE_RESERVE`] while the session is open).
+    allocated: u64,
 }
 
 type Waiter = (
@@ -340,6 +364,7 @@ impl Thread {
     /// Writes one batch. Returns false when the session has failed.
     fn commit(&mut self, batch: &mut Vec<Submit>) -> bool {
         self.buf.clear();
+        let before = (self.st.next_seq, self.st.prev, self.st.last_ts.clone());
         let mut waiters: Vec<Waiter> = Vec::with_capacity(batch.len());
         let mut close_waiter = None;
         let mut leaves = Vec::with_capacity(batch.len());
@@ -395,6 +420,24 @@ impl Thread {
         if leaves.is_empty() {
             return true;
         }
+        // Room for this batch and, unless it closes the session, for closing after it.
+        let room = self.buf.len() as u64
+            + if close_waiter.is_some() {
+                0
+            } else {
+                CLOSE_RESERVE
+            };
+        if let Err(full) = self.make_room(room) {
+            (self.st.next_seq, self.st.prev, self.st.last_ts) = before;
+            let reason = self.close_on_full_disk(&full.to_string());
+            for (done, _) in waiters.into_iter().chain(close_waiter) {
+                let _ = done.send(Err(LedgerError::Failed {
+                    path: self.path.clone(),
+                    reason: reason.clone(),
+                }));
+            }
+            return false;
+        }
         let written = self
             .file
             .write_all(&self.buf)
@@ -425,6 +468,12 @@ impl Thread {
             || self.cp_time.elapsed() >= opts.checkpoint_interval;
         if due {
             if let Err(e) = self.checkpoint() {
+                if close_waiter.is_none() && is_full(&e) {
+                    // The entries are durable and acknowledged; the disk cannot take another
+                    // checkpoint file: close the session in its reserve while it still can.
+                    self.close_on_full_disk(&e.to_string());
+                    return false;
+                }
                 let reason = e.to_string();
                 self.fail(&reason);
                 if let Some((done, _)) = close_waiter {
@@ -435,12 +484,80 @@ impl Thread {
         }
         if let Some((done, durable)) = close_waiter {
             *lock(&self.end) = Some(End::Closed);
-            // Nothing more will be written: the session's lock goes before `close` returns,
-            // so whoever looks next finds it closed, not held.
-            let _ = self.file.unlock();
+            self.release();
             let _ = done.send(Ok(durable));
         }
         true
+    }
+
+    /// Makes sure `n` more bytes can be appended without the disk refusing them.
+    fn make_room(&mut self, n: u64) -> Result<(), LedgerError> {
+        if self.st.len + n > self.allocated {
+            self.allocated = reserve(&self.file, &self.path, self.st.len, n)?;
+        }
+        Ok(())
+    }
+
+    /// The disk is full: writes a `session_close` saying so into the reserve, then the final
+    /// checkpoint into the spare, and ends the session. Returns the reason every later
+    /// caller is given.
+    fn close_on_full_disk(&mut self, why: &str) -> String {
+        let reason = format!("the ledger's disk is full ({why}); the session was closed");
+        tracing::error!("{}: {reason}", self.path.display());
+        let close = Entry::SessionClose(SessionClose::because(format!(
+            "the ledger's disk is full: {why}"
+        )));
+        let closed = canon::entry_object(&close)
+            .map_err(|e| e.to_string())
+            .and_then(|object| {
+                let ts = self.next_ts(&self.st.last_ts);
+                let seq = self.st.next_seq;
+                canon::seal(object, &self.id, seq, &ts, &self.st.prev)
+                    .map_err(|e| e.to_string())
+                    .map(|bytes| (bytes, ts))
+            })
+            .and_then(|(mut bytes, ts)| {
+                let hash = canon::sha256(&bytes);
+                bytes.push(b'\n');
+                self.file
+                    .write_all(&bytes)
+                    .and_then(|()| self.file.sync_data())
+                    .map_err(|e| e.to_string())?;
+                self.st.next_seq += 1;
+                self.st.prev = hash;
+                self.st.last_ts = ts;
+                self.st.len += bytes.len() as u64;
+                self.st.frontier.push(leaf_hash(&hash));
+                self.closed = true;
+                self.checkpoint().map_err(|e| e.to_string())
+            });
+        let reason = match closed {
+            Ok(()) => {
+                self.release();
+                reason
+            }
+            // Left unclosed: the next engine start recovers it (SPEC.md §11).
+            Err(e) => format!("{reason}, but closing it failed too: {e}"),
+        };
+        self.fail(&reason);
+        reason
+    }
+
+    /// After `session_close`: gives back the space allocated past the end of the file and
+    /// the session's lock, before `close` returns, so whoever looks next finds it closed, not
+    /// held.
+    fn release(&mut self) {
+        if self.allocated > self.st.len {
+            let _ = nix::fcntl::fallocate(
+                self.file.as_raw_fd(),
+                nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+                    | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                self.st.len as i64,
+                (self.allocated - self.st.len) as i64,
+            );
+            self.allocated = self.st.len;
+        }
+        let _ = self.file.unlock();
     }
 
     /// The timestamp of an entry following one stamped `last_ts`.
@@ -463,18 +580,21 @@ impl Thread {
 
     /// Signs and durably writes a checkpoint for everything committed so far.
     fn checkpoint(&mut self) -> Result<(), LedgerError> {
-        self.st.checkpointed = sign_checkpoint(&self.ledger, &self.id, &self.st.frontier)?;
+        self.st.checkpointed =
+            sign_checkpoint(&self.ledger, &self.id, &self.st.frontier, self.closed)?;
         self.cp_time = Instant::now();
         Ok(())
     }
 }
 
 /// Signs a checkpoint of session `id` covering the entries of `frontier` and writes it
-/// durably. Returns the number of entries it covers.
+/// durably; the `last` one goes into the session's spare (allocated when the session
+/// started), so it is written even on a full disk. Returns the number of entries it covers.
 pub(super) fn sign_checkpoint(
     ledger: &Ledger,
     id: &Ulid,
     frontier: &Frontier,
+    last: bool,
 ) -> Result<u64, LedgerError> {
     let size = frontier.size();
     let cp = Checkpoint {
@@ -483,32 +603,94 @@ pub(super) fn sign_checkpoint(
         root: frontier.root(),
     };
     let note = ledger.signer().sign(&cp.body());
-    write_checkpoint(ledger.dir(), id, size, &note)?;
+    write_checkpoint(ledger.dir(), id, size, &note, last)?;
     Ok(size)
 }
 
-/// Writes `checkpoints/<id>/<size, 20 digits>.note` atomically and durably.
-fn write_checkpoint(
-    dir: &std::path::Path,
-    id: &Ulid,
-    size: u64,
-    note: &str,
-) -> Result<(), LedgerError> {
+/// Whether a ledger error is the disk (or quota) being full.
+fn is_full(e: &LedgerError) -> bool {
+    use std::error::Error as _;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Allocates `[from, from + want)` of `file` (and [`GROW`] more when the disk has it) without
+/// changing its size. Returns where the allocation ends.
+fn reserve(file: &File, path: &std::path::Path, from: u64, want: u64) -> Result<u64, LedgerError> {
+    use nix::fcntl::{fallocate, FallocateFlags};
+    let keep = FallocateFlags::FALLOC_FL_KEEP_SIZE;
+    if fallocate(file.as_raw_fd(), keep, from as i64, (want + GROW) as i64).is_ok() {
+        return Ok(from + want + GROW);
+    }
+    fallocate(file.as_raw_fd(), keep, from as i64, want as i64)
+        .map_err(|e| LedgerError::io(path, std::io::Error::from(e)))?;
+    Ok(from + want)
+}
+
+/// Creates `checkpoints/<id>/.spare`, allocated, for the session's final checkpoint.
+fn make_spare(dir: &std::path::Path, id: &Ulid) -> Result<(), LedgerError> {
+    let sdir = checkpoint_dir(dir, id)?;
+    let path = sdir.join(SPARE);
+    let f = super::file_options(0o644)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| LedgerError::io(&path, e))?;
+    nix::fcntl::fallocate(
+        f.as_raw_fd(),
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        SPARE_LEN as i64,
+    )
+    .map_err(|e| LedgerError::io(&path, std::io::Error::from(e)))?;
+    f.sync_all().map_err(|e| LedgerError::io(&path, e))?;
+    fsync_dir(&sdir)
+}
+
+/// `checkpoints/<id>/`, created if needed.
+fn checkpoint_dir(dir: &std::path::Path, id: &Ulid) -> Result<PathBuf, LedgerError> {
     let cps = dir.join("checkpoints");
     let sdir = cps.join(id.to_string());
     if !sdir.is_dir() {
         super::create_dir(&sdir, 0o755)?;
         fsync_dir(&cps)?;
     }
+    Ok(sdir)
+}
+
+/// Writes `checkpoints/<id>/<size, 20 digits>.note` atomically and durably: into a new
+/// temporary file, or into the session's spare when it is the `last` one and the spare exists.
+fn write_checkpoint(
+    dir: &std::path::Path,
+    id: &Ulid,
+    size: u64,
+    note: &str,
+    last: bool,
+) -> Result<(), LedgerError> {
+    let sdir = checkpoint_dir(dir, id)?;
     let path = sdir.join(format!("{size:020}.note"));
-    let tmp = sdir.join(format!(".tmp-{size:020}"));
+    let spare = sdir.join(SPARE);
+    let tmp = if last && spare.is_file() {
+        spare
+    } else {
+        sdir.join(format!(".tmp-{size:020}"))
+    };
     let mut f = super::file_options(0o644)
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(false)
         .open(&tmp)
         .map_err(|e| LedgerError::io(&tmp, e))?;
+    // Written over the spare's allocated zeros, then cut to the note's length.
     f.write_all(note.as_bytes())
+        .and_then(|()| f.set_len(note.len() as u64))
         .and_then(|()| f.sync_all())
         .map_err(|e| LedgerError::io(&tmp, e))?;
     drop(f);
