@@ -29,7 +29,7 @@ const MAX_BATCH: usize = 4096;
 pub const CLOSE_RESERVE: u64 = 64 * 1024;
 
 /// How much more is allocated at a time when the reserve runs short.
-const GROW: u64 = 1024 * 1024;
+const GROW: u64 = 256 * 1024;
 
 /// The file, allocated at session start, that the final checkpoint is written into.
 const SPARE: &str = ".spare";
