@@ -773,9 +773,6 @@ impl Engine {
     }
 }
 
-/// Clears what engines that died left behind: kills their sessions' processes, then detaches
-/// their programs and removes their cgroups and namespace mounts. Each `harness run` embeds an
-/// engine of its own name, so without this a `kill -9` would leave them for ever.
 /// Every engine start recovers the sessions of its ledger that no live engine writes (SPEC.md
 /// §11) and says what it did: a session left unclosed by an engine that died is reopened,
 /// its torn line moved aside, and closed.
@@ -785,6 +782,9 @@ async fn recover_abandoned_sessions(ledger: &Ledger) {
     }
 }
 
+/// Clears what engines that died left behind: kills their sessions' processes, then detaches
+/// their programs and removes their cgroups and namespace mounts. Each `harness run` embeds an
+/// engine of its own name, so without this a `kill -9` would leave them for ever.
 async fn reap_dead_engines(own: &str) {
     let dead = match crate::enclosure::dead_engines(own) {
         Ok(dead) => dead,

@@ -23,6 +23,22 @@ impl Drop for Mount {
     }
 }
 
+/// A fresh tmpfs of `size` (mode 0755, as a ledger directory must be), unmounted on drop.
+fn tmpfs(name: &str, size: &str) -> (std::path::PathBuf, Mount) {
+    let mnt = scratch(name);
+    sh(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        &format!("size={size},mode=0755"),
+        "tmpfs",
+        mnt.to_str().unwrap(),
+    ]);
+    let guard = Mount(mnt.clone());
+    (mnt, guard)
+}
+
 fn skipped(test: &str) -> bool {
     if is_root() {
         return false;
@@ -38,17 +54,7 @@ async fn full_disk_fails_every_waiter_and_closes_the_session() {
     if skipped("full_disk_fails_every_waiter_and_closes_the_session") {
         return;
     }
-    let mnt = scratch("tmpfs-full");
-    sh(&[
-        "mount",
-        "-t",
-        "tmpfs",
-        "-o",
-        "size=256k,mode=0755",
-        "tmpfs",
-        mnt.to_str().unwrap(),
-    ]);
-    let _guard = Mount(mnt.clone());
+    let (mnt, _guard) = tmpfs("tmpfs-full", "256k");
     let ledger = Ledger::open(&mnt).unwrap();
     let (w, _) = ledger.open_session(session_open()).await.unwrap();
     let mut tasks = Vec::new();
@@ -142,17 +148,7 @@ async fn a_disk_filled_by_someone_else_leaves_a_closed_verifiable_session() {
     if skipped("a_disk_filled_by_someone_else_leaves_a_closed_verifiable_session") {
         return;
     }
-    let mnt = scratch("tmpfs-filled");
-    sh(&[
-        "mount",
-        "-t",
-        "tmpfs",
-        "-o",
-        "size=512k,mode=0755",
-        "tmpfs",
-        mnt.to_str().unwrap(),
-    ]);
-    let _guard = Mount(mnt.clone());
+    let (mnt, _guard) = tmpfs("tmpfs-filled", "512k");
     let ledger = Ledger::open(&mnt).unwrap();
     let (w, _) = ledger.open_session(session_open()).await.unwrap();
     for i in 1..5 {
@@ -260,17 +256,7 @@ async fn nearly_full_disk_fails_the_whole_batch() {
         return;
     }
     // A tmpfs that is full except for a few entries: the failing batch holds many waiters.
-    let mnt = scratch("tmpfs-batch");
-    sh(&[
-        "mount",
-        "-t",
-        "tmpfs",
-        "-o",
-        "size=128k,mode=0755",
-        "tmpfs",
-        mnt.to_str().unwrap(),
-    ]);
-    let _guard = Mount(mnt.clone());
+    let (mnt, _guard) = tmpfs("tmpfs-batch", "128k");
     let ledger = Ledger::open(&mnt).unwrap();
     let (w, _) = ledger.open_session(session_open()).await.unwrap();
     // Fill the disk with a blob, leaving a little room.
