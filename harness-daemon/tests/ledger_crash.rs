@@ -272,6 +272,16 @@ async fn an_engine_start_recovers_dead_sessions_and_leaves_live_ones() {
         .iter()
         .any(|p| p.kind == ProblemKind::CheckpointMissing));
 
+    // An enclosed agent can read session files and flock them; holding one must not keep a
+    // dead session from being recovered. The locks that count are where it cannot reach.
+    let agents_hold = std::fs::File::open(ledger.session_path(&dead)).unwrap();
+    agents_hold.lock_shared().unwrap();
+    let locks = std::fs::metadata(dir.join("locks")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&locks.permissions()) & 0o777,
+        0o700
+    );
+
     let done = ledger.recover_abandoned().await;
     let said: Vec<String> = done.iter().map(|d| d.to_string()).collect();
     assert_eq!(done.len(), 2, "{said:?}");

@@ -207,6 +207,7 @@ impl Ledger {
             ("checkpoints", 0o755),
             ("recovery", 0o755),
             ("keys", 0o700),
+            ("locks", 0o700),
         ] {
             let d = dir.join(sub);
             if !d.is_dir() {
@@ -222,6 +223,7 @@ impl Ledger {
             ("checkpoints", "the ledger's checkpoints directory"),
             ("recovery", "the ledger's recovery directory"),
             ("keys", "the ledger's keys directory"),
+            ("locks", "the ledger's locks directory"),
         ] {
             check_dir(&dir.join(sub), what)?;
         }
@@ -317,18 +319,17 @@ impl Ledger {
     ) -> Result<(SessionWriter, Durable), LedgerError> {
         let id = Ulid::new();
         let path = self.session_path(&id);
+        // Taken before the session file exists: a session file whose lock is free is one
+        // nobody writes.
+        let lock = SessionLock::take(self, &id)?;
         let file = file_options(0o644)
             .create_new(true)
-            .read(true)
             .append(true)
             .open(&path)
             .map_err(|e| LedgerError::io(&path, e))?;
-        // The writer holds the session file's lock for as long as it lives (the kernel drops
-        // it when the process dies): an engine start recovers only sessions nobody holds.
-        // Taken before anything is written, so an empty file is the only unlocked new one.
-        file.lock().map_err(|e| LedgerError::io(&path, e))?;
         fsync_dir(self.dir())?;
-        let writer = SessionWriter::start(self.clone(), id, path, file, writer::Resume::new(&id))?;
+        let writer =
+            SessionWriter::start(self.clone(), id, path, file, lock, writer::Resume::new(&id))?;
         let durable = writer.append(Entry::SessionOpen(open)).await?;
         Ok((writer, durable))
     }
@@ -340,18 +341,18 @@ impl Ledger {
     pub async fn reopen_session(&self, id: Ulid) -> Result<(SessionWriter, Durable), LedgerError> {
         let this = self.clone();
         let path = self.session_path(&id);
-        let (file, resume, recovery) = tokio::task::spawn_blocking(move || {
-            let path = this.session_path(&id);
-            let file = recover::open_for_writing(&path)?;
-            file.lock().map_err(|e| LedgerError::io(&path, e))?;
-            recover::recover(&this, &id, file)
+        let (lock, file, resume, recovery) = tokio::task::spawn_blocking(move || {
+            let lock = SessionLock::take(&this, &id)?;
+            let file = recover::open_for_writing(&this.session_path(&id))?;
+            let (file, resume, recovery) = recover::recover(&this, &id, file)?;
+            Ok::<_, LedgerError>((lock, file, resume, recovery))
         })
         .await
         .map_err(|e| LedgerError::Failed {
             path: path.clone(),
             reason: format!("recovery task: {e}"),
         })??;
-        let writer = SessionWriter::start(self.clone(), id, path, file, resume)?;
+        let writer = SessionWriter::start(self.clone(), id, path, file, lock, resume)?;
         let durable = writer.append(Entry::Recovery(recovery)).await?;
         Ok((writer, durable))
     }
@@ -392,8 +393,11 @@ impl Ledger {
                 Ok(recover::Found::Checkpointed(entries)) => {
                     Abandoned::Checkpointed { path, entries }
                 }
-                Ok(recover::Found::Unclosed(file, resume, recovery)) => {
-                    match self.close_abandoned(id, file, resume, &recovery).await {
+                Ok(recover::Found::Unclosed(lock, file, resume, recovery)) => {
+                    match self
+                        .close_abandoned(id, file, lock, resume, &recovery)
+                        .await
+                    {
                         Ok(entries) => Abandoned::Closed {
                             path,
                             recovery,
@@ -415,10 +419,12 @@ impl Ledger {
         &self,
         id: Ulid,
         file: File,
+        lock: SessionLock,
         resume: writer::Resume,
         recovery: &Recovery,
     ) -> Result<u64, LedgerError> {
-        let writer = SessionWriter::start(self.clone(), id, self.session_path(&id), file, resume)?;
+        let path = self.session_path(&id);
+        let writer = SessionWriter::start(self.clone(), id, path, file, lock, resume)?;
         writer.append(Entry::Recovery(recovery.clone())).await?;
         let close = writer
             .close(SessionClose::because(ABANDONED_REASON))
@@ -437,6 +443,48 @@ impl Ledger {
 
     pub(crate) fn options(&self) -> Options {
         self.inner.options
+    }
+}
+
+/// Who writes a session: an exclusive `flock` on `locks/<ULID>.lock`, held by the session's
+/// writer from before its file exists until its `session_close` is durable (the kernel drops
+/// it when the writer's process dies). It lives in a directory only root can open, so an
+/// enclosed agent, which can read session files, cannot hold a session's lock to keep it from
+/// being recovered or to stall a new one.
+pub(crate) struct SessionLock(File);
+
+impl SessionLock {
+    /// Waits for and takes session `id`'s lock.
+    pub(crate) fn take(ledger: &Ledger, id: &Ulid) -> Result<SessionLock, LedgerError> {
+        let (path, file) = SessionLock::open(ledger, id)?;
+        file.lock().map_err(|e| LedgerError::io(&path, e))?;
+        Ok(SessionLock(file))
+    }
+
+    /// Takes session `id`'s lock if nobody holds it.
+    pub(crate) fn try_take(ledger: &Ledger, id: &Ulid) -> Result<Option<SessionLock>, LedgerError> {
+        let (path, file) = SessionLock::open(ledger, id)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(SessionLock(file))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(LedgerError::io(&path, e)),
+        }
+    }
+
+    fn open(ledger: &Ledger, id: &Ulid) -> Result<(PathBuf, File), LedgerError> {
+        let path = ledger.dir().join("locks").join(format!("{id}.lock"));
+        let file = file_options(0o600)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| LedgerError::io(&path, e))?;
+        Ok((path, file))
+    }
+
+    /// Lets the lock go (the session is closed).
+    pub(crate) fn release(&self) {
+        let _ = self.0.unlock();
     }
 }
 

@@ -3,7 +3,7 @@
 use super::canon::{self, parse_line};
 use super::merkle::leaf_hash;
 use super::writer::Resume;
-use super::{fsync_dir, Entry, Ledger, LedgerError, Recovery};
+use super::{fsync_dir, Entry, Ledger, LedgerError, Recovery, SessionLock};
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::Path;
@@ -93,7 +93,7 @@ fn check(line: &[u8], session: &str, r: &Resume, closed: bool) -> Result<canon::
 }
 
 /// Recovers session `id` for appending from `file` (its session file, opened for reading and
-/// appending, and locked by the caller): returns the file (positioned for append), where the
+/// appending, by a caller holding the session's lock): returns the file (positioned for append), where the
 /// chain resumes, and the `recovery` entry to write first.
 pub(crate) fn recover(
     ledger: &Ledger,
@@ -104,11 +104,23 @@ pub(crate) fn recover(
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
         .map_err(|e| LedgerError::io(&path, e))?;
+    let found = scan(&path, id, &bytes)?;
+    resume_after(ledger, id, file, found)
+}
+
+/// [`recover`] on a session file already read and scanned.
+fn resume_after(
+    ledger: &Ledger,
+    id: &Ulid,
+    file: File,
+    found: Scan,
+) -> Result<(File, Resume, Recovery), LedgerError> {
+    let path = ledger.session_path(id);
     let Scan {
         mut resume,
         closed,
         torn,
-    } = scan(&path, id, &bytes)?;
+    } = found;
     if closed {
         return Err(LedgerError::Closed { path });
     }
@@ -176,8 +188,8 @@ pub(crate) enum Found {
     /// Closed, but no checkpoint covered every entry (its disk filled up, or its engine died
     /// between `session_close` and the checkpoint): now one does; it covers this many entries.
     Checkpointed(u64),
-    /// Not closed and nobody writes it: ready to be reopened (the file is locked).
-    Unclosed(File, Resume, Recovery),
+    /// Not closed and nobody writes it: ready to be reopened (its lock taken).
+    Unclosed(SessionLock, File, Resume, Recovery),
 }
 
 /// Looks at session `id` for an engine start: leaves sessions a live writer holds alone,
@@ -185,12 +197,10 @@ pub(crate) enum Found {
 /// `recovery` entry. Errors (a corrupt session, I/O) leave the file as it is.
 pub(crate) fn inspect(ledger: &Ledger, id: &Ulid) -> Result<Found, LedgerError> {
     let path = ledger.session_path(id);
+    let Some(lock) = SessionLock::try_take(ledger, id)? else {
+        return Ok(Found::Live);
+    };
     let mut file = open_for_writing(&path)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => return Ok(Found::Live),
-        Err(std::fs::TryLockError::Error(e)) => return Err(LedgerError::io(&path, e)),
-    }
     let len = file
         .metadata()
         .map_err(|e| LedgerError::io(&path, e))?
@@ -226,10 +236,8 @@ pub(crate) fn inspect(ledger: &Ledger, id: &Ulid) -> Result<Found, LedgerError> 
             reason: "bytes after session_close".into(),
         });
     }
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| LedgerError::io(&path, e))?;
-    let (file, resume, recovery) = recover(ledger, id, file)?;
-    Ok(Found::Unclosed(file, resume, recovery))
+    let (file, resume, recovery) = resume_after(ledger, id, file, found)?;
+    Ok(Found::Unclosed(lock, file, resume, recovery))
 }
 
 /// The last complete line of a file of `len` bytes (without its newline), or None when the

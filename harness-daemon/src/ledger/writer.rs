@@ -135,6 +135,7 @@ impl SessionWriter {
         id: Ulid,
         path: PathBuf,
         file: File,
+        lock: super::SessionLock,
         resume: Resume,
     ) -> Result<SessionWriter, LedgerError> {
         let (tx, rx) = mpsc::channel();
@@ -153,6 +154,7 @@ impl SessionWriter {
             closed: false,
             buf: Vec::new(),
             allocated,
+            lock,
         };
         std::thread::Builder::new()
             .name(format!("ledger-{id}"))
@@ -301,6 +303,8 @@ struct Thread {
     /// Where the space allocated for the session file ends (at least `st.len` plus
     /// [`CLOSE_RESERVE`] while the session is open).
     allocated: u64,
+    /// Held until the session is closed; dropped with the thread otherwise.
+    lock: super::SessionLock,
 }
 
 type Waiter = (
@@ -364,7 +368,12 @@ impl Thread {
     /// Writes one batch. Returns false when the session has failed.
     fn commit(&mut self, batch: &mut Vec<Submit>) -> bool {
         self.buf.clear();
-        let before = (self.st.next_seq, self.st.prev, self.st.last_ts.clone());
+        let before = (
+            self.st.next_seq,
+            self.st.prev,
+            self.st.last_ts.clone(),
+            self.closed,
+        );
         let mut waiters: Vec<Waiter> = Vec::with_capacity(batch.len());
         let mut close_waiter = None;
         let mut leaves = Vec::with_capacity(batch.len());
@@ -428,8 +437,15 @@ impl Thread {
                 CLOSE_RESERVE
             };
         if let Err(full) = self.make_room(room) {
-            (self.st.next_seq, self.st.prev, self.st.last_ts) = before;
-            let reason = self.close_on_full_disk(&full.to_string());
+            (self.st.next_seq, self.st.prev, self.st.last_ts, self.closed) = before;
+            let reason = if close_waiter.is_some() && waiters.is_empty() {
+                // Not even a close fits: left unclosed, for the next engine start (§11).
+                let reason = full.to_string();
+                self.fail(&reason);
+                reason
+            } else {
+                self.close_on_full_disk(&full.to_string())
+            };
             for (done, _) in waiters.into_iter().chain(close_waiter) {
                 let _ = done.send(Err(LedgerError::Failed {
                     path: self.path.clone(),
@@ -498,48 +514,41 @@ impl Thread {
         Ok(())
     }
 
-    /// The disk is full: writes a `session_close` saying so into the reserve, then the final
-    /// checkpoint into the spare, and ends the session. Returns the reason every later
-    /// caller is given.
+    /// The disk is full: commits a `session_close` saying so, alone, into the reserve (and so
+    /// the final checkpoint into the spare), and ends the session. Returns the reason every
+    /// later caller is given.
     fn close_on_full_disk(&mut self, why: &str) -> String {
         let reason = format!("the ledger's disk is full ({why}); the session was closed");
         tracing::error!("{}: {reason}", self.path.display());
         let close = Entry::SessionClose(SessionClose::because(format!(
             "the ledger's disk is full: {why}"
         )));
-        let closed = canon::entry_object(&close)
-            .map_err(|e| e.to_string())
-            .and_then(|object| {
-                let ts = self.next_ts(&self.st.last_ts);
-                let seq = self.st.next_seq;
-                canon::seal(object, &self.id, seq, &ts, &self.st.prev)
-                    .map_err(|e| e.to_string())
-                    .map(|bytes| (bytes, ts))
-            })
-            .and_then(|(mut bytes, ts)| {
-                let hash = canon::sha256(&bytes);
-                bytes.push(b'\n');
-                self.file
-                    .write_all(&bytes)
-                    .and_then(|()| self.file.sync_data())
-                    .map_err(|e| e.to_string())?;
-                self.st.next_seq += 1;
-                self.st.prev = hash;
-                self.st.last_ts = ts;
-                self.st.len += bytes.len() as u64;
-                self.st.frontier.push(leaf_hash(&hash));
-                self.closed = true;
-                self.checkpoint().map_err(|e| e.to_string())
-            });
-        let reason = match closed {
-            Ok(()) => {
-                self.release();
-                reason
+        let (done, mut result) = oneshot::channel();
+        let closed = match canon::entry_object(&close) {
+            Ok(object) => {
+                let mut batch = vec![Submit {
+                    objects: vec![object],
+                    close: true,
+                    lazy: false,
+                    done,
+                }];
+                self.commit(&mut batch);
+                // `commit` has answered by now.
+                match result.try_recv() {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("the close was not answered".to_owned()),
+                }
             }
+            Err(e) => Err(e.to_string()),
+        };
+        let reason = match closed {
+            Ok(()) => reason,
             // Left unclosed: the next engine start recovers it (SPEC.md §11).
             Err(e) => format!("{reason}, but closing it failed too: {e}"),
         };
-        self.fail(&reason);
+        // Later callers are told why, not just that the session is closed.
+        *lock(&self.end) = Some(End::Failed(reason.clone()));
         reason
     }
 
@@ -557,7 +566,7 @@ impl Thread {
             );
             self.allocated = self.st.len;
         }
-        let _ = self.file.unlock();
+        self.lock.release();
     }
 
     /// The timestamp of an entry following one stamped `last_ts`.
