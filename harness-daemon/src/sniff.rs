@@ -114,7 +114,13 @@ fn http1_request_line(prefix: &[u8]) -> Option<Kind> {
             return Some(Kind::Http1);
         }
     }
-    None
+    // Still in the version: a request line that long is the HTTP stage's to refuse too (sniff
+    // reads no further, so undecided here would end the connection as if the client closed).
+    if prefix.len() >= DECIDE_LIMIT {
+        Some(Kind::Http1)
+    } else {
+        None
+    }
 }
 
 /// What [`sniff`] found.
@@ -354,6 +360,25 @@ mod tests {
         let mut line = b"GET /".to_vec();
         line.resize(DECIDE_LIMIT + 10, b'a');
         assert_eq!(classify(&line), Some(Kind::Http1));
+    }
+
+    /// Found by the `sniff` fuzz target: a request line whose method and target fill
+    /// DECIDE_LIMIT and that is still in its version there was undecided, so `sniff`, reading
+    /// no further, reported the client as closed instead of handing it to the HTTP stage.
+    #[test]
+    fn a_request_line_still_in_its_version_at_the_limit_is_http() {
+        for method_len in [DECIDE_LIMIT - 3, DECIDE_LIMIT - 64, DECIDE_LIMIT + 1] {
+            let mut line = vec![b'G'; method_len];
+            line.extend_from_slice(b" / HTTP/1.1\r\n");
+            for n in DECIDE_LIMIT + 1..=line.len() {
+                assert!(classify(&line[..n]).is_some(), "{method_len} {n}");
+            }
+        }
+        let mut line = b"GET /".to_vec();
+        line.resize(DECIDE_LIMIT - 3, b'a');
+        line.extend_from_slice(b" HTTP/1.1\r\n");
+        assert_eq!(classify(&line[..DECIDE_LIMIT + 1]), Some(Kind::Http1));
+        assert_eq!(classify(&line[..DECIDE_LIMIT - 1]), None);
     }
 
     type Never = std::future::Ready<std::io::Result<tokio::io::DuplexStream>>;

@@ -448,7 +448,10 @@ impl Tap {
         }
     }
 
-    fn message(&mut self, mut m: Message) -> (&'static str, Value) {
+    /// The annotation (topic and data) of message `m`, the next of this direction: what
+    /// [`Watch::watch`](crate::record::Watch::watch) appends for each message a read completes
+    /// (public for the fuzz targets, which have no durable entry to watch).
+    pub fn message(&mut self, mut m: Message) -> (&'static str, Value) {
         let mut data = Map::new();
         // Control frames are never compressed (RFC 7692 §6.1); RSV1 on one is the peer's error.
         let inflater = self

@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 mod test;
 mod util;
@@ -24,6 +25,8 @@ enum Subcommand {
     Demo(demo::Options),
     /// Run the daemon's benchmarks.
     Bench(bench::Options),
+    /// Run the parsers' fuzz targets (cargo-fuzz), each for a bounded time.
+    Fuzz(fuzz::Options),
 }
 
 fn main() {
@@ -33,6 +36,7 @@ fn main() {
         Subcommand::VmTest(opts) => vm_test::run(&opts, true),
         Subcommand::Demo(opts) => demo::run(&opts),
         Subcommand::Bench(opts) => bench::run(&opts),
+        Subcommand::Fuzz(opts) => fuzz::run(&opts),
     };
     if let Err(err) = result {
         eprintln!("{} {err:#}", util::styled("1;31", "error:"));

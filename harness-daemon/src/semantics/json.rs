@@ -23,11 +23,36 @@ pub(super) fn error_offset(body: &[u8], e: &serde_json::Error) -> usize {
 /// The value a JSON text cut short would have held, keeping only members and elements that
 /// were complete: the text is cut back to the last point where a container had just opened or
 /// a member had just ended, and the open containers are closed. `None` when nothing is left.
+///
+/// Linear in the body: the containers open at the cut are found by reading the kept prefix
+/// again, not copied at every cut point (which made a deeply nested body quadratic).
 pub(super) fn complete_prefix(body: &[u8]) -> Option<Value> {
-    // Open containers, as their closing bytes.
+    let mut cut: Option<usize> = None;
+    scan(body, |i, b, depth| match b {
+        b'{' | b'[' => cut = Some(i + 1),
+        b',' if depth > 0 => cut = Some(i),
+        _ => {}
+    });
+    let end = cut?;
+    // The containers still open where the text is cut, as their closing bytes.
     let mut open: Vec<u8> = Vec::new();
-    // The last cut point: (end of the kept prefix, the closers needed there).
-    let mut cut: Option<(usize, Vec<u8>)> = None;
+    scan(&body[..end], |_, b, _| match b {
+        b'{' => open.push(b'}'),
+        b'[' => open.push(b']'),
+        b'}' | b']' => {
+            open.pop();
+        }
+        _ => {}
+    });
+    let mut text = body[..end].to_vec();
+    text.extend(open.iter().rev());
+    serde_json::from_slice(&text).ok()
+}
+
+/// Calls `f(offset, byte, depth)` for every byte of `body` outside strings (`depth`: the
+/// containers open before it).
+fn scan(body: &[u8], mut f: impl FnMut(usize, u8, usize)) {
+    let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
     for (i, &b) in body.iter().enumerate() {
@@ -41,23 +66,14 @@ pub(super) fn complete_prefix(body: &[u8]) -> Option<Value> {
             }
             continue;
         }
+        f(i, b, depth);
         match b {
             b'"' => in_string = true,
-            b'{' | b'[' => {
-                open.push(if b == b'{' { b'}' } else { b']' });
-                cut = Some((i + 1, open.clone()));
-            }
-            b'}' | b']' => {
-                open.pop();
-            }
-            b',' if !open.is_empty() => cut = Some((i, open.clone())),
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
     }
-    let (end, closers) = cut?;
-    let mut text = body[..end].to_vec();
-    text.extend(closers.iter().rev());
-    serde_json::from_slice(&text).ok()
 }
 
 /// `v[key]` as a string.
@@ -104,6 +120,32 @@ mod tests {
             complete_prefix(br#"{"a": [1, 2], "c": "he"#),
             Some(json!({"a": [1, 2]}))
         );
+    }
+
+    /// Found writing the `semantics` fuzz target: each cut point copied the stack of open
+    /// containers, so an MCP request body of 64 KiB of `[` (any JSON error sends an MCP body
+    /// here) took 2 s and 2 GB under the fuzzer, and one of 8 MiB (`SEMANTICS_CAP`) hours of a
+    /// runtime thread.
+    #[test]
+    fn a_deeply_nested_body_is_linear() {
+        let started = std::time::Instant::now();
+        for open in [b'[', b'{'] {
+            let body = vec![open; 8 * 1024 * 1024];
+            assert_eq!(complete_prefix(&body), None);
+        }
+        let mut body = b"[".repeat(200);
+        body.extend_from_slice(&b"1,".repeat(4 * 1024 * 1024));
+        assert_eq!(complete_prefix(&body), None, "nested beyond serde_json's limit");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            complete_prefix(br#"[{"a": [1, {"b": 2}, 3], "c"#),
+            Some(json!([{"a": [1, {"b": 2}, 3]}]))
+        );
+        assert_eq!(complete_prefix(br#"[1, 2}, 3"#), Some(json!([1, 2])));
     }
 
     #[test]

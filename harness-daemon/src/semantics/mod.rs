@@ -61,6 +61,29 @@ mod sse;
 #[cfg(test)]
 mod tests;
 
+/// Entry points for the fuzz targets (`harness-daemon/fuzz`) into parsers that are otherwise
+/// private. Not an API: it follows the parsers.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// One dispatched server-sent event: index, byte offset, `event` name, `data`, and the data
+    /// as JSON when it is.
+    pub type SseEvent = (usize, usize, String, String, Option<serde_json::Value>);
+
+    /// The events of an SSE body as `sse::events` reads them, each also read as JSON as the
+    /// stream parsers do, and the `parse_error`s met, as (where, error).
+    pub fn sse_events(body: &[u8]) -> (Vec<SseEvent>, Vec<(String, String)>) {
+        let mut errs = super::Errs::new("sse", false);
+        let events = super::sse::events(body, &mut errs)
+            .into_iter()
+            .map(|e| {
+                let json = e.json(&mut errs);
+                (e.index, e.offset, e.name, e.data, json)
+            })
+            .collect();
+        (events, errs.list)
+    }
+}
+
 /// One HTTP exchange as recorded: heads, and bodies once they have fully passed.
 #[derive(Debug, Clone, Copy)]
 pub struct ExchangeView<'a> {
