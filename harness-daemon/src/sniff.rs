@@ -367,7 +367,12 @@ mod tests {
     /// no further, reported the client as closed instead of handing it to the HTTP stage.
     #[test]
     fn a_request_line_still_in_its_version_at_the_limit_is_http() {
-        for method_len in [DECIDE_LIMIT - 3, DECIDE_LIMIT - 64, DECIDE_LIMIT + 1] {
+        for method_len in [
+            DECIDE_LIMIT - 1,
+            DECIDE_LIMIT - 3,
+            DECIDE_LIMIT - 64,
+            DECIDE_LIMIT + 1,
+        ] {
             let mut line = vec![b'G'; method_len];
             line.extend_from_slice(b" / HTTP/1.1\r\n");
             for n in DECIDE_LIMIT + 1..=line.len() {

@@ -138,14 +138,18 @@ fn ensure_cargo_fuzz() -> Result<()> {
 
 fn list(dir: &Path) -> Result<Vec<String>> {
     let out = output(&mut fuzz_cmd(dir).arg("list"))?;
-    Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    Ok(out
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 fn run_target(dir: &Path, corpora: &Path, target: &str, opts: &Options) -> Result<Outcome> {
     let seeds = dir.join("corpus").join(target);
     let corpus = corpora.join(target);
-    std::fs::create_dir_all(&corpus)
-        .with_context(|| format!("creating {}", corpus.display()))?;
+    std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
     let mut cmd = fuzz_cmd(dir);
     cmd.args(["run", "--sanitizer", &opts.sanitizer, target])
         .arg(&corpus)

@@ -128,10 +128,7 @@ fuzz_target!(|data: &[u8]| {
         Ok((writer, _)) => {
             assert!(!(intact && closed), "a closed session was reopened");
             st.runtime
-                .block_on(writer.close(SessionClose {
-                    exit_code: None,
-                    signal: None,
-                }))
+                .block_on(writer.close(SessionClose::exited(None, None)))
                 .expect("close the reopened session");
             drop(writer);
             if (intact && !lines.is_empty()) || torn_only {

@@ -238,10 +238,7 @@ pub async fn serve(ledger: &Ledger, policy: Arc<Policy>, conn: &Connection<'_>) 
         Err(_) => panic!("the connection did not end within {HANG:?}: {conn:?}"),
     };
     writer
-        .close(SessionClose {
-            exit_code: Some(0),
-            signal: None,
-        })
+        .close(SessionClose::exited(Some(0), None))
         .await
         .expect("close the scratch session");
     Served {

@@ -125,21 +125,20 @@ mod tests {
     /// Found writing the `semantics` fuzz target: each cut point copied the stack of open
     /// containers, so an MCP request body of 64 KiB of `[` (any JSON error sends an MCP body
     /// here) took 2 s and 2 GB under the fuzzer, and one of 8 MiB (`SEMANTICS_CAP`) hours of a
-    /// runtime thread.
+    /// runtime thread. This test holds what such bodies give; the cost is watched by the
+    /// `semantics` fuzz target (libFuzzer's `-timeout` and `-rss_limit_mb`), not by a clock.
     #[test]
     fn a_deeply_nested_body_is_linear() {
-        let started = std::time::Instant::now();
         for open in [b'[', b'{'] {
             let body = vec![open; 8 * 1024 * 1024];
             assert_eq!(complete_prefix(&body), None);
         }
         let mut body = b"[".repeat(200);
         body.extend_from_slice(&b"1,".repeat(4 * 1024 * 1024));
-        assert_eq!(complete_prefix(&body), None, "nested beyond serde_json's limit");
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "{:?}",
-            started.elapsed()
+        assert_eq!(
+            complete_prefix(&body),
+            None,
+            "nested beyond serde_json's limit"
         );
         assert_eq!(
             complete_prefix(br#"[{"a": [1, {"b": 2}, 3], "c"#),
