@@ -137,7 +137,7 @@ fn ensure_cargo_fuzz() -> Result<()> {
 }
 
 fn list(dir: &Path) -> Result<Vec<String>> {
-    let out = output(&mut fuzz_cmd(dir).arg("list"))?;
+    let out = output(fuzz_cmd(dir).arg("list"))?;
     Ok(out
         .lines()
         .map(str::trim)

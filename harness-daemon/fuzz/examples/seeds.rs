@@ -259,8 +259,13 @@ fn exchange(
 
 fn semantics() {
     let c = Corpus::new("semantics");
-    // codings words: 1 coding (1) of kind k at bits 2..5.
-    let one = |k: u16| 1 | (k << 2);
+    // A codings word: how many at bits 0-1, then 3 bits per coding, in the order applied.
+    let codings = |ks: &[u16]| {
+        ks.iter()
+            .enumerate()
+            .fold(ks.len() as u16, |word, (i, k)| word | (k << (2 + 3 * i)))
+    };
+    let one = |k: u16| codings(&[k]);
     let sse = 1;
     let json = 0;
     c.add(
@@ -390,7 +395,7 @@ fn semantics() {
             6,
             0,
             sse,
-            2 | (0 << 2) | (5 << 5),
+            codings(&[0, 5]),
             0,
             &fixture("gemini_request.json"),
             &fixture("gemini_stream.sse"),
