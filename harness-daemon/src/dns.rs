@@ -172,7 +172,7 @@ impl Answer {
     /// names on the question's chain count: records the upstream added for unrelated names are
     /// not believed, so an answer cannot attach an address to a name nobody asked about.
     pub fn addresses_for(&self, name: &str) -> Vec<IpAddr> {
-        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        let name = normal(name);
         let chain = self.chain();
         let Some(start) = chain.iter().position(|n| *n == name) else {
             return Vec::new();
@@ -258,7 +258,13 @@ fn decode(bytes: &[u8]) -> Result<Message, DnsError> {
 
 /// Lowercase, no trailing dot (`.` for the root), matching how policy compares names.
 fn normalize_name(name: &Name) -> String {
-    let text = name.to_ascii().to_ascii_lowercase();
+    normal(&name.to_ascii())
+}
+
+/// A name in presentation form as answers hold it: lower case, no trailing dot, but the root
+/// is `.` (so a name that [`Answer::chain`] gives is found again by [`Answer::addresses_for`]).
+fn normal(text: &str) -> String {
+    let text = text.to_ascii_lowercase();
     match text.strip_suffix('.').unwrap_or(&text) {
         "" => ".".to_owned(),
         trimmed => trimmed.to_owned(),

@@ -464,3 +464,30 @@ fn random_garbage_never_panics() {
         }
     }
 }
+
+/// Found by the `dns` fuzz target: a chain ending at the root (`CNAME .`, and an A record for
+/// `.`) named the root `.`, but `addresses_for(".")` cut its dot off and looked up `""`, so
+/// the root's own addresses were not found under the name `chain()` gives it (and `learn`
+/// asked for exactly that).
+#[test]
+fn the_root_on_a_chain_is_looked_up_by_its_name() {
+    let query = query_message(7, "a.example.", RecordType::A);
+    let bytes = response_to(
+        &query,
+        ResponseCode::NoError,
+        vec![cname("a.example.", "."), a(".", 60, [93, 184, 215, 14])],
+    );
+    let answer = parse_answer(&bytes).unwrap();
+    assert_eq!(answer.chain(), vec!["a.example", "."]);
+    for name in [".", "a.example", "A.Example."] {
+        assert_eq!(
+            answer.addresses_for(name),
+            vec![ip("93.184.215.14")],
+            "{name}"
+        );
+    }
+    assert_eq!(
+        answer.names_for(ip("93.184.215.14")),
+        vec!["a.example", "."]
+    );
+}
