@@ -1,6 +1,7 @@
-//! `cargo xtask fuzz [--seconds N] [TARGET...]`: runs the libFuzzer targets of
-//! `harness-daemon/fuzz` (README "Fuzzing") one after another, each for N seconds, and fails
-//! naming the crashing input if one finds a crash, a panic, a hang or an out-of-memory.
+//! `cargo xtask fuzz [--seconds N] [--sanitizer S] [--build-only] [TARGET...]`: runs the
+//! libFuzzer targets of `harness-daemon/fuzz` (README "Fuzzing") one after another, each for N
+//! seconds, and fails naming the crashing input if one finds a crash, a panic, a hang or an
+//! out-of-memory.
 //!
 //! - cargo-fuzz is installed when missing (`cargo install cargo-fuzz --locked`); `cargo xtask
 //!   setup` does not install it, and `cargo xtask test` does not fuzz.
@@ -9,7 +10,8 @@
 //!   `RUSTC_BOOTSTRAP=1`, which this command sets (no nightly needed: the ASan runtime,
 //!   `librustc-stable_rt.asan.a`, ships with stable's rust-std for x86_64-unknown-linux-gnu).
 //!   harness-daemon's build script still builds the eBPF object as usual (aya-build gives that
-//!   build flags of its own, so the fuzzing flags do not reach it).
+//!   build flags of its own, so the fuzzing flags do not reach it). The instrumented build
+//!   goes to the fuzz workspace's own `harness-daemon/fuzz/target/`.
 //! - Each target starts from the checked-in seeds, `harness-daemon/fuzz/corpus/<target>/`,
 //!   which stay untouched: what the fuzzer adds goes to `<target dir>/fuzz-corpus/<target>/`,
 //!   kept between runs. Crashing inputs go to `harness-daemon/fuzz/artifacts/<target>/`; one
