@@ -132,6 +132,19 @@ fn resume_after(
         });
     }
     resume.checkpointed = last_checkpoint_size(ledger.dir(), id);
+    if resume.checkpointed > resume.next_seq {
+        // A checkpoint was signed over entries the file no longer holds (its end was cut off,
+        // or the checkpoint is not ours): appending would sign a second history under the
+        // same sizes. Left alone, as corrupt; `verify` names what is missing.
+        return Err(LedgerError::Corrupt {
+            path,
+            seq: resume.next_seq,
+            reason: format!(
+                "a checkpoint covers {} entries but the file holds {}; not reopened",
+                resume.checkpointed, resume.next_seq
+            ),
+        });
+    }
     let recovery = match torn {
         None => Recovery {
             reason: "unclean shutdown".into(),
@@ -272,4 +285,51 @@ pub(crate) fn last_checkpoint_size(dir: &Path, id: &Ulid) -> u64 {
     })
     .max()
     .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::SessionOpen;
+
+    /// Found by the `verify` fuzz target: a session whose checkpoints directory holds a note
+    /// named for more entries than the file has (its end cut off, or a note that is not ours)
+    /// was reopened with the writer believing that many entries were checkpointed, and the
+    /// writer's first commit underflowed (`frontier.size() - checkpointed`) and killed its
+    /// thread. Recovery now refuses such a session, as corrupt.
+    #[tokio::test]
+    async fn a_checkpoint_beyond_the_end_of_the_file_is_not_reopened() {
+        let dir = std::env::temp_dir().join(format!("harness-recover-beyond-{}", Ulid::new()));
+        let ledger = Ledger::open(&dir).unwrap();
+        let (w, _) = ledger
+            .open_session(SessionOpen {
+                command: vec!["x".into()],
+                uid: 0,
+                gid: 0,
+                cgroup: "/".into(),
+                policy_sha256: String::new(),
+                ca_fingerprint: None,
+                software: "t".into(),
+                hostname: "t".into(),
+            })
+            .await
+            .unwrap();
+        let id = w.id();
+        drop(w); // Unclosed, as if its engine died.
+        let path = ledger.session_path(&id);
+        let before = std::fs::read(&path).unwrap();
+        let cps = dir.join("checkpoints").join(id.to_string());
+        std::fs::create_dir_all(&cps).unwrap();
+        std::fs::write(cps.join(format!("{:020}.note", 5)), "not a note\n").unwrap();
+        match ledger.reopen_session(id).await {
+            Err(LedgerError::Corrupt { seq, reason, .. }) => {
+                assert_eq!(seq, 1);
+                assert!(reason.contains("covers 5 entries"), "{reason}");
+            }
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("reopened"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), before, "nothing changed");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
