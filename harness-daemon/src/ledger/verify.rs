@@ -697,11 +697,13 @@ fn verify_session(
                 found.add(
                     Some(last_ok),
                     ProblemKind::CheckpointMismatch,
-                    format!(
-                        "entries seq {last_ok}..{} do not match the signed checkpoint of size {} (history rewritten)",
-                        cp.size - 1,
-                        cp.size
-                    ),
+                    match cp.size.checked_sub(1) {
+                        Some(last) => format!(
+                            "entries seq {last_ok}..{last} do not match the signed checkpoint of size {} (history rewritten)",
+                            cp.size
+                        ),
+                        None => "the signed checkpoint of size 0 does not hold the empty tree's root (not a checkpoint of this history)".to_owned(),
+                    },
                 );
             }
             break;
@@ -891,6 +893,56 @@ mod tests {
         assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
         assert_eq!(report.problems[0].kind, ProblemKind::Deleted);
         assert_eq!(report.problems[0].file, dir.join(format!("{gone}.jsonl")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Found by the `verify` fuzz target: a validly signed checkpoint of size 0 whose root is
+    /// not the empty tree's made the mismatch message compute `size - 1` and panic (wrap, in
+    /// a release build).
+    #[tokio::test]
+    async fn a_signed_checkpoint_of_size_zero_with_another_root_is_a_mismatch() {
+        let dir = scratch("size-zero");
+        let ledger = crate::ledger::Ledger::open(&dir).unwrap();
+        let (w, _) = ledger
+            .open_session(crate::ledger::SessionOpen {
+                command: vec!["x".into()],
+                uid: 0,
+                gid: 0,
+                cgroup: "/".into(),
+                policy_sha256: String::new(),
+                ca_fingerprint: None,
+                software: "t".into(),
+                hostname: "t".into(),
+            })
+            .await
+            .unwrap();
+        let id = w.id();
+        w.close(crate::ledger::SessionClose::exited(Some(0), None))
+            .await
+            .unwrap();
+        let key = std::fs::read_to_string(dir.join(crate::ledger::SIGNING_KEY)).unwrap();
+        let signer = super::super::note::NoteSigner::parse(&key).unwrap();
+        let cp = Checkpoint {
+            origin: origin(&id),
+            size: 0,
+            root: crate::ledger::sha256(b"not the empty tree"),
+        };
+        let file = dir.join("checkpoints").join(id.to_string());
+        std::fs::write(
+            file.join(format!("{:020}.note", 0)),
+            signer.sign(&cp.body()),
+        )
+        .unwrap();
+        let report = verify_path(&dir, &VerifyOptions::default()).unwrap();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.kind == ProblemKind::CheckpointMismatch
+                    && p.to_string().contains("size 0")),
+            "{:?}",
+            report.problems
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
