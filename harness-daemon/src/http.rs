@@ -21,13 +21,14 @@ use crate::ledger::{
     ConnDenied, Direction, Durable, Entry, Header, HttpBody, HttpRequest, HttpResponse,
     LedgerError, StreamChunk,
 };
+use crate::limits::{Limits, TimedOut};
 use crate::policy::ConnPolicy;
 use crate::record::{watched_relay, ConnRecorder, Watch};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt as _, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -148,6 +149,9 @@ pub enum HttpError {
     /// Serving the client failed.
     #[error("serving the client: {0}")]
     Client(#[source] hyper::Error),
+    /// The client took too long over a request head.
+    #[error("serving the client: {0}")]
+    RequestHead(TimedOut),
 }
 
 #[derive(Clone)]
@@ -184,6 +188,7 @@ pub async fn serve<C, U>(
     scheme: &'static str,
     policy: ConnPolicy,
     rec: ConnRecorder,
+    limits: &Limits,
 ) -> Result<(), HttpError>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -217,10 +222,24 @@ where
     match version {
         Version::Http1 => hyper::server::conn::http1::Builder::new()
             .preserve_header_case(true)
+            // Slowloris: a head trickled in a byte at a time keeps the connection busy, so the
+            // idle limit alone would never end it.
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.request_head)
             .serve_connection(TokioIo::new(client), service)
             .with_upgrades()
             .await
-            .map_err(HttpError::Client),
+            .map_err(|e| {
+                if e.is_timeout() {
+                    HttpError::RequestHead(TimedOut {
+                        what: "the client sent no complete request head",
+                        limit: limits.request_head,
+                        key: "request_head_seconds",
+                    })
+                } else {
+                    HttpError::Client(e)
+                }
+            }),
         Version::Http2 => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .serve_connection(TokioIo::new(client), service)
             .await

@@ -4,6 +4,7 @@
 //! speak the same HTTP version and the HTTP stage can forward exchange by exchange.
 use crate::http::{self, Version};
 use crate::ledger::{ConnDenied, Entry, TlsFailure, TlsSide};
+use crate::limits::Limits;
 use crate::policy::ConnPolicy;
 use crate::record::{recording_relay, ConnRecorder};
 use crate::sniff::{Destination, Kind, Sniffed};
@@ -114,6 +115,7 @@ pub async fn serve<C, Fut>(
     policy: ConnPolicy,
     destination: Destination<tokio::net::TcpStream, Fut>,
     rec: ConnRecorder,
+    limits: &Limits,
 ) -> Result<(), String>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -121,9 +123,15 @@ where
 {
     let acceptor =
         tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client);
-    let start = acceptor
-        .await
-        .map_err(|e| format!("reading the client's TLS hello: {e}"))?;
+    let start = Limits::within(
+        limits.handshake,
+        "handshake_seconds",
+        "the client sent no complete TLS ClientHello",
+        acceptor,
+    )
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("reading the client's TLS hello: {e}"))?;
     let hello = start.client_hello();
     let info = Hello {
         sni: hello.server_name().map(str::to_owned),
@@ -173,12 +181,20 @@ where
             .await
             .map_err(|e| format!("connecting to {dst}: {e}"))?,
     };
-    let upstream = match tokio_rustls::TlsConnector::from(Arc::new(upstream_config))
-        .connect(server_name, tcp)
-        .await
-    {
-        Ok(tls) => tls,
-        Err(e) => {
+    let handshake = Limits::within(
+        limits.handshake,
+        "handshake_seconds",
+        "the destination finished no TLS handshake",
+        tokio_rustls::TlsConnector::from(Arc::new(upstream_config)).connect(server_name, tcp),
+    );
+    let upstream = match handshake.await {
+        Ok(Ok(tls)) => tls,
+        Err(timed_out) => {
+            let reason = format!("upstream TLS handshake with {dst}: {timed_out}");
+            record_failure(&rec, TlsSide::Upstream, &info, &reason).await;
+            return Err(reason);
+        }
+        Ok(Err(e)) => {
             let reason = format!("upstream TLS handshake with {dst}: {e}");
             record_failure(&rec, TlsSide::Upstream, &info, &reason).await;
             return Err(reason);
@@ -188,9 +204,20 @@ where
 
     let mut server_config = (*interceptor.server_configs.for_connection(dst.ip())).clone();
     server_config.alpn_protocols = chosen.iter().cloned().collect();
-    let client = match start.into_stream(Arc::new(server_config)).await {
-        Ok(tls) => tls,
-        Err(e) => {
+    let handshake = Limits::within(
+        limits.handshake,
+        "handshake_seconds",
+        "the client finished no TLS handshake",
+        start.into_stream(Arc::new(server_config)),
+    );
+    let client = match handshake.await {
+        Ok(Ok(tls)) => tls,
+        Err(timed_out) => {
+            let reason = format!("client TLS handshake: {timed_out}");
+            record_failure(&rec, TlsSide::Client, &info, &reason).await;
+            return Err(reason);
+        }
+        Ok(Err(e)) => {
             // Pinning clients and clients that do not trust the harness CA end here: recorded,
             // never passed through unrecorded.
             let reason = format!("client refused the harness certificate or handshake: {e}");
@@ -199,12 +226,28 @@ where
         }
     };
     match chosen.as_deref() {
-        Some(b"h2") => http::serve(client, upstream, Version::Http2, "https", policy, rec)
-            .await
-            .map_err(|e| e.to_string()),
-        Some(b"http/1.1") => http::serve(client, upstream, Version::Http1, "https", policy, rec)
-            .await
-            .map_err(|e| e.to_string()),
+        Some(b"h2") => http::serve(
+            client,
+            upstream,
+            Version::Http2,
+            "https",
+            policy,
+            rec,
+            limits,
+        )
+        .await
+        .map_err(|e| e.to_string()),
+        Some(b"http/1.1") => http::serve(
+            client,
+            upstream,
+            Version::Http1,
+            "https",
+            policy,
+            rec,
+            limits,
+        )
+        .await
+        .map_err(|e| e.to_string()),
         _ => {
             // No ALPN: HTTP/1 if it looks like it, else recorded bytes (and a server that
             // speaks first, as IMAPS or SMTPS do, is heard first).
@@ -212,14 +255,22 @@ where
                 std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
             >;
             let destination: Destination<_, Never> = Destination::Connected(upstream);
-            match crate::sniff::sniff(client, destination).await {
+            match crate::sniff::sniff(client, destination, limits.handshake).await {
                 Ok(Sniffed::Client {
                     kind: Kind::Http1,
                     client,
                     upstream: Some(upstream),
-                }) => http::serve(client, upstream, Version::Http1, "https", policy, rec)
-                    .await
-                    .map_err(|e| e.to_string()),
+                }) => http::serve(
+                    client,
+                    upstream,
+                    Version::Http1,
+                    "https",
+                    policy,
+                    rec,
+                    limits,
+                )
+                .await
+                .map_err(|e| e.to_string()),
                 Ok(Sniffed::Client {
                     client,
                     upstream: Some(upstream),

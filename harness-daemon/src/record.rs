@@ -21,6 +21,8 @@ pub struct ConnRecorder {
     closing: tokio_util::sync::CancellationToken,
     /// Relays of this connection's upgraded exchanges, which outlive the HTTP stage.
     upgraded: tokio_util::task::TaskTracker,
+    /// Cancelled to end those relays (a limit fired).
+    abort_upgraded: tokio_util::sync::CancellationToken,
     /// The connection's counts, whose `cut` flag this recorder raises.
     counts: Arc<Counts>,
 }
@@ -47,6 +49,7 @@ impl ConnRecorder {
             tasks,
             closing,
             upgraded: tokio_util::task::TaskTracker::new(),
+            abort_upgraded: tokio_util::sync::CancellationToken::new(),
             counts,
         }
     }
@@ -73,7 +76,19 @@ impl ConnRecorder {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.spawn(self.upgraded.track_future(relay));
+        let abort = self.abort_upgraded.clone();
+        self.spawn(self.upgraded.track_future(async move {
+            tokio::select! {
+                () = relay => {}
+                () = abort.cancelled() => {}
+            }
+        }));
+    }
+
+    /// Ends the relays [`Self::spawn_upgraded`] started (their sockets are dropped: reset if
+    /// the connection was [cut](Self::cut) first).
+    pub fn abort_upgrades(&self) {
+        self.abort_upgraded.cancel();
     }
 
     /// Resolves once every relay [`Self::spawn_upgraded`] started has ended (at once if none
