@@ -34,7 +34,10 @@ fn sa(s: &str) -> SocketAddr {
 fn limits_default_and_set_and_refused() {
     use crate::limits::Limits;
     use std::time::Duration;
-    assert_eq!(*Policy::parse("", "p.toml").unwrap().limits(), Limits::default());
+    assert_eq!(
+        *Policy::parse("", "p.toml").unwrap().limits(),
+        Limits::default()
+    );
     let p = Policy::parse(
         "[limits]\nidle_seconds = 5\nhandshake_seconds = 2\nconnections = 10\n",
         "p.toml",
