@@ -706,6 +706,8 @@ impl Engine {
             bytes_down: counts.down.load(Ordering::Relaxed),
             duration_ms: started.elapsed().as_millis() as u64,
             error: result.err(),
+            client_tls_end: counts.tls.client.recorded(),
+            upstream_tls_end: counts.tls.upstream.recorded(),
         };
         if let Err(e) = session.writer.append(Entry::ConnClose(close)).await {
             warn!("ledger refused conn_close: {e}");

@@ -8,6 +8,7 @@ use crate::limits::Limits;
 use crate::policy::ConnPolicy;
 use crate::record::{recording_relay, ConnRecorder};
 use crate::sniff::{Destination, Kind, Sniffed};
+use crate::tls::ending::Ending;
 use crate::tls::{provider, ServerConfigs};
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};
@@ -201,6 +202,7 @@ where
         }
     };
     let chosen = upstream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let upstream = Ending::upstream(upstream, rec.tls_ends());
 
     let mut server_config = (*interceptor.server_configs.for_connection(dst.ip())).clone();
     server_config.alpn_protocols = chosen.iter().cloned().collect();
@@ -211,7 +213,7 @@ where
         start.into_stream(Arc::new(server_config)),
     );
     let client = match handshake.await {
-        Ok(Ok(tls)) => tls,
+        Ok(Ok(tls)) => Ending::client(tls, rec.tls_ends()),
         Err(timed_out) => {
             let reason = format!("client TLS handshake: {timed_out}");
             record_failure(&rec, TlsSide::Client, &info, &reason).await;
@@ -252,7 +254,7 @@ where
             // No ALPN: HTTP/1 if it looks like it, else recorded bytes (and a server that
             // speaks first, as IMAPS or SMTPS do, is heard first).
             type Never = std::future::Pending<
-                std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+                std::io::Result<Ending<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>,
             >;
             let destination: Destination<_, Never> = Destination::Connected(upstream);
             match crate::sniff::sniff(client, destination, limits.handshake).await {

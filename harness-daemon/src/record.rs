@@ -116,6 +116,11 @@ impl ConnRecorder {
         });
     }
 
+    /// Where the TLS stage notes how each side ended its TLS.
+    pub fn tls_ends(&self) -> Arc<crate::tls::ending::TlsEnds> {
+        self.counts.tls.clone()
+    }
+
     /// The connection number.
     pub fn conn(&self) -> u64 {
         self.conn
@@ -205,6 +210,8 @@ pub struct Counts {
     pub down: AtomicU64,
     /// Set when the connection was cut (see [`ConnRecorder::cut`]).
     pub cut: std::sync::atomic::AtomicBool,
+    /// How each side ended its TLS, for an intercepted connection.
+    pub tls: Arc<crate::tls::ending::TlsEnds>,
 }
 
 /// A stream that counts what passes through it into [`Counts`] (reads as `up`, writes as

@@ -81,6 +81,8 @@ fn uncanonical() -> Entry {
         bytes_down: 0,
         duration_ms: 0,
         error: None,
+        client_tls_end: None,
+        upstream_tls_end: None,
     })
 }
 

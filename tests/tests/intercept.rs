@@ -1069,3 +1069,193 @@ fn a_cut_close_delimited_response_is_visible_to_the_client() {
     );
     assert!(got < 10_000_000, "the whole body passed a full ledger");
 }
+
+/// What the close-delimited TLS peer saw of the end of each connection harness made to it.
+type Endings = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A TLS destination (rustls over std sockets, so that each ending is exactly the one asked
+/// for): `/ragged` answers with a close-delimited body and ends TCP without close_notify (as
+/// Python's ssl server does), `/clean` the same body then close_notify; `/framed` answers with
+/// a Content-Length body, keeps the connection and reads on, noting how harness ended it
+/// (`close_notify`, or `no close_notify`).
+fn ending_peer(ca: &TestCa, ip: std::net::IpAddr) -> (std::net::SocketAddr, Endings) {
+    use std::io::{Read as _, Write as _};
+    let cert = ca
+        .issue("endings", &["endings.test".to_owned()], &[])
+        .expect("peer certificate");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(cert.chain(), cert.key())
+        .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = world::listener(std::net::SocketAddr::new(ip, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let endings = Endings::default();
+    let seen = endings.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let config = config.clone();
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = vec![b'x'; 100_000];
+                let path = String::from_utf8_lossy(&head)
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                if path == "/framed" {
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let _ = tls.write_all(head.as_bytes());
+                    let _ = tls.write_all(&body);
+                    let _ = tls.flush();
+                    let ending = loop {
+                        match tls.read(&mut buf) {
+                            Ok(0) => break "close_notify",
+                            Ok(_) => continue,
+                            Err(_) => break "no close_notify",
+                        }
+                    };
+                    seen.lock().unwrap().push(ending.to_owned());
+                    return;
+                }
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n");
+                let _ = tls.write_all(&body);
+                if path == "/clean" {
+                    tls.conn.send_close_notify();
+                }
+                let _ = tls.flush();
+                let _ = tls.sock.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    (addr, endings)
+}
+
+/// TLS endings (issue 10.3): a destination that ends a close-delimited body without
+/// close_notify is taken at its word, as Python, browsers and curl take it — the client gets
+/// the whole body, cleanly ended — and the ledger says which ending each side chose; harness
+/// itself ends its TLS to the destination and to the client with close_notify.
+#[test]
+fn tls_endings_are_taken_as_clients_take_them_and_recorded() {
+    if !privileged("tls_endings_are_taken_as_clients_take_them_and_recorded") {
+        return;
+    }
+    let dir = temp_dir("tls-endings");
+    let ca = TestCa::create(dir.join("test-ca")).expect("test CA");
+    let (peer, endings) = ending_peer(&ca, world::addr(6));
+    let py = format!(
+        r#"
+import json, os, socket, ssl
+ctx = ssl.create_default_context(cafile=os.environ['SSL_CERT_FILE'])
+out = {{}}
+for path in ['/ragged', '/clean', '/framed']:
+    s = ctx.wrap_socket(socket.create_connection(('{ip}', {port})),
+                        server_hostname='endings.test', suppress_ragged_eofs=False)
+    # /framed: the client keeps the connection, reads its framed body and then ends first,
+    # without close_notify (Python's ssl sends none unless told to unwrap).
+    framed = path == '/framed'
+    close = '' if framed else 'Connection: close\r\n'
+    s.sendall(('GET %s HTTP/1.1\r\nHost: endings.test\r\n%s\r\n' % (path, close)).encode())
+    data, ending = b'', None
+    while ending is None:
+        if framed and data.endswith(b'x' * 100) and len(data.partition(b'\r\n\r\n')[2]) == 100000:
+            ending = 'client ended first'
+            break
+        try:
+            d = s.recv(65536)
+            if d:
+                data += d
+            else:
+                ending = 'close_notify'
+        except ssl.SSLEOFError:
+            ending = 'no close_notify'
+        except OSError as e:
+            ending = 'error: %s' % e
+    head, _, body = data.partition(b'\r\n\r\n')
+    if b'transfer-encoding: chunked' in head.lower():
+        unchunked, rest = b'', body
+        while rest:
+            size, _, rest = rest.partition(b'\r\n')
+            n = int(size, 16)
+            unchunked, rest = unchunked + rest[:n], rest[n + 2:]
+            if n == 0:
+                break
+        body = unchunked
+    out[path] = {{'status': head.split(b'\r\n')[0].decode(), 'body': len(body), 'ending': ending}}
+    s.close()
+print(json.dumps(out))
+"#,
+        ip = peer.ip(),
+        port = peer.port(),
+    );
+    let ledger = dir.join("ledger");
+    let run = run_enclosed(
+        &ledger,
+        &["--upstream-ca", ca.cert_path().to_str().unwrap()],
+        &["/usr/bin/python3", "-c", &py],
+    );
+    let stdout = String::from_utf8_lossy(&run.output.stdout);
+    let stderr = String::from_utf8_lossy(&run.output.stderr);
+    assert_ok(&run);
+    let out: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    for path in ["/ragged", "/clean", "/framed"] {
+        assert_eq!(out[path]["status"], "HTTP/1.1 200 OK", "{path}: {out}");
+        assert_eq!(out[path]["body"], 100_000, "{path}: the whole body: {out}");
+    }
+    for path in ["/ragged", "/clean"] {
+        assert_eq!(
+            out[path]["ending"], "close_notify",
+            "{path}: harness ends its TLS to the client cleanly: {out}"
+        );
+    }
+    assert_eq!(
+        *endings.lock().unwrap(),
+        ["close_notify"],
+        "harness ends its TLS to the destination with close_notify"
+    );
+    let closes: Vec<_> = run
+        .entries
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::ConnClose(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closes.len(), 3, "{closes:#?}");
+    for close in &closes {
+        assert_eq!(
+            close.error, None,
+            "no error for an ending clients accept: {closes:#?}"
+        );
+    }
+    let upstream: Vec<_> = closes.iter().map(|c| c.upstream_tls_end.clone()).collect();
+    assert_eq!(
+        upstream,
+        [
+            Some("no close_notify".to_owned()),
+            Some("close_notify".to_owned()),
+            None
+        ],
+        "the destination's ending, as it chose it (harness ended the third)"
+    );
+    let client: Vec<_> = closes.iter().map(|c| c.client_tls_end.clone()).collect();
+    assert_eq!(
+        client,
+        [None, None, Some("no close_notify".to_owned())],
+        "the client's ending where it ended first (harness ended the first two)"
+    );
+}

@@ -428,6 +428,13 @@ pub struct ConnClose {
     pub duration_ms: u64,
     /// Why it ended, if not a clean close by either side.
     pub error: Option<String>,
+    /// How the enclosed client ended its TLS (`"close_notify"` or `"no close_notify"`), when
+    /// it did before harness ended the connection. Absent for plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_tls_end: Option<String>,
+    /// How the destination ended its TLS, as for `client_tls_end`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_tls_end: Option<String>,
 }
 
 /// `dns_query`.

@@ -470,6 +470,8 @@ pub async fn record(name: &str) -> Scenario {
             bytes_down: 100,
             duration_ms: 10,
             error: None,
+            client_tls_end: None,
+            upstream_tls_end: None,
         }))
         .await;
     }
