@@ -63,8 +63,17 @@ impl ConnRecorder {
     }
 
     fn cut_on_err<T>(&self, result: Result<T, LedgerError>) -> Result<T, LedgerError> {
-        if result.is_err() {
+        if let Err(e) = &result {
             self.cut();
+            // Said once per connection: its `conn_close` says it again if the ledger can still
+            // take one, and the session's `session_close` says why the ledger stopped.
+            if !self.counts.said_cut.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "session {} connection {}: the ledger refused an entry ({e}); the connection is cut",
+                    self.writer.id(),
+                    self.conn
+                );
+            }
         }
         result
     }
@@ -210,6 +219,8 @@ pub struct Counts {
     pub down: AtomicU64,
     /// Set when the connection was cut (see [`ConnRecorder::cut`]).
     pub cut: std::sync::atomic::AtomicBool,
+    /// Set once a ledger failure that cut the connection was said on stderr.
+    pub said_cut: std::sync::atomic::AtomicBool,
     /// How each side ended its TLS, for an intercepted connection.
     pub tls: Arc<crate::tls::ending::TlsEnds>,
 }

@@ -673,6 +673,12 @@ fn a_full_ledger_means_errors_for_the_client_and_no_unrecorded_upstream_request(
             < codes.lines().count(),
         "every request reached upstream although the ledger was full"
     );
+    // Said on stderr, naming the session and the connection, not only felt by the client.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the ledger refused an entry"),
+        "a cut for a ledger failure is said on stderr: {stderr}"
+    );
     // Whether the session ends closed "disk is full" is asserted by the ledger fault suite
     // (harness-daemon/tests/ledger_fault.rs); here, under the 6.1 VM, the session did not end
     // that way (open finding, issue 10), so it is only reported.
