@@ -196,8 +196,9 @@ where
 {
     let upstream = match version {
         Version::Http1 => {
+            // Header names go out as recorded (lower case): their case would otherwise be a
+            // channel the ledger does not hold.
             let (sender, conn) = hyper::client::conn::http1::Builder::new()
-                .preserve_header_case(true)
                 .handshake(TokioIo::new(upstream))
                 .await
                 .map_err(HttpError::Upstream)?;
@@ -221,7 +222,6 @@ where
     });
     match version {
         Version::Http1 => hyper::server::conn::http1::Builder::new()
-            .preserve_header_case(true)
             // Slowloris: a head trickled in a byte at a time keeps the connection busy, so the
             // idle limit alone would never end it.
             .timer(TokioTimer::new())
@@ -314,6 +314,13 @@ async fn exchange(
                 .map(str::to_owned)
         }),
         target: redacted_target(&rec, req.uri()),
+        // An HTTP/1 absolute-form target or HTTP/2 `:scheme` naming another scheme than the
+        // connection's reaches the destination as sent: recorded.
+        uri_scheme: req
+            .uri()
+            .scheme_str()
+            .filter(|s| !s.eq_ignore_ascii_case(scheme))
+            .map(str::to_owned),
         headers: headers(&rec, req.headers()),
     };
     let (method, authority, target) = (
@@ -356,11 +363,26 @@ async fn exchange(
     };
     let upstream_upgrade =
         (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
+    // A reason phrase other than the status code's own reaches the client as sent, so it is
+    // recorded; one that is not UTF-8 could not be recorded as it is, and is dropped (the client
+    // gets the standard one).
+    let reason = match resp.extensions_mut().remove::<hyper::ext::ReasonPhrase>() {
+        Some(phrase) => match std::str::from_utf8(phrase.as_bytes()) {
+            Ok(text) => {
+                let text = text.to_owned();
+                resp.extensions_mut().insert(phrase);
+                Some(text)
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
     let head = HttpResponse {
         conn: rec.conn(),
         exchange: n,
         version: version_name(resp.version()).into(),
         status: resp.status().as_u16(),
+        reason,
         headers: headers(&rec, resp.headers()),
     };
     let response_headers = header_pairs(&head.headers);

@@ -3,7 +3,7 @@
 //! from the harness CA, offering exactly the protocol the destination chose — so both sides
 //! speak the same HTTP version and the HTTP stage can forward exchange by exchange.
 use crate::http::{self, Version};
-use crate::ledger::{ConnDenied, Entry, TlsFailure, TlsSide};
+use crate::ledger::{ConnDenied, Entry, TlsFailure, TlsIntercepted, TlsSide};
 use crate::limits::Limits;
 use crate::policy::ConnPolicy;
 use crate::record::{recording_relay, ConnRecorder};
@@ -227,6 +227,18 @@ where
             return Err(reason);
         }
     };
+    // What both handshakes agreed, queued before the first exchange's entries (and committed
+    // with them: no fsync of its own).
+    let agreed = Entry::TlsIntercepted(TlsIntercepted {
+        conn: rec.conn(),
+        sni: info.sni.clone(),
+        alpn: chosen
+            .as_deref()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+        client_version: tls_version(client.get_ref().get_ref().1.protocol_version()),
+        upstream_version: tls_version(upstream.get_ref().get_ref().1.protocol_version()),
+    });
+    rec.queue_lazy(agreed);
     match chosen.as_deref() {
         Some(b"h2") => http::serve(
             client,
@@ -287,6 +299,16 @@ where
                 Err(e) => Err(e.to_string()),
             }
         }
+    }
+}
+
+/// `TLSv1.3`, `TLSv1.2`, … as the ledger writes a TLS version.
+fn tls_version(version: Option<rustls::ProtocolVersion>) -> String {
+    match version {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
+        Some(other) => format!("{other:?}"),
+        None => "unknown".into(),
     }
 }
 

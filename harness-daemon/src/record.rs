@@ -150,6 +150,16 @@ impl ConnRecorder {
         self.cut_on_err(self.writer.append(entry).await)
     }
 
+    /// Queues an entry now, before anything appended after this call, without waiting for it
+    /// (see [`SessionWriter::queue_lazy`]); a ledger failure cuts the connection as usual.
+    pub fn queue_lazy(&self, entry: Entry) {
+        let durable = self.writer.queue_lazy(entry);
+        let rec = self.clone();
+        self.spawn(async move {
+            let _ = rec.cut_on_err(durable.await);
+        });
+    }
+
     /// Appends an entry nobody waits on before releasing bytes (an annotation): it is written
     /// with the next commit that someone does wait on, or on its own after at most
     /// [`LAZY_WAIT`](crate::ledger::LAZY_WAIT), so that it does not cost an fsync of its own

@@ -235,6 +235,7 @@ async fn secrets_are_fingerprinted_and_blobs_stream() {
         scheme: "https".into(),
         authority: Some("api.example".into()),
         target: "/v1".into(),
+        uri_scheme: None,
         headers: vec![h, ledger.header("content-type", b"application/json")],
     }))
     .await

@@ -1265,3 +1265,146 @@ print(json.dumps(out))
         "the client's ending where it ended first (harness ended the first two)"
     );
 }
+
+/// A plain HTTP destination that answers every request with the reason phrase `Totally Fine`
+/// and keeps what each connection sent.
+fn reasoned_peer(ip: std::net::IpAddr) -> (std::net::SocketAddr, Endings) {
+    use std::io::{Read as _, Write as _};
+    let listener = world::listener(std::net::SocketAddr::new(ip, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Endings::default();
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for mut tcp in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.ends_with(b"\r\n\r\n") {
+                match tcp.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let _ = tcp.write_all(
+                b"HTTP/1.1 200 Totally Fine\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+            );
+        }
+    });
+    (addr, heads)
+}
+
+/// What passes that the ledger once did not hold (issue 10 review): the TLS server name and
+/// versions of an interception (`tls_intercepted`), a reason phrase of the destination's own,
+/// the scheme of an absolute-form target — each recorded as it reached the other side — and
+/// header-name case, which no longer passes at all (names go out lower case, as recorded).
+#[test]
+fn names_schemes_and_reasons_reach_the_other_side_only_as_recorded() {
+    if !privileged("names_schemes_and_reasons_reach_the_other_side_only_as_recorded") {
+        return;
+    }
+    let s = setup("recorded-as-sent");
+    let (plain, heads) = reasoned_peer(world::addr(7));
+    let py = format!(
+        r#"
+import socket
+out = []
+for target in ['/case', 'https://plain.test/absolute']:
+    c = socket.create_connection(('{ip}', {port}))
+    c.sendall(('GET %s HTTP/1.1\r\nHost: plain.test\r\nX-MiXeD-CaSe: 1\r\n\r\n' % target).encode())
+    data = b''
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        data += d
+    out.append(data.split(b'\r\n', 1)[0].decode())
+    c.close()
+print('|'.join(out))
+"#,
+        ip = plain.ip(),
+        port = plain.port(),
+    );
+    let tls_url = s.url("/health");
+    let script =
+        format!("/usr/bin/python3 -c \"$0\" && /usr/bin/curl -sS --http1.1 -o /dev/null {tls_url}");
+    let run = s.run("ledger", &["/bin/sh", "-c", &script, &py]);
+    assert_ok(&run);
+    let stdout = String::from_utf8_lossy(&run.output.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "HTTP/1.1 200 Totally Fine|HTTP/1.1 200 Totally Fine",
+        "the client gets the destination's reason phrase"
+    );
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    for head in &heads {
+        assert!(
+            head.contains("x-mixed-case: 1") && !head.contains("X-MiXeD"),
+            "header names reach the destination lower case, as recorded: {head:?}"
+        );
+    }
+    assert!(
+        heads[1].starts_with("GET https://plain.test/absolute HTTP/1.1"),
+        "the absolute-form target passes as sent: {:?}",
+        heads[1]
+    );
+    let requests: Vec<_> = run
+        .entries
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::HttpRequest(h) => Some(h.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requests[0].uri_scheme, None);
+    assert_eq!(requests[1].uri_scheme.as_deref(), Some("https"));
+    assert_eq!(requests[1].target, "/absolute");
+    let reasons: Vec<_> = run
+        .entries
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::HttpResponse(h) => Some(h.reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            Some("Totally Fine".to_owned()),
+            Some("Totally Fine".to_owned()),
+            None
+        ],
+        "a reason phrase of its own is recorded; the TLS peer's standard one is not"
+    );
+    let intercepted: Vec<_> = run
+        .entries
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::TlsIntercepted(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(intercepted.len(), 1, "{intercepted:?}");
+    assert_eq!(intercepted[0].sni.as_deref(), Some("api.example.test"));
+    assert_eq!(intercepted[0].alpn.as_deref(), Some("http/1.1"));
+    assert_eq!(intercepted[0].client_version, "TLSv1.3");
+    assert_eq!(intercepted[0].upstream_version, "TLSv1.3");
+    let first_request_seq = run
+        .entries
+        .iter()
+        .find(|r| matches!(&r.entry, Entry::HttpRequest(h) if h.conn == intercepted[0].conn))
+        .map(|r| r.seq)
+        .unwrap();
+    let intercepted_seq = run
+        .entries
+        .iter()
+        .find(|r| matches!(&r.entry, Entry::TlsIntercepted(_)))
+        .map(|r| r.seq)
+        .unwrap();
+    assert!(
+        intercepted_seq < first_request_seq,
+        "the handshake's record comes before the connection's first request"
+    );
+}

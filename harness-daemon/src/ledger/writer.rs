@@ -226,12 +226,42 @@ impl SessionWriter {
         Ok(durable.remove(0))
     }
 
+    /// Queues `entry` at once, as [`append_lazy`](Self::append_lazy) would when first polled,
+    /// and returns a future that resolves once it is durable: an entry queued now comes before
+    /// anything the caller appends next, whether or not the caller waits for it.
+    pub fn queue_lazy(
+        &self,
+        entry: Entry,
+    ) -> impl std::future::Future<Output = Result<Durable, LedgerError>> + Send + 'static {
+        let queued = self.enqueue(vec![entry], false, true);
+        let writer = self.clone();
+        async move {
+            match queued?.await {
+                Ok(result) => result.map(|mut durable| durable.remove(0)),
+                Err(_) => Err(writer.gone()),
+            }
+        }
+    }
+
     async fn submit(
         &self,
         entries: Vec<Entry>,
         close: bool,
         lazy: bool,
     ) -> Result<Vec<Durable>, LedgerError> {
+        match self.enqueue(entries, close, lazy)?.await {
+            Ok(result) => result,
+            Err(_) => Err(self.gone()),
+        }
+    }
+
+    /// Hands `entries` to the writer thread; the receiver gets their fate.
+    fn enqueue(
+        &self,
+        entries: Vec<Entry>,
+        close: bool,
+        lazy: bool,
+    ) -> Result<oneshot::Receiver<Result<Vec<Durable>, LedgerError>>, LedgerError> {
         if let Some(end) = self.ended() {
             return Err(self.end_error(end));
         }
@@ -257,10 +287,7 @@ impl SessionWriter {
         {
             return Err(self.gone());
         }
-        match rx.await {
-            Ok(result) => result,
-            Err(_) => Err(self.gone()),
-        }
+        Ok(rx)
     }
 
     fn ended(&self) -> Option<End> {
