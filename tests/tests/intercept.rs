@@ -1191,16 +1191,20 @@ for path in ['/ragged', '/clean', '/framed']:
         except OSError as e:
             ending = 'error: %s' % e
     head, _, body = data.partition(b'\r\n\r\n')
+    # Complete as HTTP frames it: a chunked body needs its last (empty) chunk.
+    complete = True
     if b'transfer-encoding: chunked' in head.lower():
-        unchunked, rest = b'', body
+        unchunked, rest, complete = b'', body, False
         while rest:
             size, _, rest = rest.partition(b'\r\n')
             n = int(size, 16)
             unchunked, rest = unchunked + rest[:n], rest[n + 2:]
             if n == 0:
+                complete = True
                 break
         body = unchunked
-    out[path] = {{'status': head.split(b'\r\n')[0].decode(), 'body': len(body), 'ending': ending}}
+    out[path] = {{'status': head.split(b'\r\n')[0].decode(), 'body': len(body),
+                  'complete': complete, 'ending': ending}}
     s.close()
 print(json.dumps(out))
 "#,
@@ -1221,6 +1225,7 @@ print(json.dumps(out))
     for path in ["/ragged", "/clean", "/framed"] {
         assert_eq!(out[path]["status"], "HTTP/1.1 200 OK", "{path}: {out}");
         assert_eq!(out[path]["body"], 100_000, "{path}: the whole body: {out}");
+        assert_eq!(out[path]["complete"], true, "{path}: framed complete: {out}");
     }
     for path in ["/ragged", "/clean"] {
         assert_eq!(
