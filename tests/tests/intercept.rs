@@ -676,15 +676,14 @@ fn a_full_ledger_means_errors_for_the_client_and_no_unrecorded_upstream_request(
     // Said on stderr, naming the session and the connection, not only felt by the client.
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("the ledger refused an entry"),
+        stderr.contains("ledger refused"),
         "a cut for a ledger failure is said on stderr: {stderr}"
     );
-    // Whether the session ends closed "disk is full" is asserted by the ledger fault suite
-    // (harness-daemon/tests/ledger_fault.rs); here, under the 6.1 VM, the session did not end
-    // that way (open finding, issue 10), so it is only reported.
-    eprintln!(
-        "full ledger: session closed for a full disk: {}",
-        text.contains("the ledger's disk is full")
+    // The session ends closed, saying why. (Under the 6.1 VM it once did not: a checkpoint due
+    // while the session was idle failed it unclosed; ledger_fault.rs has that case.)
+    assert!(
+        text.contains("the ledger's disk is full"),
+        "the session is closed for a full disk: {stderr}"
     );
 }
 
@@ -1225,7 +1224,10 @@ print(json.dumps(out))
     for path in ["/ragged", "/clean", "/framed"] {
         assert_eq!(out[path]["status"], "HTTP/1.1 200 OK", "{path}: {out}");
         assert_eq!(out[path]["body"], 100_000, "{path}: the whole body: {out}");
-        assert_eq!(out[path]["complete"], true, "{path}: framed complete: {out}");
+        assert_eq!(
+            out[path]["complete"], true,
+            "{path}: framed complete: {out}"
+        );
     }
     for path in ["/ragged", "/clean"] {
         assert_eq!(

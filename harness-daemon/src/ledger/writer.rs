@@ -349,7 +349,12 @@ impl Thread {
                     Ok(m) => m,
                     Err(RecvTimeoutError::Timeout) => {
                         if let Err(e) = self.checkpoint() {
-                            self.fail(&e.to_string());
+                            if is_full(&e) {
+                                // As after a batch: closed in its reserve, not left failed.
+                                self.close_on_full_disk(&e.to_string());
+                            } else {
+                                self.fail(&e.to_string());
+                            }
                             return;
                         }
                         continue;
@@ -725,10 +730,17 @@ fn write_checkpoint(
         .open(&tmp)
         .map_err(|e| LedgerError::io(&tmp, e))?;
     // Written over the spare's allocated zeros, then cut to the note's length.
-    f.write_all(note.as_bytes())
+    let written = f
+        .write_all(note.as_bytes())
         .and_then(|()| f.set_len(note.len() as u64))
-        .and_then(|()| f.sync_all())
-        .map_err(|e| LedgerError::io(&tmp, e))?;
+        .and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        if tmp.file_name() != Some(SPARE.as_ref()) {
+            // Its pages go back to a disk that may be full (the spare is kept).
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return Err(LedgerError::io(&tmp, e));
+    }
     drop(f);
     std::fs::rename(&tmp, &path).map_err(|e| LedgerError::io(&path, e))?;
     fsync_dir(&sdir)
