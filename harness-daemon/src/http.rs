@@ -21,14 +21,14 @@ use crate::ledger::{
     ConnDenied, Direction, Durable, Entry, Header, HttpBody, HttpRequest, HttpResponse,
     LedgerError, StreamChunk,
 };
-use crate::limits::{Limits, TimedOut};
+use crate::limits::{HeadClock, HeadTimed, Limits, TimedOut};
 use crate::policy::ConnPolicy;
 use crate::record::{watched_relay, ConnRecorder, Watch};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt as _, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -214,37 +214,64 @@ where
             Upstream::Http2(sender)
         }
     };
+    // Slowloris: a head trickled in a byte at a time keeps the connection busy, so the idle
+    // limit alone would never end it (HTTP/1; an HTTP/2 head is bounded by its size).
+    let head_clock = Arc::new(HeadClock::default());
+    let clock = (version == Version::Http1).then(|| head_clock.clone());
     let service = hyper::service::service_fn(move |req| {
         let rec = rec.clone();
         let upstream = upstream.clone();
         let policy = policy.clone();
-        async move { Ok::<_, Infallible>(exchange(rec, upstream, scheme, version, &policy, req).await) }
+        let in_exchange = clock.as_ref().map(HeadClock::exchange);
+        async move {
+            let resp = exchange(rec, upstream, scheme, version, &policy, req).await;
+            Ok::<_, Infallible>(held_until_sent(resp, in_exchange))
+        }
     });
     match version {
-        Version::Http1 => hyper::server::conn::http1::Builder::new()
-            // Slowloris: a head trickled in a byte at a time keeps the connection busy, so the
-            // idle limit alone would never end it.
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.request_head)
-            .serve_connection(TokioIo::new(client), service)
-            .with_upgrades()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    HttpError::RequestHead(TimedOut {
+        Version::Http1 => {
+            let client = HeadTimed::new(client, head_clock.clone());
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(client), service)
+                .with_upgrades();
+            tokio::select! {
+                served = served => served.map_err(HttpError::Client),
+                () = head_clock.expired(limits.request_head) => {
+                    Err(HttpError::RequestHead(TimedOut {
                         what: "the client sent no complete request head",
                         limit: limits.request_head,
                         key: "request_head_seconds",
-                    })
-                } else {
-                    HttpError::Client(e)
+                    }))
                 }
-            }),
+            }
+        }
         Version::Http2 => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .serve_connection(TokioIo::new(client), service)
             .await
             .map_err(HttpError::Client),
     }
+}
+
+/// `resp`, holding `in_exchange` until its body has been sent (or dropped): until then, what
+/// the client sends is not a new head.
+fn held_until_sent(
+    resp: Response<ProxyBody>,
+    in_exchange: Option<crate::limits::InExchange>,
+) -> Response<ProxyBody> {
+    let Some(in_exchange) = in_exchange else {
+        return resp;
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // What follows is another protocol's, never a head.
+        in_exchange.clock().upgraded();
+    }
+    resp.map(|body| {
+        body.map_frame(move |frame| {
+            let _held = &in_exchange;
+            frame
+        })
+        .boxed()
+    })
 }
 
 fn version_name(version: http::Version) -> &'static str {

@@ -93,6 +93,139 @@ pub async fn idle(counts: &Counts, limit: Duration) {
     }
 }
 
+/// How long the HTTP/1 client has been sending a request head it has not finished, from the
+/// head's first byte (slowloris). hyper's own header timeout runs whenever it waits for a head
+/// — on a keep-alive connection between requests too — and would close a connection its client
+/// expects to reuse; this clock runs only once a byte of a new head came.
+#[derive(Debug, Default)]
+pub struct HeadClock {
+    /// When the first byte of the head being read came; `None` while no head is under way.
+    started: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Exchanges between their head and the end of their response: what is read meanwhile is
+    /// a request body, not a head.
+    exchanges: std::sync::atomic::AtomicUsize,
+    /// After a protocol switch (101) nothing more is HTTP.
+    upgraded: std::sync::atomic::AtomicBool,
+}
+
+/// Held from a request's head until its response is sent (see [`HeadClock::exchange`]).
+#[derive(Debug)]
+pub struct InExchange(std::sync::Arc<HeadClock>);
+
+impl InExchange {
+    /// The clock it holds.
+    pub fn clock(&self) -> &HeadClock {
+        &self.0
+    }
+}
+
+impl Drop for InExchange {
+    fn drop(&mut self) {
+        self.0.exchanges.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl HeadClock {
+    /// A head was read whole: its clock stops; what comes until the returned guard is dropped
+    /// (the response sent) belongs to this exchange.
+    pub fn exchange(self: &std::sync::Arc<Self>) -> InExchange {
+        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.exchanges.fetch_add(1, Ordering::Relaxed);
+        InExchange(self.clone())
+    }
+
+    /// The connection switched protocols: the clock never runs again.
+    pub fn upgraded(&self) {
+        self.upgraded.store(true, Ordering::Relaxed);
+    }
+
+    /// Bytes came from the client.
+    fn read(&self) {
+        if self.exchanges.load(Ordering::Relaxed) == 0 && !self.upgraded.load(Ordering::Relaxed) {
+            self.started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert_with(tokio::time::Instant::now);
+        }
+    }
+
+    /// Resolves once a head has been under way for `limit` (measured to a tenth of it).
+    pub async fn expired(&self, limit: Duration) {
+        let step = (limit / 10).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(step).await;
+            let started = *self.started.lock().unwrap_or_else(|e| e.into_inner());
+            if started.is_some_and(|at| at.elapsed() >= limit) {
+                return;
+            }
+        }
+    }
+}
+
+/// The client's stream, telling a [`HeadClock`] when bytes come.
+pub struct HeadTimed<S> {
+    inner: S,
+    clock: std::sync::Arc<HeadClock>,
+}
+
+impl<S> HeadTimed<S> {
+    /// `inner`, read under `clock`.
+    pub fn new(inner: S, clock: std::sync::Arc<HeadClock>) -> HeadTimed<S> {
+        HeadTimed { inner, clock }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for HeadTimed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.clock.read();
+        }
+        res
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for HeadTimed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 /// The open-file limit this process had before [`raise_fd_limit`]: what enclosed commands get
 /// back (a program that walks every possible descriptor, or sizes a table by the limit, should
 /// not pay for harness's needs).
@@ -162,6 +295,32 @@ mod tests {
             waited <= Duration::from_secs(60) + limit + limit / 5,
             "{waited:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_head_clock_runs_only_while_a_head_is_under_way() {
+        let clock = Arc::new(HeadClock::default());
+        let limit = Duration::from_secs(30);
+        // Idle (a keep-alive connection between requests): never expires.
+        let idle = tokio::time::timeout(Duration::from_secs(3600), clock.expired(limit)).await;
+        assert!(idle.is_err(), "an idle connection is not a head under way");
+        // Inside an exchange, bytes are its body.
+        let guard = clock.exchange();
+        clock.read();
+        let body = tokio::time::timeout(Duration::from_secs(3600), clock.expired(limit)).await;
+        assert!(body.is_err(), "a slow request body is not a slow head");
+        drop(guard);
+        // A byte of a new head starts the clock.
+        let started = tokio::time::Instant::now();
+        clock.read();
+        clock.expired(limit).await;
+        assert!(started.elapsed() >= limit && started.elapsed() <= limit + limit / 5);
+        // After a protocol switch, nothing is a head.
+        let upgraded = Arc::new(HeadClock::default());
+        upgraded.upgraded();
+        upgraded.read();
+        let after = tokio::time::timeout(Duration::from_secs(3600), upgraded.expired(limit)).await;
+        assert!(after.is_err());
     }
 
     #[test]

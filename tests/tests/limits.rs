@@ -100,6 +100,12 @@ fn every_wait_ends_on_the_record_and_a_moving_stream_is_never_cut() {
     let plain = harness_tests::Peer::start(world::addr(3));
     let silent = silent_listener(world::addr(4));
     let sse = trickling_sse(world::addr(5));
+    let keep_alive = Peer::builder(&ca)
+        .names(["kept.test"])
+        .ip(world::addr(6))
+        .plaintext()
+        .spawn_in_thread()
+        .expect("keep-alive peer");
     let policy = write_policy(
         &dir,
         "[limits]\nhandshake_seconds = 2\nrequest_head_seconds = 2\nidle_seconds = 3\n",
@@ -174,6 +180,23 @@ while True:
     data += d
 res['sse-events'] = data.count(b'data: ')
 res['sse-complete'] = data.endswith(b'0\r\n\r\n')
+
+# 6. Keep-alive: a second request on the same connection after a pause longer than the
+# request-head limit (2 s) but shorter than the idle one (3 s) is served.
+s = socket.create_connection(('{kept_ip}', {kept_port}))
+s.settimeout(60)
+statuses = []
+for pause in [0, 2.5]:
+    time.sleep(pause)
+    s.sendall(b'GET /health HTTP/1.1\r\nHost: kept.test\r\n\r\n')
+    got = b''
+    while b'\r\n\r\n' not in got or not got.endswith(b'ok\n'):
+        d = s.recv(4096)
+        if not d:
+            break
+        got += d
+    statuses.append(got.split(b'\r\n', 1)[0].decode())
+res['keep-alive'] = statuses
 print(json.dumps(res))
 "#,
         tls_ip = world::addr(2),
@@ -184,6 +207,8 @@ print(json.dumps(res))
         silent_port = silent.port(),
         sse_ip = sse.ip(),
         sse_port = sse.port(),
+        kept_ip = keep_alive.addr().ip(),
+        kept_port = keep_alive.addr().port(),
     );
     let ledger = dir.join("ledger");
     let run = run_enclosed(
@@ -212,6 +237,11 @@ print(json.dumps(res))
     assert_eq!(res["silent-tls"], "failed", "{res}");
     assert_eq!(res["sse-events"], 8, "every event of the stream: {res}");
     assert_eq!(res["sse-complete"], true, "the stream's own end: {res}");
+    assert_eq!(
+        res["keep-alive"],
+        serde_json::json!(["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]),
+        "the request-head limit does not time an idle keep-alive connection: {res}"
+    );
 
     let errors = conn_errors(&run.entries);
     let has = |needle: &str| errors.iter().any(|e| e.contains(needle));
