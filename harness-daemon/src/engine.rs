@@ -204,6 +204,14 @@ const FD_RESERVE: u64 = 1024;
 /// spare for a dial from inside the session's namespace).
 const FDS_PER_CONNECTION: u64 = 3;
 
+/// How many connections an open-file limit of `fds` leaves room for, the ledger's reserve set
+/// aside ([`FD_RESERVE`], or a quarter of a limit too low for it: a host whose hard limit is
+/// 1,024 still serves 256 connections).
+fn connection_budget(fds: u64) -> u64 {
+    let reserve = FD_RESERVE.min(fds / 4);
+    fds.saturating_sub(reserve) / FDS_PER_CONNECTION
+}
+
 impl Engine {
     /// Binds the listeners, creates the enclosure, installs the eBPF programs and starts serving.
     pub async fn start(config: EngineConfig) -> Result<Engine, EngineError> {
@@ -213,12 +221,12 @@ impl Engine {
                 debug!("open-file limit: {before} raised to {after}");
                 after
             }
-            Err(e) => {
-                warn!("raising the open-file limit: {e}");
-                1024
+            Err((e, limit)) => {
+                warn!("raising the open-file limit (staying at {limit}): {e}");
+                limit
             }
         };
-        let fd_budget = fds.saturating_sub(FD_RESERVE) / FDS_PER_CONNECTION;
+        let fd_budget = connection_budget(fds);
         let (interceptor, trust) = match &config.tls {
             Some(setup) => {
                 let ca = HarnessCa::load_or_create(&setup.ca_dir)?;
@@ -904,6 +912,17 @@ impl Engine {
 /// Every engine start recovers the sessions of its ledger that no live engine writes (SPEC.md
 /// §11) and says what it did: a session left unclosed by an engine that died is reopened,
 /// its torn line moved aside, and closed.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_open_file_limit_leaves_room_for_connections() {
+        assert_eq!(super::connection_budget(20_000), 6325);
+        assert_eq!(super::connection_budget(1024), 256);
+        assert_eq!(super::connection_budget(1 << 20), 349_184);
+        assert!(super::connection_budget(16) > 0);
+    }
+}
+
 async fn recover_abandoned_sessions(ledger: &Ledger) {
     for done in ledger.recover_abandoned().await {
         warn!("{done}");

@@ -246,10 +246,12 @@ const NOFILE_WANTED: u64 = 1 << 20;
 
 /// Raises this process's open-file limit (soft to hard, and hard to [`NOFILE_WANTED`] when
 /// privileged and the kernel allows), so that a storm of connections meets the per-session cap
-/// long before the process runs out of descriptors. Returns (before, after) soft limits.
-pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
+/// long before the process runs out of descriptors. Returns (before, after) soft limits, or
+/// why not with the limit that stays.
+pub fn raise_fd_limit() -> Result<(u64, u64), (std::io::Error, u64)> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
+    let (soft, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| (std::io::Error::from(e), 1024))?;
     let _ = ORIGINAL_FD_LIMIT.set((soft, hard));
     let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
@@ -260,7 +262,7 @@ pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
         return Ok((soft, wanted));
     }
     // Not allowed to raise the hard limit: the soft one up to it.
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(std::io::Error::from)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(|e| (std::io::Error::from(e), soft))?;
     Ok((soft, hard))
 }
 
