@@ -912,17 +912,6 @@ impl Engine {
 /// Every engine start recovers the sessions of its ledger that no live engine writes (SPEC.md
 /// §11) and says what it did: a session left unclosed by an engine that died is reopened,
 /// its torn line moved aside, and closed.
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_open_file_limit_leaves_room_for_connections() {
-        assert_eq!(super::connection_budget(20_000), 6325);
-        assert_eq!(super::connection_budget(1024), 256);
-        assert_eq!(super::connection_budget(1 << 20), 349_184);
-        assert!(super::connection_budget(16) > 0);
-    }
-}
-
 async fn recover_abandoned_sessions(ledger: &Ledger) {
     for done in ledger.recover_abandoned().await {
         warn!("{done}");
@@ -1002,5 +991,16 @@ async fn ebpf_log(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
         };
         guard.get_inner_mut().flush();
         guard.clear_ready();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_open_file_limit_leaves_room_for_connections() {
+        assert_eq!(super::connection_budget(20_000), 6325);
+        assert_eq!(super::connection_budget(1024), 256);
+        assert_eq!(super::connection_budget(1 << 20), 349_184);
+        assert!(super::connection_budget(16) > 0);
     }
 }
