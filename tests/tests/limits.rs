@@ -281,6 +281,17 @@ print(json.dumps(res))
         "the SSE connection ended without error"
     );
     assert!(verify(&ledger).status.success());
+    // `harness log` says which connections a limit ended.
+    let log = std::process::Command::new(harness_tests::harness_bin())
+        .arg("log")
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    let told = String::from_utf8_lossy(&log.stdout);
+    assert!(
+        told.contains("ended: timed out: no byte moved either way on the connection within 3 s"),
+        "{told}"
+    );
 }
 
 /// With `connections = 600` and `harness run` started under a 256-descriptor soft limit (its hard limit as it is), 1,000
