@@ -310,7 +310,13 @@ fn a_connection_storm_meets_the_cap_on_the_record_and_the_session_goes_on() {
 import json, resource, socket, time
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-socks = [socket.create_connection(('{ip}', {port})) for _ in range(1000)]
+socks, errors = [], []
+for _ in range(1000):
+    # A refusal may also come at connect (a reset before the handshake is seen through).
+    try:
+        socks.append(socket.create_connection(('{ip}', {port})))
+    except OSError as e:
+        errors.append(type(e).__name__)
 time.sleep(2)
 held = reset = 0
 for s in socks:
@@ -325,8 +331,9 @@ for s in socks:
 for s in socks:
     s.close()
 # The session goes on: a request once the storm is over.
-answer = ''
+answer, attempts = '', 0
 for _ in range(50):
+    attempts += 1
     try:
         c = socket.create_connection(('{ip}', {port}))
         c.sendall(b'GET / HTTP/1.1\r\nHost: plain.test\r\n\r\n')
@@ -337,7 +344,8 @@ for _ in range(50):
     except OSError:
         pass
     time.sleep(0.2)
-print(json.dumps({{'soft': soft, 'held': held, 'reset': reset, 'after': answer}}))
+print(json.dumps({{'soft': soft, 'held': held, 'reset': reset, 'after': answer,
+                  'attempts': attempts, 'connect_errors': errors}}))
 "#,
         ip = plain.addr.ip(),
         port = plain.addr.port(),
@@ -359,7 +367,12 @@ print(json.dumps({{'soft': soft, 'held': held, 'reset': reset, 'after': answer}}
         "the command gets its own limit back: {res}"
     );
     assert_eq!(res["held"], 600, "{res}\n{stderr}");
-    assert_eq!(res["reset"], 400, "{res}");
+    let connect_errors = res["connect_errors"].as_array().unwrap().len();
+    assert_eq!(
+        res["reset"].as_u64().unwrap() as usize + connect_errors,
+        400,
+        "every connection over the cap is refused: {res}"
+    );
     assert_eq!(res["after"], "HTTP/1.1 200 OK", "{res}");
     let refused = run
         .entries
@@ -371,7 +384,13 @@ print(json.dumps({{'soft': soft, 'held': held, 'reset': reset, 'after': answer}}
             _ => false,
         })
         .count();
-    assert_eq!(refused, 400);
+    // The storm's 400, and any attempt after it that came while the storm's connections were
+    // still closing (each retried until one is served).
+    let retried = res["attempts"].as_u64().unwrap() as usize - 1;
+    assert!(
+        (400..=400 + retried).contains(&refused),
+        "{refused} refusals recorded for 400 refused and {retried} retries"
+    );
     assert!(
         stderr.lines().count() < 20,
         "stderr stays short in a storm:\n{stderr}"
