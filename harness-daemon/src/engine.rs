@@ -1,7 +1,7 @@
 //! The one place that composes the stages, in the order the data flows:
 //! hook (kernel) → accept/orig-dst → session → policy → ledger → forward;
 //! and for DNS: resolver → policy → ledger; and kernel refusals → ledger.
-use crate::accept::{self, Redirected, Unattributed};
+use crate::accept::{self, AcceptFailures, Redirected, Unattributed};
 use crate::enclosure::{Enclosure, EnclosureError, EngineLock};
 use crate::hook::{ip_words, Hook, HookError};
 use crate::http::Version;
@@ -10,6 +10,7 @@ use crate::ledger::{
     ConnClose, ConnDenied, ConnOpen, Entry, ErrorEntry, Ledger, LedgerError, SessionClose,
     SessionOpen,
 };
+use crate::limits::{self, Limits};
 use crate::netns::{self, Dialer, NetnsError, NetnsListeners, Reach, SessionNetns};
 use crate::policy::{Action, ConnPolicy, Policy, PolicyError};
 use crate::record::{recording_relay, ConnRecorder, Counted, Counts};
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -189,12 +191,42 @@ pub(crate) struct Inner {
     trust: Option<(TrustBundle, String)>,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// Connections all sessions together may hold: what the open-file limit leaves once the
+    /// ledger's own files are set aside ([`FD_RESERVE`]).
+    fd_budget: Arc<Semaphore>,
+}
+
+/// Descriptors kept for everything but connections: ledger files, checkpoints, blobs, session
+/// namespaces and listeners, the control socket.
+const FD_RESERVE: u64 = 1024;
+
+/// Descriptors one connection may hold (the enclosed process's end, the destination's, and one
+/// spare for a dial from inside the session's namespace).
+const FDS_PER_CONNECTION: u64 = 3;
+
+/// How many connections an open-file limit of `fds` leaves room for, the ledger's reserve set
+/// aside ([`FD_RESERVE`], or a quarter of a limit too low for it: a host whose hard limit is
+/// 1,024 still serves 256 connections).
+fn connection_budget(fds: u64) -> u64 {
+    let reserve = FD_RESERVE.min(fds / 4);
+    fds.saturating_sub(reserve) / FDS_PER_CONNECTION
 }
 
 impl Engine {
     /// Binds the listeners, creates the enclosure, installs the eBPF programs and starts serving.
     pub async fn start(config: EngineConfig) -> Result<Engine, EngineError> {
         let kernel = config.policy.kernel_rules()?;
+        let fds = match limits::raise_fd_limit() {
+            Ok((before, after)) => {
+                debug!("open-file limit: {before} raised to {after}");
+                after
+            }
+            Err((e, limit)) => {
+                warn!("raising the open-file limit (staying at {limit}): {e}");
+                limit
+            }
+        };
+        let fd_budget = connection_budget(fds);
         let (interceptor, trust) = match &config.tls {
             Some(setup) => {
                 let ca = HarnessCa::load_or_create(&setup.ca_dir)?;
@@ -293,6 +325,7 @@ impl Engine {
                 trust,
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                fd_budget: Arc::new(Semaphore::new(fd_budget as usize)),
             }),
         };
         if let Some(events) = events {
@@ -349,7 +382,12 @@ impl Engine {
                 return Err(e.into());
             }
         };
-        let session = Arc::new(Session::new(writer, cgroup, netns));
+        let session = Arc::new(Session::new(
+            writer,
+            cgroup,
+            netns,
+            self.inner.config.policy.limits().connections,
+        ));
         self.inner.sessions.insert(session.clone());
         self.serve_session(&session, listeners)
             .map_err(EngineError::Listen)?;
@@ -465,11 +503,18 @@ impl Engine {
 
     async fn accept_loop(self, session: Arc<Session>, listener: TcpListener) {
         let netns = session.netns.cookie();
+        let mut failing = AcceptFailures::default();
         loop {
             let (client, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    failing.recovered();
+                    accepted
+                }
                 Err(e) => {
-                    warn!("accept on {:?}: {e}", listener.local_addr());
+                    // Out of descriptors or memory: the connection waits in the backlog, and
+                    // accepting again at once would only fail again (and log it) in a loop.
+                    let pause = failing.failed(&e, &session.writer).await;
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             };
@@ -497,15 +542,57 @@ impl Engine {
             );
             return;
         }
+        // Both permits are held until the connection ends.
+        let permits = match (
+            session.connections.clone().try_acquire_owned(),
+            self.inner.fd_budget.clone().try_acquire_owned(),
+        ) {
+            (Ok(session_permit), Ok(fd_permit)) => (session_permit, fd_permit),
+            (Err(_), _) => {
+                let reason = format!(
+                    "the session already has {} connections open (limits.connections)",
+                    self.inner.config.policy.limits().connections
+                );
+                return self.refuse_over_limit(session, conn, reason);
+            }
+            (_, Err(_)) => {
+                let reason = "harness is out of file descriptors for more connections (every session together)".to_owned();
+                return self.refuse_over_limit(session, conn, reason);
+            }
+        };
         let session = session.clone();
         let engine = self.clone();
         let closing = session.closing.clone();
         let tasks = session.tasks.clone();
         tasks.spawn(async move {
+            let _permits = permits;
             tokio::select! {
                 () = engine.serve(&session, conn) => {}
                 () = closing.cancelled() => {}
             }
+        });
+    }
+
+    /// Refuses a connection a limit does not leave room for: reset at once (refused, to the
+    /// client), recorded as `conn_denied`.
+    fn refuse_over_limit(&self, session: &Arc<Session>, conn: Redirected, reason: String) {
+        crate::record::reset_on_close(std::os::fd::AsRawFd::as_raw_fd(&conn.client));
+        drop(conn.client);
+        let number = session.next_number();
+        let host = self.inner.names.name_of(conn.dst.ip());
+        let entry = Entry::ConnDenied(ConnDenied {
+            conn: Some(number),
+            proto: "tcp".into(),
+            dst: Some(conn.dst),
+            host,
+            caller: Some(conn.caller),
+            by: "daemon".into(),
+            reason,
+            rule: None,
+        });
+        let writer = session.writer.clone();
+        session.tasks.spawn(async move {
+            let _ = writer.append(entry).await;
         });
     }
 
@@ -598,16 +685,37 @@ impl Engine {
             Reach::Session => Dialer::inside(session.netns.clone()),
             _ => Dialer::host(),
         };
-        let result = self.forward(client, conn.dst, &dialer, rec.clone()).await;
-        // An upgraded exchange (WebSocket) goes on after the HTTP stage hands it over: the
-        // connection ends when its relay does.
-        rec.upgrades_finished().await;
+        let limits = *self.inner.config.policy.limits();
+        let forwarded = async {
+            let result = self
+                .forward(client, conn.dst, &dialer, rec.clone(), &limits)
+                .await;
+            // An upgraded exchange (WebSocket) goes on after the HTTP stage hands it over: the
+            // connection ends when its relay does.
+            rec.upgrades_finished().await;
+            result
+        };
+        let idle = async {
+            limits::idle(&counts, limits.idle).await;
+            // Reset, not closed: a response cut by silence must not pass for a complete one.
+            rec.cut();
+            rec.abort_upgrades();
+        };
+        let result = tokio::select! {
+            result = forwarded => result,
+            () = idle => {
+                rec.upgrades_finished().await;
+                Err(limits.idle_timeout().to_string())
+            }
+        };
         let close = ConnClose {
             conn: number,
             bytes_up: counts.up.load(Ordering::Relaxed),
             bytes_down: counts.down.load(Ordering::Relaxed),
             duration_ms: started.elapsed().as_millis() as u64,
             error: result.err(),
+            client_tls_end: counts.tls.client.recorded(),
+            upstream_tls_end: counts.tls.upstream.recorded(),
         };
         if let Err(e) = session.writer.append(Entry::ConnClose(close)).await {
             warn!("ledger refused conn_close: {e}");
@@ -622,13 +730,28 @@ impl Engine {
         dst: SocketAddr,
         dialer: &Dialer,
         rec: ConnRecorder,
+        limits: &Limits,
     ) -> Result<(), String> {
         // A destination that cannot be reached resets the client's connection: to it that
         // looks like the refusal it would have had directly, not a clean end.
         let reach = |rec: &ConnRecorder| {
             let rec = rec.clone();
+            let limit = limits.connect;
             async move {
-                let connected = dialer.connect(dst).await;
+                let connected = match Limits::within(
+                    limit,
+                    "connect_seconds",
+                    "the destination neither accepted nor refused the connection",
+                    dialer.connect(dst),
+                )
+                .await
+                {
+                    Ok(connected) => connected,
+                    Err(timed_out) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        timed_out.to_string(),
+                    )),
+                };
                 if connected.is_err() {
                     rec.cut();
                 }
@@ -636,7 +759,8 @@ impl Engine {
             }
         };
         let destination = sniff::Destination::Connect(reach(&rec));
-        let (kind, client, connected) = match sniff::sniff(client, destination).await {
+        let sniffed = sniff::sniff(client, destination, limits.handshake).await;
+        let (kind, client, connected) = match sniffed {
             Ok(Sniffed::Client {
                 kind,
                 client,
@@ -656,7 +780,7 @@ impl Engine {
                 Some(tcp) => sniff::Destination::Connected(tcp),
                 None => sniff::Destination::Connect(reach(&rec)),
             };
-            return intercept::serve(interceptor, client, policy, destination, rec).await;
+            return intercept::serve(interceptor, client, policy, destination, rec, limits).await;
         }
         let upstream = match connected {
             Some(upstream) => upstream,
@@ -665,16 +789,28 @@ impl Engine {
                 .map_err(|e| format!("connecting to {dst}: {e}"))?,
         };
         match kind {
-            Kind::Http1 => {
-                crate::http::serve(client, upstream, Version::Http1, "http", policy, rec)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Kind::Http2 => {
-                crate::http::serve(client, upstream, Version::Http2, "http", policy, rec)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+            Kind::Http1 => crate::http::serve(
+                client,
+                upstream,
+                Version::Http1,
+                "http",
+                policy,
+                rec,
+                limits,
+            )
+            .await
+            .map_err(|e| e.to_string()),
+            Kind::Http2 => crate::http::serve(
+                client,
+                upstream,
+                Version::Http2,
+                "http",
+                policy,
+                rec,
+                limits,
+            )
+            .await
+            .map_err(|e| e.to_string()),
             _ => recording_relay(client, upstream, &rec).await,
         }
     }
@@ -855,5 +991,16 @@ async fn ebpf_log(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
         };
         guard.get_inner_mut().flush();
         guard.clear_ready();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_open_file_limit_leaves_room_for_connections() {
+        assert_eq!(super::connection_budget(20_000), 6325);
+        assert_eq!(super::connection_budget(1024), 256);
+        assert_eq!(super::connection_budget(1 << 20), 349_184);
+        assert!(super::connection_budget(16) > 0);
     }
 }

@@ -21,6 +21,7 @@ use crate::ledger::{
     ConnDenied, Direction, Durable, Entry, Header, HttpBody, HttpRequest, HttpResponse,
     LedgerError, StreamChunk,
 };
+use crate::limits::{HeadClock, HeadTimed, Limits, TimedOut};
 use crate::policy::ConnPolicy;
 use crate::record::{watched_relay, ConnRecorder, Watch};
 use bytes::{Bytes, BytesMut};
@@ -148,6 +149,9 @@ pub enum HttpError {
     /// Serving the client failed.
     #[error("serving the client: {0}")]
     Client(#[source] hyper::Error),
+    /// The client took too long over a request head.
+    #[error("serving the client: {0}")]
+    RequestHead(TimedOut),
 }
 
 #[derive(Clone)]
@@ -184,6 +188,7 @@ pub async fn serve<C, U>(
     scheme: &'static str,
     policy: ConnPolicy,
     rec: ConnRecorder,
+    limits: &Limits,
 ) -> Result<(), HttpError>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -191,8 +196,9 @@ where
 {
     let upstream = match version {
         Version::Http1 => {
+            // Header names go out as recorded (lower case): their case would otherwise be a
+            // channel the ledger does not hold.
             let (sender, conn) = hyper::client::conn::http1::Builder::new()
-                .preserve_header_case(true)
                 .handshake(TokioIo::new(upstream))
                 .await
                 .map_err(HttpError::Upstream)?;
@@ -208,24 +214,64 @@ where
             Upstream::Http2(sender)
         }
     };
+    // Slowloris: a head trickled in a byte at a time keeps the connection busy, so the idle
+    // limit alone would never end it (HTTP/1; an HTTP/2 head is bounded by its size).
+    let head_clock = Arc::new(HeadClock::default());
+    let clock = (version == Version::Http1).then(|| head_clock.clone());
     let service = hyper::service::service_fn(move |req| {
         let rec = rec.clone();
         let upstream = upstream.clone();
         let policy = policy.clone();
-        async move { Ok::<_, Infallible>(exchange(rec, upstream, scheme, version, &policy, req).await) }
+        let in_exchange = clock.as_ref().map(HeadClock::exchange);
+        async move {
+            let resp = exchange(rec, upstream, scheme, version, &policy, req).await;
+            Ok::<_, Infallible>(held_until_sent(resp, in_exchange))
+        }
     });
     match version {
-        Version::Http1 => hyper::server::conn::http1::Builder::new()
-            .preserve_header_case(true)
-            .serve_connection(TokioIo::new(client), service)
-            .with_upgrades()
-            .await
-            .map_err(HttpError::Client),
+        Version::Http1 => {
+            let client = HeadTimed::new(client, head_clock.clone());
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(client), service)
+                .with_upgrades();
+            tokio::select! {
+                served = served => served.map_err(HttpError::Client),
+                () = head_clock.expired(limits.request_head) => {
+                    Err(HttpError::RequestHead(TimedOut {
+                        what: "the client sent no complete request head",
+                        limit: limits.request_head,
+                        key: "request_head_seconds",
+                    }))
+                }
+            }
+        }
         Version::Http2 => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .serve_connection(TokioIo::new(client), service)
             .await
             .map_err(HttpError::Client),
     }
+}
+
+/// `resp`, holding `in_exchange` until its body has been sent (or dropped): until then, what
+/// the client sends is not a new head.
+fn held_until_sent(
+    resp: Response<ProxyBody>,
+    in_exchange: Option<crate::limits::InExchange>,
+) -> Response<ProxyBody> {
+    let Some(in_exchange) = in_exchange else {
+        return resp;
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // What follows is another protocol's, never a head.
+        in_exchange.clock().upgraded();
+    }
+    resp.map(|body| {
+        body.map_frame(move |frame| {
+            let _held = &in_exchange;
+            frame
+        })
+        .boxed()
+    })
 }
 
 fn version_name(version: http::Version) -> &'static str {
@@ -295,6 +341,13 @@ async fn exchange(
                 .map(str::to_owned)
         }),
         target: redacted_target(&rec, req.uri()),
+        // An HTTP/1 absolute-form target or HTTP/2 `:scheme` naming another scheme than the
+        // connection's reaches the destination as sent: recorded.
+        uri_scheme: req
+            .uri()
+            .scheme_str()
+            .filter(|s| !s.eq_ignore_ascii_case(scheme))
+            .map(str::to_owned),
         headers: headers(&rec, req.headers()),
     };
     let (method, authority, target) = (
@@ -337,11 +390,26 @@ async fn exchange(
     };
     let upstream_upgrade =
         (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
+    // A reason phrase other than the status code's own reaches the client as sent, so it is
+    // recorded; one that is not UTF-8 could not be recorded as it is, and is dropped (the client
+    // gets the standard one).
+    let reason = match resp.extensions_mut().remove::<hyper::ext::ReasonPhrase>() {
+        Some(phrase) => match std::str::from_utf8(phrase.as_bytes()) {
+            Ok(text) => {
+                let text = text.to_owned();
+                resp.extensions_mut().insert(phrase);
+                Some(text)
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
     let head = HttpResponse {
         conn: rec.conn(),
         exchange: n,
         version: version_name(resp.version()).into(),
         status: resp.status().as_u16(),
+        reason,
         headers: headers(&rec, resp.headers()),
     };
     let response_headers = header_pairs(&head.headers);

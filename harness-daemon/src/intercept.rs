@@ -3,10 +3,12 @@
 //! from the harness CA, offering exactly the protocol the destination chose — so both sides
 //! speak the same HTTP version and the HTTP stage can forward exchange by exchange.
 use crate::http::{self, Version};
-use crate::ledger::{ConnDenied, Entry, TlsFailure, TlsSide};
+use crate::ledger::{ConnDenied, Entry, TlsFailure, TlsIntercepted, TlsSide};
+use crate::limits::Limits;
 use crate::policy::ConnPolicy;
 use crate::record::{recording_relay, ConnRecorder};
 use crate::sniff::{Destination, Kind, Sniffed};
+use crate::tls::ending::Ending;
 use crate::tls::{provider, ServerConfigs};
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};
@@ -114,6 +116,7 @@ pub async fn serve<C, Fut>(
     policy: ConnPolicy,
     destination: Destination<tokio::net::TcpStream, Fut>,
     rec: ConnRecorder,
+    limits: &Limits,
 ) -> Result<(), String>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -121,9 +124,15 @@ where
 {
     let acceptor =
         tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client);
-    let start = acceptor
-        .await
-        .map_err(|e| format!("reading the client's TLS hello: {e}"))?;
+    let start = Limits::within(
+        limits.handshake,
+        "handshake_seconds",
+        "the client sent no complete TLS ClientHello",
+        acceptor,
+    )
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("reading the client's TLS hello: {e}"))?;
     let hello = start.client_hello();
     let info = Hello {
         sni: hello.server_name().map(str::to_owned),
@@ -173,24 +182,44 @@ where
             .await
             .map_err(|e| format!("connecting to {dst}: {e}"))?,
     };
-    let upstream = match tokio_rustls::TlsConnector::from(Arc::new(upstream_config))
-        .connect(server_name, tcp)
-        .await
-    {
-        Ok(tls) => tls,
-        Err(e) => {
+    let handshake = Limits::within(
+        limits.handshake,
+        "handshake_seconds",
+        "the destination finished no TLS handshake",
+        tokio_rustls::TlsConnector::from(Arc::new(upstream_config)).connect(server_name, tcp),
+    );
+    let upstream = match handshake.await {
+        Ok(Ok(tls)) => tls,
+        Err(timed_out) => {
+            let reason = format!("upstream TLS handshake with {dst}: {timed_out}");
+            record_failure(&rec, TlsSide::Upstream, &info, &reason).await;
+            return Err(reason);
+        }
+        Ok(Err(e)) => {
             let reason = format!("upstream TLS handshake with {dst}: {e}");
             record_failure(&rec, TlsSide::Upstream, &info, &reason).await;
             return Err(reason);
         }
     };
     let chosen = upstream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let upstream = Ending::upstream(upstream, rec.tls_ends());
 
     let mut server_config = (*interceptor.server_configs.for_connection(dst.ip())).clone();
     server_config.alpn_protocols = chosen.iter().cloned().collect();
-    let client = match start.into_stream(Arc::new(server_config)).await {
-        Ok(tls) => tls,
-        Err(e) => {
+    let handshake = Limits::within(
+        limits.handshake,
+        "handshake_seconds",
+        "the client finished no TLS handshake",
+        start.into_stream(Arc::new(server_config)),
+    );
+    let client = match handshake.await {
+        Ok(Ok(tls)) => Ending::client(tls, rec.tls_ends()),
+        Err(timed_out) => {
+            let reason = format!("client TLS handshake: {timed_out}");
+            record_failure(&rec, TlsSide::Client, &info, &reason).await;
+            return Err(reason);
+        }
+        Ok(Err(e)) => {
             // Pinning clients and clients that do not trust the harness CA end here: recorded,
             // never passed through unrecorded.
             let reason = format!("client refused the harness certificate or handshake: {e}");
@@ -198,28 +227,64 @@ where
             return Err(reason);
         }
     };
+    // What both handshakes agreed, queued before the first exchange's entries (and committed
+    // with them: no fsync of its own).
+    let agreed = Entry::TlsIntercepted(TlsIntercepted {
+        conn: rec.conn(),
+        sni: info.sni.clone(),
+        alpn: chosen
+            .as_deref()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+        client_version: tls_version(client.get_ref().get_ref().1.protocol_version()),
+        upstream_version: tls_version(upstream.get_ref().get_ref().1.protocol_version()),
+    });
+    rec.queue_lazy(agreed);
     match chosen.as_deref() {
-        Some(b"h2") => http::serve(client, upstream, Version::Http2, "https", policy, rec)
-            .await
-            .map_err(|e| e.to_string()),
-        Some(b"http/1.1") => http::serve(client, upstream, Version::Http1, "https", policy, rec)
-            .await
-            .map_err(|e| e.to_string()),
+        Some(b"h2") => http::serve(
+            client,
+            upstream,
+            Version::Http2,
+            "https",
+            policy,
+            rec,
+            limits,
+        )
+        .await
+        .map_err(|e| e.to_string()),
+        Some(b"http/1.1") => http::serve(
+            client,
+            upstream,
+            Version::Http1,
+            "https",
+            policy,
+            rec,
+            limits,
+        )
+        .await
+        .map_err(|e| e.to_string()),
         _ => {
             // No ALPN: HTTP/1 if it looks like it, else recorded bytes (and a server that
             // speaks first, as IMAPS or SMTPS do, is heard first).
             type Never = std::future::Pending<
-                std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+                std::io::Result<Ending<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>,
             >;
             let destination: Destination<_, Never> = Destination::Connected(upstream);
-            match crate::sniff::sniff(client, destination).await {
+            match crate::sniff::sniff(client, destination, limits.handshake).await {
                 Ok(Sniffed::Client {
                     kind: Kind::Http1,
                     client,
                     upstream: Some(upstream),
-                }) => http::serve(client, upstream, Version::Http1, "https", policy, rec)
-                    .await
-                    .map_err(|e| e.to_string()),
+                }) => http::serve(
+                    client,
+                    upstream,
+                    Version::Http1,
+                    "https",
+                    policy,
+                    rec,
+                    limits,
+                )
+                .await
+                .map_err(|e| e.to_string()),
                 Ok(Sniffed::Client {
                     client,
                     upstream: Some(upstream),
@@ -234,6 +299,16 @@ where
                 Err(e) => Err(e.to_string()),
             }
         }
+    }
+}
+
+/// `TLSv1.3`, `TLSv1.2`, … as the ledger writes a TLS version.
+fn tls_version(version: Option<rustls::ProtocolVersion>) -> String {
+    match version {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
+        Some(other) => format!("{other:?}"),
+        None => "unknown".into(),
     }
 }
 

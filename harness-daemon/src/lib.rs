@@ -17,6 +17,7 @@ pub mod http;
 pub mod init;
 pub mod intercept;
 pub mod ledger;
+pub mod limits;
 pub mod netns;
 pub mod policy;
 pub mod record;

@@ -96,6 +96,11 @@ impl SessionNetns {
         let (ns, cookie, listeners) = made?;
         for l in [&listeners.tcp_v4, &listeners.tcp_v6] {
             l.set_nonblocking(true).map_err(err("listener"))?;
+            // std listens with a backlog of 128: a burst of connections beyond it would wait
+            // for SYN retransmits (a second or more each). Listening again raises it to the
+            // kernel's somaxconn.
+            nix::sys::socket::listen(l, nix::sys::socket::Backlog::MAXCONN)
+                .map_err(|e| err("listener backlog")(e.into()))?;
         }
         for s in [&listeners.dns_v4, &listeners.dns_v6] {
             s.set_nonblocking(true).map_err(err("resolver socket"))?;

@@ -21,6 +21,8 @@ pub struct ConnRecorder {
     closing: tokio_util::sync::CancellationToken,
     /// Relays of this connection's upgraded exchanges, which outlive the HTTP stage.
     upgraded: tokio_util::task::TaskTracker,
+    /// Cancelled to end those relays (a limit fired).
+    abort_upgraded: tokio_util::sync::CancellationToken,
     /// The connection's counts, whose `cut` flag this recorder raises.
     counts: Arc<Counts>,
 }
@@ -47,6 +49,7 @@ impl ConnRecorder {
             tasks,
             closing,
             upgraded: tokio_util::task::TaskTracker::new(),
+            abort_upgraded: tokio_util::sync::CancellationToken::new(),
             counts,
         }
     }
@@ -60,8 +63,17 @@ impl ConnRecorder {
     }
 
     fn cut_on_err<T>(&self, result: Result<T, LedgerError>) -> Result<T, LedgerError> {
-        if result.is_err() {
+        if let Err(e) = &result {
             self.cut();
+            // Said once per connection: its `conn_close` says it again if the ledger can still
+            // take one, and the session's `session_close` says why the ledger stopped.
+            if !self.counts.said_cut.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "session {} connection {}: the ledger refused an entry ({e}); the connection is cut",
+                    self.writer.id(),
+                    self.conn
+                );
+            }
         }
         result
     }
@@ -73,7 +85,19 @@ impl ConnRecorder {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.spawn(self.upgraded.track_future(relay));
+        let abort = self.abort_upgraded.clone();
+        self.spawn(self.upgraded.track_future(async move {
+            tokio::select! {
+                () = relay => {}
+                () = abort.cancelled() => {}
+            }
+        }));
+    }
+
+    /// Ends the relays [`Self::spawn_upgraded`] started (their sockets are dropped: reset if
+    /// the connection was [cut](Self::cut) first).
+    pub fn abort_upgrades(&self) {
+        self.abort_upgraded.cancel();
     }
 
     /// Resolves once every relay [`Self::spawn_upgraded`] started has ended (at once if none
@@ -101,6 +125,11 @@ impl ConnRecorder {
         });
     }
 
+    /// Where the TLS stage notes how each side ended its TLS.
+    pub fn tls_ends(&self) -> Arc<crate::tls::ending::TlsEnds> {
+        self.counts.tls.clone()
+    }
+
     /// The connection number.
     pub fn conn(&self) -> u64 {
         self.conn
@@ -119,6 +148,16 @@ impl ConnRecorder {
     /// Appends an entry; resolves once it is durable.
     pub async fn append(&self, entry: Entry) -> Result<Durable, LedgerError> {
         self.cut_on_err(self.writer.append(entry).await)
+    }
+
+    /// Queues an entry now, before anything appended after this call, without waiting for it
+    /// (see [`SessionWriter::queue_lazy`]); a ledger failure cuts the connection as usual.
+    pub fn queue_lazy(&self, entry: Entry) {
+        let durable = self.writer.queue_lazy(entry);
+        let rec = self.clone();
+        self.spawn(async move {
+            let _ = rec.cut_on_err(durable.await);
+        });
     }
 
     /// Appends an entry nobody waits on before releasing bytes (an annotation): it is written
@@ -190,6 +229,10 @@ pub struct Counts {
     pub down: AtomicU64,
     /// Set when the connection was cut (see [`ConnRecorder::cut`]).
     pub cut: std::sync::atomic::AtomicBool,
+    /// Set once a ledger failure that cut the connection was said on stderr.
+    pub said_cut: std::sync::atomic::AtomicBool,
+    /// How each side ended its TLS, for an intercepted connection.
+    pub tls: Arc<crate::tls::ending::TlsEnds>,
 }
 
 /// A stream that counts what passes through it into [`Counts`] (reads as `up`, writes as

@@ -509,11 +509,18 @@ fn spawn_enclosed(
     if let Some(home) = home {
         home.install(&mut cmd);
     }
+    let fd_limit = crate::limits::original_fd_limit();
     // SAFETY: runs in the forked child before exec, after the hooks above; only the
-    // async-signal-safe system calls unshare, setsid, close_range and fcntl on integers
-    // captured by copy.
+    // async-signal-safe system calls unshare, setsid, close_range, fcntl and setrlimit on
+    // integers and a struct captured by copy.
     unsafe {
         cmd.pre_exec(move || {
+            // The command's own open-file limit, not the one the engine raised for itself.
+            if let Some(limit) = fd_limit {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if libc::unshare(libc::CLONE_NEWPID | libc::CLONE_NEWIPC) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -23,6 +23,8 @@ pub struct Session {
     pub tasks: TaskTracker,
     /// Cancelled when the session closes, ending whatever is still in flight.
     pub closing: CancellationToken,
+    /// One permit per connection it may have open (`limits.connections`).
+    pub connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Session {
@@ -35,8 +37,14 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A session recording to `writer` for the processes in `cgroup`.
-    pub fn new(writer: SessionWriter, cgroup: SessionCgroup, netns: SessionNetns) -> Session {
+    /// A session recording to `writer` for the processes in `cgroup`, with at most
+    /// `connections` open at once.
+    pub fn new(
+        writer: SessionWriter,
+        cgroup: SessionCgroup,
+        netns: SessionNetns,
+        connections: usize,
+    ) -> Session {
         Session {
             writer,
             cgroup,
@@ -44,6 +52,7 @@ impl Session {
             next_number: AtomicU64::new(1),
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
+            connections: Arc::new(tokio::sync::Semaphore::new(connections)),
         }
     }
 

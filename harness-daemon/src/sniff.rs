@@ -9,7 +9,8 @@
 //!   handshake record starts with `0x16`; an HTTP/1 request is a whole request line (method
 //!   token, target, `HTTP/1.x`, after any empty lines); HTTP/2 its connection preface. A
 //!   prefix that could still become one of those is read on, however slowly it comes, for up
-//!   to [`DECIDE_WITHIN`] (then the connection is closed, never relayed raw);
+//!   to the handshake limit (`limits.handshake_seconds`; then the connection is closed, never
+//!   relayed raw);
 //! - only a client that sends *nothing* for [`FIRST_BYTES_WAIT`] may be speaking a protocol in
 //!   which the server speaks first (SSH, SMTP, …). Then the destination is connected and
 //!   whoever speaks first decides: the server (a greeting) → recorded bytes both ways; the
@@ -23,9 +24,6 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 
 /// How long a client may stay silent before the server is given the chance to speak first.
 pub const FIRST_BYTES_WAIT: Duration = Duration::from_secs(1);
-
-/// How long a client has, from its first byte, to send bytes that decide what it speaks.
-pub const DECIDE_WITHIN: Duration = Duration::from_secs(30);
 
 /// The most bytes read to decide: an HTTP request line longer than this is handed to the HTTP
 /// stage, which refuses it on the record.
@@ -153,9 +151,9 @@ pub enum SniffError {
     /// The client closed before it said what it speaks.
     #[error("the client closed before sending a complete first line or handshake")]
     ClientClosed,
-    /// Bytes came, but not enough to decide, within [`DECIDE_WITHIN`].
-    #[error("the client's first bytes did not say what it speaks within {}s: closed, not relayed", DECIDE_WITHIN.as_secs())]
-    Undecided,
+    /// Bytes came, but not enough to decide, within the handshake limit.
+    #[error("the client's first bytes did not say what it speaks: closed, not relayed ({0})")]
+    Undecided(crate::limits::TimedOut),
     /// Connecting to the destination (to let it speak first) failed.
     #[error("connecting to the destination: {0}")]
     Connect(#[source] std::io::Error),
@@ -173,10 +171,12 @@ pub enum Destination<U, Fut> {
     Connect(Fut),
 }
 
-/// Reads until the client's bytes decide what it speaks (see the module docs).
+/// Reads until the client's bytes decide what it speaks (see the module docs), for at most
+/// `decide_within` from its first byte.
 pub async fn sniff<S, U, Fut>(
     mut stream: S,
     destination: Destination<U, Fut>,
+    decide_within: Duration,
 ) -> Result<Sniffed<S, U>, SniffError>
 where
     S: AsyncRead + Unpin,
@@ -219,28 +219,33 @@ where
         return Err(SniffError::ClientClosed);
     }
     buf.extend_from_slice(&chunk[..n]);
-    let decided = tokio::time::timeout(DECIDE_WITHIN, async {
-        loop {
-            if let Some(kind) = classify(&buf) {
-                return Ok(kind);
+    let decided = crate::limits::Limits::within(
+        decide_within,
+        "handshake_seconds",
+        "the client sent no complete request line or handshake start",
+        async {
+            loop {
+                if let Some(kind) = classify(&buf) {
+                    return Ok(kind);
+                }
+                let room = (DECIDE_LIMIT + 1)
+                    .saturating_sub(buf.len())
+                    .min(chunk.len());
+                let n = stream
+                    .read(&mut chunk[..room])
+                    .await
+                    .map_err(SniffError::Client)?;
+                if n == 0 {
+                    // Closed mid-way: what came is still someone's bytes, but not a protocol we
+                    // could interpret; say so rather than relay it.
+                    return Err(SniffError::ClientClosed);
+                }
+                buf.extend_from_slice(&chunk[..n]);
             }
-            let room = (DECIDE_LIMIT + 1)
-                .saturating_sub(buf.len())
-                .min(chunk.len());
-            let n = stream
-                .read(&mut chunk[..room])
-                .await
-                .map_err(SniffError::Client)?;
-            if n == 0 {
-                // Closed mid-way: what came is still someone's bytes, but not a protocol we
-                // could interpret; say so rather than relay it.
-                return Err(SniffError::ClientClosed);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    })
+        },
+    )
     .await
-    .map_err(|_| SniffError::Undecided)??;
+    .map_err(SniffError::Undecided)??;
     Ok(Sniffed::Client {
         kind: decided,
         client: Rewound::new(Bytes::from(buf), stream),
@@ -405,7 +410,7 @@ mod tests {
             kind,
             mut client,
             upstream: None,
-        }) = sniff(b, no_upstream()).await
+        }) = sniff(b, no_upstream(), Duration::from_secs(30)).await
         else {
             panic!("client spoke first");
         };
@@ -431,7 +436,7 @@ mod tests {
         });
         let (up_a, _up_b) = tokio::io::duplex(64);
         let connect: Destination<_, Never> = Destination::Connected(up_a);
-        match sniff(b, connect).await {
+        match sniff(b, connect, Duration::from_secs(30)).await {
             Ok(Sniffed::Client { kind, upstream, .. }) => {
                 assert_eq!(kind, Kind::Http1);
                 assert!(upstream.is_some(), "connected while the client was silent");
@@ -450,7 +455,9 @@ mod tests {
             .await
             .unwrap();
         let connect = Destination::Connect(std::future::ready(Ok(up_a)));
-        let Ok(Sniffed::Server { mut upstream, .. }) = sniff(b, connect).await else {
+        let Ok(Sniffed::Server { mut upstream, .. }) =
+            sniff(b, connect, Duration::from_secs(30)).await
+        else {
             panic!("server spoke first");
         };
         let mut greeting = [0u8; 14];
@@ -465,9 +472,9 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut a, b"GE")
             .await
             .unwrap();
-        let result = sniff(b, no_upstream()).await;
+        let result = sniff(b, no_upstream(), Duration::from_secs(30)).await;
         assert!(
-            matches!(result, Err(SniffError::Undecided)),
+            matches!(result, Err(SniffError::Undecided(_))),
             "{:?}",
             result.err()
         );

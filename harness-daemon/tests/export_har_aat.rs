@@ -699,6 +699,7 @@ async fn har_text_is_decoded_and_sha256_is_of_the_recorded_bytes() {
         exchange: 0,
         version: "HTTP/1.1".into(),
         status,
+        reason: None,
         headers: vec![
             ledger.header("content-type", b"application/json"),
             ledger.header("content-encoding", coding.as_bytes()),

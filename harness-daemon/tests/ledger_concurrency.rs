@@ -81,6 +81,8 @@ fn uncanonical() -> Entry {
         bytes_down: 0,
         duration_ms: 0,
         error: None,
+        client_tls_end: None,
+        upstream_tls_end: None,
     })
 }
 
@@ -233,6 +235,7 @@ async fn secrets_are_fingerprinted_and_blobs_stream() {
         scheme: "https".into(),
         authority: Some("api.example".into()),
         target: "/v1".into(),
+        uri_scheme: None,
         headers: vec![h, ledger.header("content-type", b"application/json")],
     }))
     .await

@@ -230,6 +230,7 @@ async fn follow_prints_entries_as_they_are_recorded_until_session_close() {
         scheme: "https".into(),
         authority: Some("api.anthropic.com".into()),
         target: "/v1/messages".into(),
+        uri_scheme: None,
         headers: vec![],
     }))
     .await
@@ -243,6 +244,7 @@ async fn follow_prints_entries_as_they_are_recorded_until_session_close() {
             exchange: 0,
             version: "HTTP/2".into(),
             status: 200,
+            reason: None,
             headers: vec![],
         }))
         .await

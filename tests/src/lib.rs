@@ -241,6 +241,23 @@ pub fn run_enclosed_from(
     if let Some(cwd) = cwd {
         cmd.current_dir(cwd);
     }
+    enclosed(cmd, ledger, extra, command)
+}
+
+/// As [`run_enclosed`], with `harness run` started by `wrapper` (say, `prlimit --nofile=…`),
+/// which is given the harness binary and its arguments.
+pub fn run_enclosed_under(
+    wrapper: &[&str],
+    ledger: &Path,
+    extra: &[&str],
+    command: &[&str],
+) -> Enclosed {
+    let mut cmd = Command::new(wrapper[0]);
+    cmd.args(&wrapper[1..]).arg(harness_bin());
+    enclosed(cmd, ledger, extra, command)
+}
+
+fn enclosed(mut cmd: Command, ledger: &Path, extra: &[&str], command: &[&str]) -> Enclosed {
     cmd.arg("run")
         .arg("--no-daemon")
         .arg("--ledger")

@@ -191,6 +191,92 @@ fn a_killed_engine_fails_closed() {
     );
 }
 
+/// After `kill -9` of `harness run`, the next `harness run` on the same ledger recovers what the
+/// dead engine left (issue 10.7): it closes the abandoned session on the record, says so, and
+/// removes the dead session's cgroup; `verify` finds the ledger intact.
+#[test]
+fn the_next_run_recovers_what_a_killed_engine_left() {
+    if !privileged("the_next_run_recovers_what_a_killed_engine_left") {
+        return;
+    }
+    let dir = temp_dir("recover-next-run");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let ledger = dir.join("ledger");
+    let go = dir.join("go");
+    let mut run = Command::new(harness_bin())
+        .args(["run", "--no-daemon", "--user", "nobody", "--ledger"])
+        .arg(&ledger)
+        .arg("--")
+        .arg(probe_bin())
+        .arg("wait-then-tcp")
+        .arg(&go)
+        // Never reached: the probe waits for a file nobody writes.
+        .arg(std::net::SocketAddr::new(world::addr(2), 9).to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = None;
+    wait_for("the session to open", || {
+        first = session_files(&ledger)
+            .ok()
+            .and_then(|files| files.first().cloned())
+            .and_then(|file| read_session(&file).ok())
+            .and_then(|entries| entries.into_iter().next());
+        first.is_some()
+    });
+    let cgroup = match first.map(|r| r.entry) {
+        Some(Entry::SessionOpen(open)) => PathBuf::from(&open.cgroup),
+        other => panic!("first entry {other:?}"),
+    };
+    wait_for("the probe to run inside the session", || {
+        std::fs::read_to_string(cgroup.join("cgroup.procs"))
+            .map(|s| !s.trim().is_empty())
+            .unwrap_or(false)
+    });
+    nix_kill(run.id(), libc::SIGKILL);
+    run.wait().unwrap();
+    let dead = session_files(&ledger).unwrap().remove(0);
+
+    let next = Command::new(harness_bin())
+        .args(["run", "--no-daemon", "--user", "nobody", "--ledger"])
+        .arg(&ledger)
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&next.stderr);
+    assert!(next.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: recovered an abandoned session and closed it",
+            dead.display()
+        )),
+        "the next run says what it recovered: {stderr}"
+    );
+    let entries = read_session(&dead).unwrap();
+    match &entries.last().unwrap().entry {
+        Entry::SessionClose(close) => assert_eq!(
+            close.reason.as_deref(),
+            Some("recovered: the engine recording this session died")
+        ),
+        other => panic!("the dead session ends with {other:?}"),
+    }
+    assert!(
+        !cgroup.exists(),
+        "the dead session's cgroup {} was removed",
+        cgroup.display()
+    );
+    let verified = Command::new(harness_bin())
+        .arg("verify")
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+}
+
 #[test]
 fn run_refuses_clearly_when_not_root() {
     let out = Command::new(harness_bin())

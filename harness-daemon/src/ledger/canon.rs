@@ -328,6 +328,8 @@ mod tests {
             bytes_down: 0,
             duration_ms: 0,
             error: None,
+            client_tls_end: None,
+            upstream_tls_end: None,
         });
         assert!(matches!(entry_object(&e), Err(CanonError::Number(_))));
     }

@@ -401,6 +401,14 @@ fn summary(e: &Entry) -> String {
             d.bytes.len()
         ),
         Entry::TlsFailure(t) => format!("conn {} {:?}: {}", t.conn, t.side, t.reason),
+        Entry::TlsIntercepted(t) => format!(
+            "conn {} sni {} alpn {} ({} / {})",
+            t.conn,
+            t.sni.as_deref().unwrap_or("-"),
+            t.alpn.as_deref().unwrap_or("-"),
+            t.client_version,
+            t.upstream_version
+        ),
         Entry::Annotation(a) => format!("of #{} {} {}", a.of_seq, a.by, a.topic),
         Entry::Recovery(r) => r.reason.clone(),
         Entry::Error(e) => format!("{}: {}", e.context, e.message),

@@ -37,6 +37,8 @@ pub enum Entry {
     Data(Data),
     /// A TLS handshake failed, on either side of the daemon.
     TlsFailure(TlsFailure),
+    /// Both TLS handshakes of an intercepted connection succeeded: what they agreed.
+    TlsIntercepted(TlsIntercepted),
     /// What an earlier entry means (an LLM call, a tool call, …), added by the semantics stage.
     Annotation(Annotation),
     /// The writer reopened the session after an unclean shutdown.
@@ -63,6 +65,7 @@ impl Entry {
             Entry::StreamChunk(_) => "stream_chunk",
             Entry::Data(_) => "data",
             Entry::TlsFailure(_) => "tls_failure",
+            Entry::TlsIntercepted(_) => "tls_intercepted",
             Entry::Annotation(_) => "annotation",
             Entry::Recovery(_) => "recovery",
             Entry::Error(_) => "error",
@@ -173,6 +176,10 @@ pub struct HttpRequest {
     pub authority: Option<String>,
     /// Path and query as sent; secret query parameters replaced by their fingerprint.
     pub target: String,
+    /// The scheme the request itself named (an HTTP/1 target in absolute form, HTTP/2's
+    /// `:scheme`) when it is not `scheme`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_scheme: Option<String>,
     /// Header fields in the order sent.
     pub headers: Vec<Header>,
 }
@@ -188,6 +195,9 @@ pub struct HttpResponse {
     pub version: String,
     /// Status code.
     pub status: u16,
+    /// The HTTP/1 reason phrase, when it is not the status code's standard one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Header fields in the order received.
     pub headers: Vec<Header>,
 }
@@ -249,6 +259,21 @@ pub enum TlsSide {
     Client,
     /// Between the daemon and the destination.
     Upstream,
+}
+
+/// `tls_intercepted`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TlsIntercepted {
+    /// Connection number from `conn_open`.
+    pub conn: u64,
+    /// The server name the client asked for (and harness asked the destination for).
+    pub sni: Option<String>,
+    /// The application protocol both sides agreed (`h2`, `http/1.1`), if any.
+    pub alpn: Option<String>,
+    /// The TLS version between the enclosed client and harness (`TLSv1.3`, `TLSv1.2`).
+    pub client_version: String,
+    /// The TLS version between harness and the destination.
+    pub upstream_version: String,
 }
 
 /// `tls_failure`.
@@ -428,6 +453,13 @@ pub struct ConnClose {
     pub duration_ms: u64,
     /// Why it ended, if not a clean close by either side.
     pub error: Option<String>,
+    /// How the enclosed client ended its TLS (`"close_notify"` or `"no close_notify"`), when
+    /// it did before harness ended the connection. Absent for plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_tls_end: Option<String>,
+    /// How the destination ended its TLS, as for `client_tls_end`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_tls_end: Option<String>,
 }
 
 /// `dns_query`.

@@ -226,12 +226,42 @@ impl SessionWriter {
         Ok(durable.remove(0))
     }
 
+    /// Queues `entry` at once, as [`append_lazy`](Self::append_lazy) would when first polled,
+    /// and returns a future that resolves once it is durable: an entry queued now comes before
+    /// anything the caller appends next, whether or not the caller waits for it.
+    pub fn queue_lazy(
+        &self,
+        entry: Entry,
+    ) -> impl std::future::Future<Output = Result<Durable, LedgerError>> + Send + 'static {
+        let queued = self.enqueue(vec![entry], false, true);
+        let writer = self.clone();
+        async move {
+            match queued?.await {
+                Ok(result) => result.map(|mut durable| durable.remove(0)),
+                Err(_) => Err(writer.gone()),
+            }
+        }
+    }
+
     async fn submit(
         &self,
         entries: Vec<Entry>,
         close: bool,
         lazy: bool,
     ) -> Result<Vec<Durable>, LedgerError> {
+        match self.enqueue(entries, close, lazy)?.await {
+            Ok(result) => result,
+            Err(_) => Err(self.gone()),
+        }
+    }
+
+    /// Hands `entries` to the writer thread; the receiver gets their fate.
+    fn enqueue(
+        &self,
+        entries: Vec<Entry>,
+        close: bool,
+        lazy: bool,
+    ) -> Result<oneshot::Receiver<Result<Vec<Durable>, LedgerError>>, LedgerError> {
         if let Some(end) = self.ended() {
             return Err(self.end_error(end));
         }
@@ -257,10 +287,7 @@ impl SessionWriter {
         {
             return Err(self.gone());
         }
-        match rx.await {
-            Ok(result) => result,
-            Err(_) => Err(self.gone()),
-        }
+        Ok(rx)
     }
 
     fn ended(&self) -> Option<End> {
@@ -322,7 +349,12 @@ impl Thread {
                     Ok(m) => m,
                     Err(RecvTimeoutError::Timeout) => {
                         if let Err(e) = self.checkpoint() {
-                            self.fail(&e.to_string());
+                            if is_full(&e) {
+                                // As after a batch: closed in its reserve, not left failed.
+                                self.close_on_full_disk(&e.to_string());
+                            } else {
+                                self.fail(&e.to_string());
+                            }
                             return;
                         }
                         continue;
@@ -698,10 +730,17 @@ fn write_checkpoint(
         .open(&tmp)
         .map_err(|e| LedgerError::io(&tmp, e))?;
     // Written over the spare's allocated zeros, then cut to the note's length.
-    f.write_all(note.as_bytes())
+    let written = f
+        .write_all(note.as_bytes())
         .and_then(|()| f.set_len(note.len() as u64))
-        .and_then(|()| f.sync_all())
-        .map_err(|e| LedgerError::io(&tmp, e))?;
+        .and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        if tmp.file_name() != Some(SPARE.as_ref()) {
+            // Its pages go back to a disk that may be full (the spare is kept).
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return Err(LedgerError::io(&tmp, e));
+    }
     drop(f);
     std::fs::rename(&tmp, &path).map_err(|e| LedgerError::io(&path, e))?;
     fsync_dir(&sdir)

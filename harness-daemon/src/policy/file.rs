@@ -6,10 +6,13 @@
 //! column and rule number.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::limits::Limits;
 
 use super::{normalize_host, Action, HostPattern, PolicyError, Rule, Target};
 
@@ -20,7 +23,22 @@ struct RawPolicy {
     default: Option<Spanned<String>>,
     #[serde(default, rename = "rule")]
     rules: Vec<RawRule>,
+    limits: Option<RawLimits>,
 }
+
+/// `[limits]` as TOML sees it: whole seconds and a count, each optional (default otherwise).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    connect_seconds: Option<Spanned<i64>>,
+    handshake_seconds: Option<Spanned<i64>>,
+    request_head_seconds: Option<Spanned<i64>>,
+    idle_seconds: Option<Spanned<i64>>,
+    connections: Option<Spanned<i64>>,
+}
+
+/// The longest timeout a policy may set (a week): beyond that, a limit protects nothing.
+const MAX_SECONDS: i64 = 7 * 24 * 3600;
 
 /// One `[[rule]]` as TOML sees it; every field optional so that a missing one is reported
 /// with the rule's number rather than as a bare TOML error.
@@ -48,8 +66,15 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Parse and validate policy text into its default and rules.
-pub(super) fn parse(text: &str, origin: &str) -> Result<(Action, Vec<Rule>), PolicyError> {
+/// What a policy file says.
+pub(super) struct Parsed {
+    pub default: Action,
+    pub rules: Vec<Rule>,
+    pub limits: Limits,
+}
+
+/// Parse and validate policy text into its default, rules and limits.
+pub(super) fn parse(text: &str, origin: &str) -> Result<Parsed, PolicyError> {
     let at = |offset: usize| Some(line_column(text, offset));
     let raw: RawPolicy = toml::from_str(text).map_err(|e| PolicyError::Syntax {
         origin: origin.to_owned(),
@@ -135,7 +160,64 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<(Action, Vec<Rule>), Pol
             ports,
         });
     }
-    Ok((default, rules))
+    let limits = match &raw.limits {
+        None => Limits::default(),
+        Some(raw_limits) => {
+            parse_limits(raw_limits).map_err(|(offset, message)| PolicyError::Syntax {
+                origin: origin.to_owned(),
+                location: at(offset),
+                message,
+            })?
+        }
+    };
+    Ok(Parsed {
+        default,
+        rules,
+        limits,
+    })
+}
+
+/// `[limits]` over the defaults; `Err` holds the offending value's offset and why.
+fn parse_limits(raw: &RawLimits) -> Result<Limits, (usize, String)> {
+    let mut limits = Limits::default();
+    let seconds = |value: &Option<Spanned<i64>>, key: &str, into: &mut Duration| {
+        if let Some(v) = value {
+            match *v.get_ref() {
+                n @ 1..=MAX_SECONDS => *into = Duration::from_secs(n as u64),
+                n => {
+                    return Err((
+                        v.span().start,
+                        format!("limits.{key} = {n}: must be 1 to {MAX_SECONDS} (seconds)"),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    };
+    seconds(&raw.connect_seconds, "connect_seconds", &mut limits.connect)?;
+    seconds(
+        &raw.handshake_seconds,
+        "handshake_seconds",
+        &mut limits.handshake,
+    )?;
+    seconds(
+        &raw.request_head_seconds,
+        "request_head_seconds",
+        &mut limits.request_head,
+    )?;
+    seconds(&raw.idle_seconds, "idle_seconds", &mut limits.idle)?;
+    if let Some(v) = &raw.connections {
+        match *v.get_ref() {
+            n @ 1..=1_000_000 => limits.connections = n as usize,
+            n => {
+                return Err((
+                    v.span().start,
+                    format!("limits.connections = {n}: must be 1 to 1000000"),
+                ))
+            }
+        }
+    }
+    Ok(limits)
 }
 
 /// `"allow"` or `"deny"`, exactly: a policy is not the place to guess what "permit" meant.

@@ -40,6 +40,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
+use crate::limits::Limits;
 use harness_common::{LearnedKey, LearnedVerdict, ACTION_ALLOW, ACTION_DENY};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
@@ -342,6 +343,7 @@ pub struct Policy {
     origin: String,
     default: Action,
     rules: Vec<Rule>,
+    limits: Limits,
     sha256: [u8; 32],
 }
 
@@ -363,11 +365,16 @@ impl Policy {
 
     /// Validate policy text; `origin` names it in errors (normally the file path).
     pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
-        let (default, rules) = file::parse(text, origin)?;
+        let file::Parsed {
+            default,
+            rules,
+            limits,
+        } = file::parse(text, origin)?;
         let policy = Policy {
             origin: origin.to_owned(),
             default,
             rules,
+            limits,
             sha256: Sha256::digest(text.as_bytes()).into(),
         };
         policy.kernel_rules()?;
@@ -381,6 +388,7 @@ impl Policy {
             origin: "(no policy file)".to_owned(),
             default: Action::Allow,
             rules: Vec::new(),
+            limits: Limits::default(),
             sha256: Sha256::digest(b"").into(),
         }
     }
@@ -399,6 +407,11 @@ impl Policy {
     /// The decision when no rule matches.
     pub fn default_action(&self) -> Action {
         self.default
+    }
+
+    /// What connections may hold (`[limits]`, or the defaults).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The rules in file order (index = `Decision::rule`).

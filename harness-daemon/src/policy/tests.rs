@@ -31,6 +31,39 @@ fn sa(s: &str) -> SocketAddr {
 // === file errors ===
 
 #[test]
+fn limits_default_and_set_and_refused() {
+    use crate::limits::Limits;
+    use std::time::Duration;
+    assert_eq!(
+        *Policy::parse("", "p.toml").unwrap().limits(),
+        Limits::default()
+    );
+    let p = Policy::parse(
+        "[limits]\nidle_seconds = 5\nhandshake_seconds = 2\nconnections = 10\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        *p.limits(),
+        Limits {
+            idle: Duration::from_secs(5),
+            handshake: Duration::from_secs(2),
+            connections: 10,
+            ..Limits::default()
+        }
+    );
+    assert_eq!(
+        error("[limits]\nidle_seconds = 0\n"),
+        "p.toml:2:16: limits.idle_seconds = 0: must be 1 to 604800 (seconds)"
+    );
+    assert_eq!(
+        error("[limits]\nconnections = -1\n"),
+        "p.toml:2:15: limits.connections = -1: must be 1 to 1000000"
+    );
+    assert!(error("[limits]\nidle = 5\n").contains("unknown field `idle`"));
+}
+
+#[test]
 fn syntax_and_shape_errors_name_line_and_column() {
     assert_eq!(
         error("default = \"deny\"\n[[rule]]\naction = \"allow\"\nhosts = \"a.com\"\n"),
@@ -38,7 +71,7 @@ fn syntax_and_shape_errors_name_line_and_column() {
     );
     assert_eq!(
         error("defualt = \"deny\"\n"),
-        "p.toml:1:1: unknown field `defualt`, expected `default` or `rule`"
+        "p.toml:1:1: unknown field `defualt`, expected one of `default`, `rule`, `limits`"
     );
     assert_eq!(
         error("default = \"maybe\"\n"),

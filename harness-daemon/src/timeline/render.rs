@@ -229,6 +229,18 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
             Entry::Recovery(r) => {
                 let _ = writeln!(out, "{}  recovery: {}", clock(&item.ts), r.reason);
             }
+            // A connection that did not end cleanly (a limit fired, the ledger cut it): said,
+            // as a reader looking for why a call hung or failed needs it.
+            Entry::ConnClose(c) if c.error.is_some() => {
+                let host = log.conn(c.conn).and_then(|x| x.host()).unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{}  conn {} → {host} ended: {}",
+                    clock(&item.ts),
+                    c.conn,
+                    c.error.as_deref().unwrap_or_default()
+                );
+            }
             Entry::Data(d)
                 if d.index == 0
                     && d.direction == crate::ledger::Direction::Up
@@ -870,6 +882,14 @@ impl Live {
                     "{t}  #{seq:<4} TLS FAILED {}: {}",
                     conn(f.conn, &self.conns),
                     f.reason
+                );
+            }
+            Entry::ConnClose(c) if c.error.is_some() => {
+                let _ = writeln!(
+                    out,
+                    "{t}  #{seq:<4} {} ended: {}",
+                    conn(c.conn, &self.conns),
+                    c.error.as_deref().unwrap_or_default()
                 );
             }
             Entry::Error(e) => {

@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 pub mod ca;
+pub mod ending;
 pub mod leaf;
 pub mod trust;
 

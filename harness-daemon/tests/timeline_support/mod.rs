@@ -113,6 +113,7 @@ impl Rec<'_> {
             scheme: "https".into(),
             authority: Some(host.into()),
             target: target.into(),
+            uri_scheme: None,
             headers: headers
                 .iter()
                 .map(|(n, v)| self.ledger.header(n, v.as_bytes()))
@@ -137,6 +138,7 @@ impl Rec<'_> {
             exchange,
             version: "HTTP/1.1".into(),
             status,
+            reason: None,
             headers: vec![self.ledger.header("content-type", ctype.as_bytes())],
         }))
         .await
@@ -470,6 +472,8 @@ pub async fn record(name: &str) -> Scenario {
             bytes_down: 100,
             duration_ms: 10,
             error: None,
+            client_tls_end: None,
+            upstream_tls_end: None,
         }))
         .await;
     }
