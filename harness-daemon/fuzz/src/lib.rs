@@ -285,7 +285,8 @@ async fn run(
     };
 
     let rec2 = rec.clone();
-    let _ = harness::http::serve(client, upstream, version, "http", policy, rec2).await;
+    let limits = harness::limits::Limits::default();
+    let _ = harness::http::serve(client, upstream, version, "http", policy, rec2, &limits).await;
     rec.upgrades_finished().await;
     drop(rec);
     tasks.close();
