@@ -244,16 +244,34 @@ pub fn run_enclosed_from(
     enclosed(cmd, ledger, extra, command)
 }
 
-/// As [`run_enclosed`], with `harness run` started by `wrapper` (say, `prlimit --nofile=…`),
-/// which is given the harness binary and its arguments.
-pub fn run_enclosed_under(
-    wrapper: &[&str],
+/// As [`run_enclosed`], with `harness run` started under an open-file soft limit of `soft`
+/// (its hard limit as it is). Set in the child itself: the VM has no `prlimit`.
+pub fn run_enclosed_with_fd_limit(
+    soft: u64,
     ledger: &Path,
     extra: &[&str],
     command: &[&str],
 ) -> Enclosed {
-    let mut cmd = Command::new(wrapper[0]);
-    cmd.args(&wrapper[1..]).arg(harness_bin());
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(harness_bin());
+    // SAFETY: runs in the forked child before exec and makes only the async-signal-safe
+    // getrlimit and setrlimit system calls, on a struct of its own.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit.rlim_cur = soft.min(limit.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     enclosed(cmd, ledger, extra, command)
 }
 

@@ -4,7 +4,7 @@
 //! when `harness run` starts with a low open-file limit.
 use harness::ledger::{Entry, Recorded};
 use harness_tests::peers::{Peer, TestCa};
-use harness_tests::{privileged, run_enclosed, run_enclosed_under, temp_dir, world};
+use harness_tests::{privileged, run_enclosed, run_enclosed_with_fd_limit, temp_dir, world};
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -351,8 +351,8 @@ print(json.dumps({{'soft': soft, 'held': held, 'reset': reset, 'after': answer,
         port = plain.addr.port(),
     );
     let ledger = dir.join("ledger");
-    let run = run_enclosed_under(
-        &["prlimit", "--nofile=256:"],
+    let run = run_enclosed_with_fd_limit(
+        256,
         &ledger,
         &["--policy", &policy],
         &["/usr/bin/python3", "-c", &py],
