@@ -576,20 +576,11 @@ impl Engine {
     /// Refuses a connection a limit does not leave room for: reset at once (refused, to the
     /// client), recorded as `conn_denied`.
     fn refuse_over_limit(&self, session: &Arc<Session>, conn: Redirected, reason: String) {
-        crate::record::reset_on_close(std::os::fd::AsRawFd::as_raw_fd(&conn.client));
-        drop(conn.client);
         let number = session.next_number();
         let host = self.inner.names.name_of(conn.dst.ip());
-        let entry = Entry::ConnDenied(ConnDenied {
-            conn: Some(number),
-            proto: "tcp".into(),
-            dst: Some(conn.dst),
-            host,
-            caller: Some(conn.caller),
-            by: "daemon".into(),
-            reason,
-            rule: None,
-        });
+        let entry = denied_by_daemon(number, &conn, host, reason);
+        crate::record::reset_on_close(std::os::fd::AsRawFd::as_raw_fd(&conn.client));
+        drop(conn.client);
         let writer = session.writer.clone();
         session.tasks.spawn(async move {
             let _ = writer.append(entry).await;
@@ -633,20 +624,9 @@ impl Engine {
             Err(reason) => {
                 // Reset, not closed: to the client a refused destination looks refused.
                 crate::record::reset_on_close(std::os::fd::AsRawFd::as_raw_fd(&conn.client));
+                let entry = denied_by_daemon(number, &conn, host, reason);
                 drop(conn.client);
-                let _ = session
-                    .writer
-                    .append(Entry::ConnDenied(ConnDenied {
-                        conn: Some(number),
-                        proto: "tcp".into(),
-                        dst: Some(conn.dst),
-                        host,
-                        caller: Some(conn.caller),
-                        by: "daemon".into(),
-                        reason,
-                        rule: None,
-                    }))
-                    .await;
+                let _ = session.writer.append(entry).await;
                 return;
             }
         };
@@ -912,6 +892,21 @@ impl Engine {
 /// Every engine start recovers the sessions of its ledger that no live engine writes (SPEC.md
 /// §11) and says what it did: a session left unclosed by an engine that died is reopened,
 /// its torn line moved aside, and closed.
+/// The `conn_denied` of a TCP connection the daemon accepted and refused (by policy or by a
+/// limit), numbered `number`.
+fn denied_by_daemon(number: u64, conn: &Redirected, host: Option<String>, reason: String) -> Entry {
+    Entry::ConnDenied(ConnDenied {
+        conn: Some(number),
+        proto: "tcp".into(),
+        dst: Some(conn.dst),
+        host,
+        caller: Some(conn.caller),
+        by: "daemon".into(),
+        reason,
+        rule: None,
+    })
+}
+
 async fn recover_abandoned_sessions(ledger: &Ledger) {
     for done in ledger.recover_abandoned().await {
         warn!("{done}");
