@@ -175,6 +175,92 @@ pub struct KernelEvent {
 /// `rule_index` for a decision not made by a numbered rule.
 pub const NO_RULE: u32 = u32::MAX;
 
+/// Kinds of [`ProcessEvent`].
+pub mod process {
+    /// A process made a new process (`pid` the child, `ppid` the parent); threads are not
+    /// reported.
+    pub const FORK: u32 = 1;
+    /// A process started a program; the event is the head of an [`super::ExecEvent`].
+    pub const EXEC: u32 = 2;
+    /// A process (its thread group leader) ended; `exit_code` is the kernel's wait status.
+    pub const EXIT: u32 = 3;
+}
+
+/// How many bytes of a new program's arguments the kernel side reads.
+pub const ARGV_MAX: usize = 4096;
+/// How many bytes of a new program's path the kernel side reads.
+pub const EXEC_PATH_MAX: usize = 256;
+
+/// Where the process programs look, written once by the daemon into `PROCESS_CONFIG`. The
+/// offsets are those of the running kernel's structures, read from its BTF (Rust eBPF has no
+/// CO-RE relocations).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessConfig {
+    /// cgroup v2 id of the engine's enclosure: a process is enclosed when its cgroup's
+    /// ancestor at `enclosure_level` is this one.
+    pub enclosure_cgroup: u64,
+    /// Depth of the enclosure cgroup below the cgroup v2 root (the root is level 0).
+    pub enclosure_level: u32,
+    /// `struct task_struct`: `pid`.
+    pub task_pid: u32,
+    /// `struct task_struct`: `tgid`.
+    pub task_tgid: u32,
+    /// `struct task_struct`: `real_parent`.
+    pub task_real_parent: u32,
+    /// `struct task_struct`: `mm`.
+    pub task_mm: u32,
+    /// `struct task_struct`: `exit_code`.
+    pub task_exit_code: u32,
+    /// `struct mm_struct`: `arg_start`.
+    pub mm_arg_start: u32,
+    /// `struct mm_struct`: `arg_end`.
+    pub mm_arg_end: u32,
+    /// `struct linux_binprm`: `filename`.
+    pub bprm_filename: u32,
+    /// Always 0 (explicit padding).
+    pub reserved: u32,
+}
+
+/// A fork, exec or exit of an enclosed process, reported through the `PROCESSES` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessEvent {
+    /// One of the [`process`] constants.
+    pub kind: u32,
+    /// The process (thread group id, as the initial PID namespace numbers it).
+    pub pid: u32,
+    /// Its parent (for a fork, the process that forked).
+    pub ppid: u32,
+    /// Real user id of the process that ran the hook.
+    pub uid: u32,
+    /// For an exit: the wait status (`code << 8 | signal`, `0x80` for a core dump).
+    pub exit_code: u32,
+    /// For an exec: how many bytes the arguments take in all (may exceed [`ARGV_MAX`]).
+    pub argv_len: u32,
+    /// For an exec: how many bytes of `argv` were read.
+    pub argv_read: u32,
+    /// Always 0 (explicit padding).
+    pub reserved: u32,
+    /// cgroup v2 id of the process that ran the hook: the session cgroup.
+    pub cgroup_id: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds when the hook ran.
+    pub time_ns: u64,
+}
+
+/// A [`process::EXEC`] event: the head, then the program's path and arguments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    /// Who, when.
+    pub head: ProcessEvent,
+    /// The path given to `execve`, NUL-terminated (cut at [`EXEC_PATH_MAX`] − 1 bytes).
+    pub path: [u8; EXEC_PATH_MAX],
+    /// The arguments as the new program's stack holds them: each NUL-terminated, `argv_read`
+    /// bytes valid.
+    pub argv: [u8; ARGV_MAX],
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: all these types are repr(C), Copy, and have no padding or invalid bit patterns.
@@ -191,6 +277,8 @@ mod user {
     unsafe impl aya::Pod for super::LearnedVerdict {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProcessConfig {}
 }
 
 /// Words of an IPv4 address mapped into IPv6 (`::ffff:a.b.c.d`), host order.

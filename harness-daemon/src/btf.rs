@@ -241,6 +241,43 @@ impl SocketOffsets {
     }
 }
 
+/// The offsets the process programs need, from the running kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessOffsets {
+    /// `struct task_struct`: `pid`.
+    pub task_pid: u32,
+    /// `struct task_struct`: `tgid`.
+    pub task_tgid: u32,
+    /// `struct task_struct`: `real_parent`.
+    pub task_real_parent: u32,
+    /// `struct task_struct`: `mm`.
+    pub task_mm: u32,
+    /// `struct task_struct`: `exit_code`.
+    pub task_exit_code: u32,
+    /// `struct mm_struct`: `arg_start`.
+    pub mm_arg_start: u32,
+    /// `struct mm_struct`: `arg_end`.
+    pub mm_arg_end: u32,
+    /// `struct linux_binprm`: `filename`.
+    pub bprm_filename: u32,
+}
+
+impl ProcessOffsets {
+    /// Reads them from `types`.
+    pub fn from_types(types: &Types) -> Result<ProcessOffsets, BtfError> {
+        Ok(ProcessOffsets {
+            task_pid: types.offset_of("task_struct", "pid")?,
+            task_tgid: types.offset_of("task_struct", "tgid")?,
+            task_real_parent: types.offset_of("task_struct", "real_parent")?,
+            task_mm: types.offset_of("task_struct", "mm")?,
+            task_exit_code: types.offset_of("task_struct", "exit_code")?,
+            mm_arg_start: types.offset_of("mm_struct", "arg_start")?,
+            mm_arg_end: types.offset_of("mm_struct", "arg_end")?,
+            bprm_filename: types.offset_of("linux_binprm", "filename")?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +300,21 @@ mod tests {
             "{offsets:?}"
         );
         assert!(types.offset_of("sock", "no_such_field").is_err());
+    }
+
+    /// The task fields lie where a `struct task_struct` could hold them: `tgid` right after
+    /// `pid`, and the `mm_struct` argument bounds one after the other.
+    #[test]
+    fn process_offsets_from_the_running_kernel() {
+        if !Path::new(VMLINUX).exists() {
+            eprintln!("\n*** SKIPPED process_offsets_from_the_running_kernel: no {VMLINUX} ***\n");
+            return;
+        }
+        let offsets = ProcessOffsets::from_types(&Types::vmlinux().unwrap()).unwrap();
+        assert_eq!(offsets.task_tgid, offsets.task_pid + 4, "{offsets:?}");
+        assert_eq!(offsets.mm_arg_end, offsets.mm_arg_start + 8, "{offsets:?}");
+        assert!(offsets.task_mm.is_multiple_of(8), "{offsets:?}");
+        assert!(offsets.task_real_parent.is_multiple_of(8), "{offsets:?}");
     }
 
     #[test]

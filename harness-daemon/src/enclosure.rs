@@ -134,6 +134,19 @@ impl Enclosure {
         &self.path
     }
 
+    /// Its cgroup id and its depth below the cgroup v2 root, as
+    /// `bpf_get_current_ancestor_cgroup_id` counts (the root is level 0).
+    pub fn id_and_level(&self) -> Result<(u64, u32), EnclosureError> {
+        let id = cgroup_id(&self.path)?;
+        let root = cgroup2_mount()?;
+        let level = self
+            .path
+            .strip_prefix(&root)
+            .map(|p| p.components().count() as u32)
+            .unwrap_or(2);
+        Ok((id, level))
+    }
+
     /// Creates the cgroup for one session.
     pub fn create_session(&self, name: &str) -> Result<SessionCgroup, EnclosureError> {
         let path = self.path.join(name);

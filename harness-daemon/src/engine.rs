@@ -299,6 +299,7 @@ impl Engine {
             let _ = enclosure.remove();
             return Err(e);
         }
+        let processes = watch_processes(&enclosure, &mut hook);
         let events = hook.take_events();
         let logger = hook.take_logger();
         let daemon_addrs = [
@@ -334,6 +335,9 @@ impl Engine {
         if let Some(logger) = logger {
             engine.spawn(ebpf_log(logger));
         }
+        if let Some(feed) = processes {
+            engine.spawn(engine.clone().process_reports(feed));
+        }
         Ok(engine)
     }
 
@@ -360,11 +364,7 @@ impl Engine {
         let cgroup = self.inner.enclosure.create_session(&name)?;
         let ledger = &self.inner.config.ledger;
         let open = SessionOpen {
-            command: spec
-                .command
-                .iter()
-                .map(|arg| redact_arg(ledger, arg))
-                .collect(),
+            command: crate::argv::redact_all(ledger, &spec.command),
             uid: spec.uid,
             gid: spec.gid,
             cgroup: cgroup.path().display().to_string(),
@@ -795,6 +795,76 @@ impl Engine {
         }
     }
 
+    // === processes → ledger ===
+
+    async fn process_reports(self, feed: crate::hook::ProcessFeed) {
+        let crate::hook::ProcessFeed { events, lost } = feed;
+        // SAFETY: the ring buffer owns its map fd and keeps it open and unchanged until the
+        // AsyncFd (which owns the ring buffer) is dropped.
+        let mut events = match unsafe { AsyncFd::register(events) } {
+            Ok(fd) => fd,
+            Err(e) => {
+                warn!("watching the process ring buffer: {e}; processes are not recorded");
+                return;
+            }
+        };
+        let mut lost_before = 0u64;
+        loop {
+            let mut guard = match events.readable_mut().await {
+                Ok(g) => g,
+                Err(e) => {
+                    warn!("process ring buffer: {e}; processes are no longer recorded");
+                    return;
+                }
+            };
+            let clock = crate::process::Clock::now();
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                if let Some(report) = crate::process::Report::read(&item) {
+                    self.record_process(&report, &clock);
+                }
+            }
+            guard.clear_ready();
+            let lost_now = lost
+                .get(&0, 0)
+                .map(|per_cpu| per_cpu.iter().sum::<u64>())
+                .unwrap_or(lost_before);
+            if lost_now > lost_before {
+                self.say_processes_lost(lost_now - lost_before);
+                lost_before = lost_now;
+            }
+        }
+    }
+
+    fn record_process(&self, report: &crate::process::Report, clock: &crate::process::Clock) {
+        let Some(session) = self.inner.sessions.get(report.cgroup_id()) else {
+            return;
+        };
+        let ledger = &self.inner.config.ledger;
+        let entry = report.entry(
+            clock,
+            |argv| crate::argv::redact_all(ledger, argv),
+            crate::process::cwd_of,
+        );
+        // Queued now, in the order the kernel reported: an exit never precedes its exec.
+        drop(session.writer.queue_lazy(entry));
+    }
+
+    fn say_processes_lost(&self, count: u64) {
+        warn!("the kernel had no room for {count} process report(s): the process record is incomplete");
+        for session in self.inner.sessions.all() {
+            drop(session.writer.queue_lazy(Entry::Error(ErrorEntry {
+                conn: None,
+                context: "recording processes".into(),
+                message: format!(
+                    "the kernel's process ring buffer was full: {count} fork/exec/exit report(s) \
+                     of the engine's sessions were lost, so this session's process record may be \
+                     incomplete"
+                ),
+            })));
+        }
+    }
+
     // === kernel refusals → ledger ===
 
     async fn kernel_events(self, events: aya::maps::RingBuf<aya::maps::MapData>) {
@@ -889,6 +959,37 @@ impl Engine {
     }
 }
 
+/// Starts the process programs on the enclosure; says why not when they cannot run (the
+/// sessions then have no process record, which each session's `harness log` shows as none).
+fn watch_processes(enclosure: &Enclosure, hook: &mut Hook) -> Option<crate::hook::ProcessFeed> {
+    let config = (|| -> Result<harness_common::ProcessConfig, String> {
+        let types = crate::btf::Types::vmlinux().map_err(|e| e.to_string())?;
+        let o = crate::btf::ProcessOffsets::from_types(&types).map_err(|e| e.to_string())?;
+        let (enclosure_cgroup, enclosure_level) =
+            enclosure.id_and_level().map_err(|e| e.to_string())?;
+        Ok(harness_common::ProcessConfig {
+            enclosure_cgroup,
+            enclosure_level,
+            task_pid: o.task_pid,
+            task_tgid: o.task_tgid,
+            task_real_parent: o.task_real_parent,
+            task_mm: o.task_mm,
+            task_exit_code: o.task_exit_code,
+            mm_arg_start: o.mm_arg_start,
+            mm_arg_end: o.mm_arg_end,
+            bprm_filename: o.bprm_filename,
+            reserved: 0,
+        })
+    })();
+    match config.and_then(|c| hook.watch_processes(c).map_err(|e| e.to_string())) {
+        Ok(feed) => Some(feed),
+        Err(reason) => {
+            warn!("processes of enclosed commands will not be recorded: {reason}");
+            None
+        }
+    }
+}
+
 /// Every engine start recovers the sessions of its ledger that no live engine writes (SPEC.md
 /// §11) and says what it did: a session left unclosed by an engine that died is reopened,
 /// its torn line moved aside, and closed.
@@ -943,20 +1044,6 @@ async fn reap_dead_engines(own: &str) {
             std::path::Path::new(crate::enclosure::ENGINE_LOCKS).join(format!("{name}.lock")),
         );
     }
-}
-
-/// A command-line argument as it may be recorded: a secret header given on the command line
-/// (`-H "Authorization: Bearer …"`) or an API key in a URL (`?key=…`) becomes its fingerprint.
-fn redact_arg(ledger: &Ledger, arg: &str) -> String {
-    if let Some((name, value)) = arg.split_once(':') {
-        if crate::ledger::is_secret_header(name.trim()) {
-            return format!("{name}: {}", ledger.fingerprint(value.trim().as_bytes()));
-        }
-    }
-    if let Some((before, query)) = arg.split_once('?') {
-        return format!("{before}?{}", crate::record::redact_query(ledger, query));
-    }
-    arg.to_owned()
 }
 
 /// A readable name for a socket's kind.

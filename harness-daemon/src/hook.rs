@@ -6,15 +6,16 @@
 //! enclosed process gets `ECONNREFUSED` instead of a direct connection (fail closed). A clean
 //! shutdown unpins them.
 use crate::enclosure::Enclosure;
-use aya::maps::{Array, HashMap, MapData, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{
     links::{FdLink, PinnedLink},
     CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, LsmCgroup,
-    SockOps,
+    RawTracePoint, SockOps,
 };
 use aya::{Ebpf, EbpfLoader};
 use harness_common::{
-    EnclosureConfig, KernelRule, LearnedKey, LearnedVerdict, OrigDst, PeerKey, CONFIG_INDEX,
+    EnclosureConfig, KernelRule, LearnedKey, LearnedVerdict, OrigDst, PeerKey, ProcessConfig,
+    CONFIG_INDEX,
 };
 use std::fs;
 use std::net::{IpAddr, SocketAddr};
@@ -94,6 +95,23 @@ const UNIX_PROGRAMS: [(&str, &str); 2] = [
     ("harness_unix_send", "unix_may_send"),
 ];
 
+/// The process programs and the scheduler tracepoints they attach to. Not pinned: they only
+/// report, and a session whose engine is gone is killed with it.
+const PROCESS_PROGRAMS: [(&str, &str); 3] = [
+    ("harness_fork", "sched_process_fork"),
+    ("harness_exec", "sched_process_exec"),
+    ("harness_exit", "sched_process_exit"),
+];
+
+/// What the process programs report through: the ring buffer, and the per-CPU count of the
+/// events it had no room for.
+pub struct ProcessFeed {
+    /// `PROCESSES`: [`harness_common::ProcessEvent`]s and [`harness_common::ExecEvent`]s.
+    pub events: RingBuf<MapData>,
+    /// `PROCESSES_LOST`.
+    pub lost: PerCpuArray<MapData, u64>,
+}
+
 /// Whether the BPF LSM is active (listed in `/sys/kernel/security/lsm`): without it, LSM
 /// programs attach but never run. securityfs is mounted when the host has not.
 pub fn bpf_lsm_active() -> Result<bool, HookError> {
@@ -117,7 +135,7 @@ pub fn bpf_lsm_active() -> Result<bool, HookError> {
 
 /// The enclosure's eBPF programs, attached and pinned, with the maps the daemon uses.
 pub struct Hook {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     pin_dir: PathBuf,
     unix_guard: Result<(), String>,
     links: Vec<PinnedLink>,
@@ -267,7 +285,7 @@ impl Hook {
             source,
         })?;
         Ok(Hook {
-            _ebpf: ebpf,
+            ebpf,
             pin_dir,
             unix_guard,
             links,
@@ -314,6 +332,59 @@ impl Hook {
                 })?;
         }
         Ok(())
+    }
+
+    /// Starts reporting the forks, execs and exits of enclosed processes: writes `config`,
+    /// attaches the process programs, and hands over what they report through (once).
+    pub fn watch_processes(&mut self, config: ProcessConfig) -> Result<ProcessFeed, HookError> {
+        let ebpf = &mut self.ebpf;
+        let mut config_map: Array<&mut MapData, ProcessConfig> =
+            Array::try_from(ebpf.map_mut("PROCESS_CONFIG").ok_or(HookError::Missing {
+                kind: "map",
+                name: "PROCESS_CONFIG",
+            })?)
+            .map_err(|source| HookError::Map {
+                map: "PROCESS_CONFIG",
+                source,
+            })?;
+        config_map
+            .set(CONFIG_INDEX, config, 0)
+            .map_err(|source| HookError::Map {
+                map: "PROCESS_CONFIG",
+                source,
+            })?;
+        let events = RingBuf::try_from(ebpf.take_map("PROCESSES").ok_or(HookError::Missing {
+            kind: "map",
+            name: "PROCESSES",
+        })?)
+        .map_err(|source| HookError::Map {
+            map: "PROCESSES",
+            source,
+        })?;
+        let lost =
+            PerCpuArray::try_from(ebpf.take_map("PROCESSES_LOST").ok_or(HookError::Missing {
+                kind: "map",
+                name: "PROCESSES_LOST",
+            })?)
+            .map_err(|source| HookError::Map {
+                map: "PROCESSES_LOST",
+                source,
+            })?;
+        for (name, tracepoint) in PROCESS_PROGRAMS {
+            let prog: &mut RawTracePoint = program(ebpf, name)?;
+            prog.load().map_err(|source| HookError::Program {
+                program: name,
+                source,
+            })?;
+            // The link stays owned by the program, which the loaded object keeps until the
+            // hook is dropped.
+            prog.attach(tracepoint)
+                .map_err(|source| HookError::Program {
+                    program: name,
+                    source,
+                })?;
+        }
+        Ok(ProcessFeed { events, lost })
     }
 
     /// The ring buffer of kernel refusals (taken once, by the event reader).

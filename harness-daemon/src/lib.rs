@@ -4,6 +4,7 @@
 //! hook → accept/orig-dst → policy → (tls → http → semantics) → ledger → verify,
 //! composed in one place, [`engine`].
 pub mod accept;
+pub mod argv;
 pub mod btf;
 pub mod control;
 pub mod daemon;
@@ -20,6 +21,7 @@ pub mod ledger;
 pub mod limits;
 pub mod netns;
 pub mod policy;
+pub mod process;
 pub mod record;
 pub mod resolver;
 pub mod run;

@@ -9,9 +9,12 @@
 //! - `getpeername4/6`, `recvmsg4/6`: the enclosed process sees the peer it asked for.
 //! - `sendmsg4/6`: DNS to the daemon's resolver, every other datagram refused.
 //! - `sock_create`: only TCP and UDP sockets may exist inside the enclosure.
+//! - `fork`/`exec`/`exit` (raw tracepoints, `process.rs`): what the enclosed processes run.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod process;
 #[cfg(target_arch = "bpf")]
 mod programs;
 

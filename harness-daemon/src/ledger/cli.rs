@@ -409,6 +409,13 @@ fn summary(e: &Entry) -> String {
             t.client_version,
             t.upstream_version
         ),
+        Entry::ProcessFork(f) => format!("pid {} from {}", f.pid, f.ppid),
+        Entry::ProcessExec(x) => format!("pid {} (parent {}) {}", x.pid, x.ppid, x.argv.join(" ")),
+        Entry::ProcessExit(x) => match (x.code, x.signal) {
+            (Some(code), _) => format!("pid {} exit {code}", x.pid),
+            (_, Some(sig)) => format!("pid {} signal {sig}", x.pid),
+            _ => format!("pid {}", x.pid),
+        },
         Entry::Annotation(a) => format!("of #{} {} {}", a.of_seq, a.by, a.topic),
         Entry::Recovery(r) => r.reason.clone(),
         Entry::Error(e) => format!("{}: {}", e.context, e.message),

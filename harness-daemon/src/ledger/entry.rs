@@ -39,6 +39,12 @@ pub enum Entry {
     TlsFailure(TlsFailure),
     /// Both TLS handshakes of an intercepted connection succeeded: what they agreed.
     TlsIntercepted(TlsIntercepted),
+    /// A process in the session made a new process (not a thread).
+    ProcessFork(ProcessFork),
+    /// A process in the session started a program (an `execve` that succeeded).
+    ProcessExec(ProcessExec),
+    /// A process in the session ended.
+    ProcessExit(ProcessExit),
     /// What an earlier entry means (an LLM call, a tool call, …), added by the semantics stage.
     Annotation(Annotation),
     /// The writer reopened the session after an unclean shutdown.
@@ -66,6 +72,9 @@ impl Entry {
             Entry::Data(_) => "data",
             Entry::TlsFailure(_) => "tls_failure",
             Entry::TlsIntercepted(_) => "tls_intercepted",
+            Entry::ProcessFork(_) => "process_fork",
+            Entry::ProcessExec(_) => "process_exec",
+            Entry::ProcessExit(_) => "process_exit",
             Entry::Annotation(_) => "annotation",
             Entry::Recovery(_) => "recovery",
             Entry::Error(_) => "error",
@@ -287,6 +296,62 @@ pub struct TlsFailure {
     pub sni: Option<String>,
     /// Why, in words.
     pub reason: String,
+}
+
+/// `process_fork`: `ppid` made `pid`, a new process (a new thread group; threads are not
+/// recorded). Process ids are the kernel's own (the initial PID namespace's), as in
+/// [`Caller::pid`], not the numbers the session's PID namespace shows its processes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ProcessFork {
+    /// The new process.
+    pub pid: u32,
+    /// The process that made it.
+    pub ppid: u32,
+    /// When, as the kernel saw it (same format as the envelope's `ts`).
+    pub at: String,
+}
+
+/// `process_exec`: process `pid` now runs `path` with `argv`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ProcessExec {
+    /// The process (thread group id; the same before and after the exec).
+    pub pid: u32,
+    /// Its parent at the time of the exec.
+    pub ppid: u32,
+    /// Real user id.
+    pub uid: u32,
+    /// The program, as the caller named it to `execve` (after the caller's own `PATH` search).
+    pub path: String,
+    /// The arguments the program received, secrets replaced by fingerprints (SPEC §7); a
+    /// non-UTF-8 argument is written with U+FFFD for each invalid sequence.
+    pub argv: Vec<String>,
+    /// Set when the arguments were longer than the kernel side reads (`argv` then ends with
+    /// the last whole argument that fit, or a cut one); absent (false) otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub argv_truncated: bool,
+    /// The working directory, when the process still existed when harness read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// When, as the kernel saw it (same format as the envelope's `ts`).
+    pub at: String,
+}
+
+/// `process_exit`: process `pid` ended.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ProcessExit {
+    /// The process.
+    pub pid: u32,
+    /// Its exit status (0–255), when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u8>,
+    /// The signal that killed it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<u8>,
+    /// Set when a killing signal dumped core; absent (false) otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub core_dumped: bool,
+    /// When, as the kernel saw it (same format as the envelope's `ts`).
+    pub at: String,
 }
 
 /// `annotation`.

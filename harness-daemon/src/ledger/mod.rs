@@ -16,7 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod body;
-mod canon;
+pub(crate) mod canon;
 pub mod cli;
 mod entry;
 pub mod merkle;
