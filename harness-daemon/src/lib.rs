@@ -6,6 +6,7 @@
 pub mod accept;
 pub mod btf;
 pub mod control;
+pub mod cost;
 pub mod daemon;
 pub mod dns;
 pub mod enclosure;
@@ -27,6 +28,7 @@ pub mod seccomp;
 pub mod semantics;
 pub mod session;
 pub mod sniff;
+pub mod stats;
 pub mod strict;
 pub mod timeline;
 pub mod tls;

@@ -16,6 +16,7 @@
 pub mod correlate;
 pub mod render;
 pub mod session;
+pub mod spend;
 
 use crate::ledger::{session_files, LedgerError};
 use std::path::{Path, PathBuf};
