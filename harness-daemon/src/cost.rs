@@ -27,8 +27,8 @@
 //! let tokens = Tokens::from_usage("openai", &usage).unwrap();
 //! assert_eq!((tokens.input, tokens.cache_read, tokens.output), (93, 1024, 46));
 //! let cost = table.cost("openai", "gpt-4o-2024-08-06", &tokens).unwrap();
-//! // 93 × $2.50 + 1024 × $1.25 + 46 × $10, per million tokens
-//! assert_eq!(cost.exact(), "0.0020725");
+//! // 93 × $2.50 + 1024 × $1.25 + 46 × $10 per million tokens = 232.5 + 1280 + 460 µ$
+//! assert_eq!(cost.exact(), "0.0019725");
 //! ```
 #![forbid(unsafe_code)]
 

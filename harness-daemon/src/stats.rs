@@ -147,8 +147,8 @@ pub fn gather(
         let opened = log.items.first().map(|i| i.ts.as_str()).unwrap_or("");
         let agent = agent(log);
         let mut any = false;
-        for (i, call) in crate::timeline::spend::calls(log, prices) {
-            let ts = log.exchanges.get(i).map_or(opened, |x| x.ts());
+        for c in crate::timeline::spend::calls(log, prices) {
+            let (ts, call) = (c.ts.as_str(), &c.priced);
             if !after(ts) {
                 continue;
             }
@@ -166,10 +166,10 @@ pub fn gather(
             if let Some(k) = key {
                 let row = stats.rows.entry(k).or_default();
                 row.sessions.insert(log.id.clone());
-                row.tally.add(&call);
+                row.tally.add(call);
             }
             stats.total.sessions.insert(log.id.clone());
-            stats.total.tally.add(&call);
+            stats.total.tally.add(call);
         }
         // A session without model calls still counts, where it has a place.
         if !any && after(opened) {

@@ -112,6 +112,10 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
 pub fn render_priced(log: &SessionLog, limits: Limits, prices: &crate::cost::PriceTable) -> String {
     let corr = correlate(log);
     let calls = super::spend::calls(log, prices);
+    let call_of: std::collections::HashMap<usize, &crate::cost::PricedCall> = calls
+        .iter()
+        .filter_map(|c| Some((c.exchange?, &c.priced)))
+        .collect();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -155,7 +159,7 @@ pub fn render_priced(log: &SessionLog, limits: Limits, prices: &crate::cost::Pri
                 }
                 let x = &log.exchanges[i];
                 exchange(&mut out, log, &corr, i, x, limits);
-                if let Some((_, call)) = calls.iter().find(|(c, _)| *c == i) {
+                if let Some(call) = call_of.get(&i) {
                     super::spend::call_line(&mut out, call);
                 }
             }
@@ -294,8 +298,8 @@ pub fn render_priced(log: &SessionLog, limits: Limits, prices: &crate::cost::Pri
     }
     // A session that used no model tokens says nothing of tokens.
     let mut used = crate::cost::Tokens::default();
-    for (_, c) in &calls {
-        used.add(&c.tokens.unwrap_or_default());
+    for c in &calls {
+        used.add(&c.priced.tokens.unwrap_or_default());
     }
     let tokens = match (used.prompt(), used.completion()) {
         (0, 0) => String::new(),

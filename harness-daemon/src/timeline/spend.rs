@@ -8,29 +8,53 @@ use std::fmt::Write as _;
 
 const PAD: &str = "               ";
 
+/// One model call of a session, priced.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The exchange (index in [`SessionLog::exchanges`]), or `None` for an answer annotated
+    /// outside any exchange (a Responses API call over a WebSocket).
+    pub exchange: Option<usize>,
+    /// When it was made: the request's `ts`, else the annotation's.
+    pub ts: String,
+    /// Its tokens and cost.
+    pub priced: PricedCall,
+}
+
 /// Every model call of a session, priced, in the order recorded: the `llm_response` of each
 /// exchange (with its `llm_request` for the model when the answer names none), and those
-/// annotated outside any exchange (a Responses API call over a WebSocket).
-pub fn calls(log: &SessionLog, prices: &PriceTable) -> Vec<(usize, PricedCall)> {
-    let mut out: Vec<(u64, Option<usize>, PricedCall)> = Vec::new();
+/// annotated outside any exchange.
+pub fn calls(log: &SessionLog, prices: &PriceTable) -> Vec<Call> {
+    let mut out: Vec<(u64, Call)> = Vec::new();
     for (i, x) in log.exchanges.iter().enumerate() {
         if let Some(resp) = x.note("llm_response") {
+            let priced = prices.price_call(resp, x.note("llm_request"));
+            let ts = x.ts().to_owned();
             out.push((
                 x.seq(),
-                Some(i),
-                prices.price_call(resp, x.note("llm_request")),
+                Call {
+                    exchange: Some(i),
+                    ts,
+                    priced,
+                },
             ));
         }
     }
     for n in &log.other_notes {
         if n.annotation.topic == "llm_response" {
-            out.push((n.seq, None, prices.price_call(&n.annotation.data, None)));
+            let priced = prices.price_call(&n.annotation.data, None);
+            let ts = log.item(n.seq).map(|i| i.ts.clone()).unwrap_or_default();
+            out.push((
+                n.seq,
+                Call {
+                    exchange: None,
+                    ts,
+                    priced,
+                },
+            ));
         }
     }
-    out.sort_by_key(|(seq, _, _)| *seq);
-    out.into_iter()
-        .map(|(_, i, c)| (i.unwrap_or(usize::MAX), c))
-        .collect()
+    out.sort_by_key(|(seq, _)| *seq);
+    out.into_iter().map(|(_, c)| c).collect()
 }
 
 /// `1200 in (128 cache read, 2000 cache write 5m), 301 out (64 reasoning)`: every prompt token
@@ -111,13 +135,13 @@ pub fn cost_text(t: &Tally) -> String {
 }
 
 /// The session's totals: all model calls, then one line per model.
-pub fn totals(out: &mut String, calls: &[(usize, PricedCall)]) {
+pub fn totals(out: &mut String, calls: &[Call]) {
     if calls.is_empty() {
         return;
     }
     let mut all = Tally::default();
     let mut by_model: BTreeMap<String, Tally> = BTreeMap::new();
-    for (_, c) in calls {
+    for c in calls.iter().map(|c| &c.priced) {
         all.add(c);
         let model = c
             .model
