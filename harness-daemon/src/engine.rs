@@ -919,6 +919,12 @@ impl Engine {
                     format!("denied by policy rule {}", ev.rule_index)
                 },
             ),
+            // The kernel rejects a datagram sent to port 0 before our sendmsg hook runs: a
+            // refusal at port 0 is a connect(), which sends nothing (getaddrinfo connects a UDP
+            // socket to each address it found to learn which source address would be used).
+            event::UDP_REFUSED if ev.dst.port == 0 => {
+                ("udp".to_owned(), UDP_ADDRESS_SELECTION.to_owned())
+            }
             event::UDP_REFUSED => (
                 "udp".to_owned(),
                 "UDP other than DNS (port 53) is refused".to_owned(),
@@ -1045,6 +1051,10 @@ async fn reap_dead_engines(own: &str) {
         );
     }
 }
+
+/// The `reason` of a refused UDP `connect()` to port 0: source-address selection, no data.
+pub const UDP_ADDRESS_SELECTION: &str =
+    "UDP connect() to port 0 without data (source-address selection), refused";
 
 /// A readable name for a socket's kind.
 fn proto_name(sock_type: u32, protocol: u32) -> String {

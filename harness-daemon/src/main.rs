@@ -26,6 +26,9 @@ enum Command {
     /// Print a session's timeline: model calls, tool calls and what they caused (--json: one
     /// object per entry; --follow: watch a live session; --correlations: the causal chains).
     Log(cli::LogArgs),
+    /// Sessions, model calls, tokens and cost across a ledger (--by day|model|agent, --since
+    /// DATE, --json).
+    Stats(harness::stats::StatsArgs),
     /// Export a session or ledger as HTTP Archive 1.2 (--format har) or Agent Audit Trail
     /// records (--format aat).
     Export(harness::export::ExportArgs),
@@ -141,6 +144,7 @@ fn main() {
         Command::Verify(args) => cli::verify(&args),
         Command::Log(args) => cli::log(&args),
         Command::Prove(args) => cli::prove(&args),
+        Command::Stats(args) => harness::stats::run(&args),
         Command::Export(args) => harness::export::run(&args),
         Command::Run {
             ledger,

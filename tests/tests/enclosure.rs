@@ -131,6 +131,42 @@ fn udp_other_than_dns_is_refused_and_recorded() {
     }
 }
 
+/// What getaddrinfo does to sort the addresses it found: a UDP socket connected to each, at
+/// port 0, to learn the source address; nothing is sent. Refused, recorded as what it is, and
+/// shown by `harness log` as a note rather than as a blocked connection.
+#[test]
+fn udp_connect_to_port_zero_is_recorded_as_address_selection() {
+    if !privileged("udp-port-zero") {
+        return;
+    }
+    for target in [
+        SocketAddr::new(world::addr(2), 0),
+        SocketAddr::new(world::addr6(2), 0),
+    ] {
+        let ledger = temp_dir("udp0");
+        let (result, entries) = probe(&ledger, &[], &["udp-connect", &target.to_string()]);
+        assert_refused(&result);
+        let denied = denials(&entries);
+        assert_eq!(denied.len(), 1, "{target}: {entries:#?}");
+        assert_eq!(denied[0].proto, "udp");
+        assert_eq!(denied[0].by, "kernel");
+        assert_eq!(denied[0].dst.map(|d| d.port()), Some(0));
+        assert_eq!(denied[0].reason, harness::engine::UDP_ADDRESS_SELECTION);
+        let out = std::process::Command::new(harness_tests::harness_bin())
+            .arg("log")
+            .arg(&ledger)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.contains("udp connect() to ")
+                && out.contains("refused (address selection, no data)"),
+            "{out}"
+        );
+        assert!(!out.contains("DENIED"), "{out}");
+    }
+}
+
 #[test]
 fn raw_sockets_are_refused_and_recorded() {
     if !privileged("raw") {

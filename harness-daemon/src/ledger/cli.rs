@@ -50,6 +50,10 @@ pub struct LogArgs {
     /// One line per ledger entry instead of the timeline.
     #[arg(long)]
     pub entries: bool,
+    /// A pricing table over the built-in one, for the timeline's costs [default:
+    /// /etc/harness/pricing.toml, if it exists].
+    #[arg(long, value_name = "FILE")]
+    pub pricing: Option<PathBuf>,
 }
 
 /// `harness prove SESSION SEQ`, or `harness prove --verify PROOF --key KEY`.
@@ -179,9 +183,10 @@ fn log_inner(args: &LogArgs) -> Result<(), LogError> {
         return writeln!(out, "{text}").or_else(ignore_pipe);
     }
     if !args.json && !args.entries {
+        let prices = crate::cost::PriceTable::load(args.pricing.as_deref())?;
         let mut out = std::io::stdout().lock();
         for log in crate::timeline::read_sessions(&args.path)? {
-            let text = crate::timeline::render::render(&log, Default::default());
+            let text = crate::timeline::render::render_priced(&log, Default::default(), &prices);
             let text = crate::timeline::render::terminal_safe(&text);
             out.write_all(text.as_bytes()).or_else(ignore_pipe)?;
         }
@@ -197,6 +202,8 @@ enum LogError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Timeline(#[from] crate::timeline::TimelineError),
+    #[error(transparent)]
+    Pricing(#[from] crate::cost::PricingError),
     #[error("<stdout>: {0}")]
     Stdout(#[from] std::io::Error),
 }

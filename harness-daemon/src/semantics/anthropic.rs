@@ -181,7 +181,8 @@ fn message_head(r: &mut Reply, m: &Value) {
     }
 }
 
-/// Merges a usage object (a stream's `message_delta` usage updates `message_start`'s).
+/// Merges a usage object: a stream's `message_delta` usage (cumulative counts) updates
+/// `message_start`'s, member by member.
 fn usage(r: &mut Reply, u: &Value) {
     if !u.is_object() {
         return;
@@ -196,6 +197,15 @@ fn usage(r: &mut Reply, u: &Value) {
     set(&mut to.output_tokens, "output_tokens");
     set(&mut to.cache_read, "cache_read_input_tokens");
     set(&mut to.cache_write, "cache_creation_input_tokens");
+    // The split of the cache writes by lifetime (billed differently).
+    if let Some(split) = u.get("cache_creation").filter(|c| c.is_object()) {
+        if let Some(n) = u64_of(split, "ephemeral_5m_input_tokens") {
+            to.cache_write_5m = Some(n);
+        }
+        if let Some(n) = u64_of(split, "ephemeral_1h_input_tokens") {
+            to.cache_write_1h = Some(n);
+        }
+    }
 }
 
 /// A buffered answer.

@@ -184,8 +184,9 @@ impl Merge {
                 input_tokens: n("promptTokenCount", "prompt_token_count"),
                 output_tokens: n("candidatesTokenCount", "candidates_token_count"),
                 cache_read: n("cachedContentTokenCount", "cached_content_token_count"),
-                cache_write: None,
                 reasoning_tokens: n("thoughtsTokenCount", "thoughts_token_count"),
+                tool_prompt_tokens: n("toolUsePromptTokenCount", "tool_use_prompt_token_count"),
+                ..Usage::default()
             });
         }
         if let Some(e) = v.get("error") {

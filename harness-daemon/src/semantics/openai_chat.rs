@@ -191,8 +191,8 @@ fn head(r: &mut Reply, v: &Value) {
             input_tokens: u64_of(u, "prompt_tokens"),
             output_tokens: u64_of(u, "completion_tokens"),
             cache_read: details("prompt_tokens_details", "cached_tokens"),
-            cache_write: None,
             reasoning_tokens: details("completion_tokens_details", "reasoning_tokens"),
+            ..Usage::default()
         });
     }
     if let Some(e) = v.get("error").filter(|e| !e.is_null()) {

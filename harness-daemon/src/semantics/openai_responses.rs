@@ -118,8 +118,8 @@ fn head(r: &mut Reply, v: &Value) {
             input_tokens: u64_of(u, "input_tokens"),
             output_tokens: u64_of(u, "output_tokens"),
             cache_read: details("input_tokens_details", "cached_tokens"),
-            cache_write: None,
             reasoning_tokens: details("output_tokens_details", "reasoning_tokens"),
+            ..Usage::default()
         });
     }
     if let Some(e) = v.get("error").filter(|e| !e.is_null()) {

@@ -6,13 +6,20 @@
 //!  text: [string…],                        every text block, in order
 //!  tool_calls: [{id, name, input, input_error?}],
 //!  stop_reason, usage: {input_tokens, output_tokens, cache_read?, cache_write?,
-//!                       reasoning_tokens?} | null,
+//!                       cache_write_5m?, cache_write_1h?, reasoning_tokens?,
+//!                       tool_prompt_tokens?} | null,
 //!  choices?: n, text_choice?: [i…],         only with several choices: the choice of
 //!                                          each `text` entry; each tool call gets `choice`
 //!  error?: {type, message}}                 when the provider answered with an error
 //! ```
 //! `input` is the parsed JSON of the call's arguments; when they do not parse it is the raw
 //! string and `input_error` says why.
+//!
+//! `usage` holds the provider's counters under one set of names, each as the provider counts
+//! it (SPEC §4.14.2 says, per provider, which counts include which): Anthropic's
+//! `input_tokens` leaves out the cache reads and writes, OpenAI's and Gemini's include the
+//! cache reads; OpenAI's `output_tokens` include the reasoning, Gemini's do not. Nothing is
+//! added up or subtracted here: [`crate::cost`] does that, once.
 use serde_json::{json, Map, Value};
 
 use super::json::{rejoin, str_of, u64_of};
@@ -75,13 +82,23 @@ impl ToolCall {
     }
 }
 
+/// The provider's token counters, as it counts them (see the module docs).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(super) struct Usage {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    /// Prompt tokens read from the provider's cache.
     pub cache_read: Option<u64>,
+    /// Prompt tokens written to the cache (Anthropic `cache_creation_input_tokens`).
     pub cache_write: Option<u64>,
+    /// Of `cache_write`, those written for 5 minutes / for 1 hour (Anthropic
+    /// `cache_creation.ephemeral_5m_input_tokens` / `ephemeral_1h_input_tokens`).
+    pub cache_write_5m: Option<u64>,
+    pub cache_write_1h: Option<u64>,
+    /// Reasoning (thinking) tokens the provider counts apart.
     pub reasoning_tokens: Option<u64>,
+    /// Gemini `toolUsePromptTokenCount`: prompt tokens of tool use, not in `input_tokens`.
+    pub tool_prompt_tokens: Option<u64>,
 }
 
 impl Reply {
@@ -149,7 +166,10 @@ impl Usage {
         for (k, v) in [
             ("cache_read", self.cache_read),
             ("cache_write", self.cache_write),
+            ("cache_write_5m", self.cache_write_5m),
+            ("cache_write_1h", self.cache_write_1h),
             ("reasoning_tokens", self.reasoning_tokens),
+            ("tool_prompt_tokens", self.tool_prompt_tokens),
         ] {
             if let Some(n) = v {
                 m.insert(k.into(), json!(n));

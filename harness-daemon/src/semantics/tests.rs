@@ -1028,3 +1028,91 @@ fn mangled_bodies_never_panic() {
     }
     assert!(runs >= 4000, "{runs}");
 }
+
+// === Usage: every counter the cost needs, buffered and streamed ===
+
+/// The `usage` of each provider's answer with cache reads and writes (and reasoning), as the
+/// provider counts it (SPEC §4.14.2): nothing added up, nothing dropped.
+#[test]
+fn usage_keeps_cache_and_reasoning_counters() {
+    let usage = |target: &str, ctype: &str, body: &[u8]| {
+        let notes = X::post(target, b"{}", ctype, body).run();
+        clean(&notes);
+        topic(&notes, "llm_response")["usage"].clone()
+    };
+    macro_rules! cost_fixture {
+        ($name:literal) => {
+            include_bytes!(concat!("fixtures/cost/", $name)).as_slice()
+        };
+    }
+    assert_eq!(
+        usage(
+            "/v1/messages",
+            JSON,
+            cost_fixture!("anthropic_response.json")
+        ),
+        json!({"input_tokens": 1200, "output_tokens": 500, "cache_read": 10000,
+               "cache_write": 3000, "cache_write_5m": 2000, "cache_write_1h": 1000})
+    );
+    // message_start's counts, updated (not added to) by message_delta's cumulative ones.
+    assert_eq!(
+        usage("/v1/messages", SSE, cost_fixture!("anthropic_stream.sse")),
+        json!({"input_tokens": 800, "output_tokens": 250, "cache_read": 6000,
+               "cache_write": 400, "cache_write_5m": 0, "cache_write_1h": 400})
+    );
+    assert_eq!(
+        usage(
+            "/v1/chat/completions",
+            JSON,
+            cost_fixture!("openai_chat_response.json")
+        ),
+        json!({"input_tokens": 5000, "output_tokens": 300, "cache_read": 4096,
+               "reasoning_tokens": 0})
+    );
+    assert_eq!(
+        usage(
+            "/v1/chat/completions",
+            SSE,
+            cost_fixture!("openai_chat_stream.sse")
+        ),
+        json!({"input_tokens": 2000, "output_tokens": 900, "cache_read": 1536,
+               "reasoning_tokens": 640})
+    );
+    assert_eq!(
+        usage(
+            "/v1/responses",
+            JSON,
+            cost_fixture!("openai_responses_response.json")
+        ),
+        json!({"input_tokens": 12000, "output_tokens": 1500, "cache_read": 11264,
+               "reasoning_tokens": 1024})
+    );
+    assert_eq!(
+        usage(
+            "/v1/responses",
+            SSE,
+            cost_fixture!("openai_responses_stream.sse")
+        ),
+        json!({"input_tokens": 3000, "output_tokens": 700, "cache_read": 2048,
+               "reasoning_tokens": 448})
+    );
+    assert_eq!(
+        usage(
+            "/v1beta/models/gemini-2.5-pro:generateContent",
+            JSON,
+            cost_fixture!("gemini_response.json")
+        ),
+        json!({"input_tokens": 50000, "output_tokens": 1200, "cache_read": 32768,
+               "reasoning_tokens": 2400, "tool_prompt_tokens": 300})
+    );
+    // The last chunk's counts (each chunk's are the running totals).
+    assert_eq!(
+        usage(
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            SSE,
+            cost_fixture!("gemini_stream.sse")
+        ),
+        json!({"input_tokens": 8000, "output_tokens": 600, "cache_read": 4096,
+               "reasoning_tokens": 900})
+    );
+}

@@ -17,6 +17,7 @@ pub mod correlate;
 pub mod process;
 pub mod render;
 pub mod session;
+pub mod spend;
 
 use crate::ledger::{session_files, LedgerError};
 use std::path::{Path, PathBuf};

@@ -105,9 +105,19 @@ pub fn clock(ts: &str) -> &str {
 
 const PAD: &str = "               ";
 
-/// Renders a whole session.
+/// Renders a whole session, pricing model calls with the built-in table.
 pub fn render(log: &SessionLog, limits: Limits) -> String {
+    render_priced(log, limits, &crate::cost::PriceTable::builtin())
+}
+
+/// Renders a whole session, pricing model calls with `prices`.
+pub fn render_priced(log: &SessionLog, limits: Limits, prices: &crate::cost::PriceTable) -> String {
     let corr = correlate(log);
+    let calls = super::spend::calls(log, prices);
+    let call_of: std::collections::HashMap<usize, &crate::cost::PricedCall> = calls
+        .iter()
+        .filter_map(|c| Some((c.exchange?, &c.priced)))
+        .collect();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -137,7 +147,6 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
         })
         .flatten()
         .collect();
-    let mut tokens = (0u64, 0u64);
     // Connections whose upgraded bytes were decoded as WebSocket (their messages speak).
     let ws_conns: std::collections::HashSet<u64> = log
         .other_notes
@@ -162,11 +171,10 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
                     continue;
                 }
                 let x = &log.exchanges[i];
-                if let Some(u) = x.note("llm_response").and_then(|r| r.get("usage")) {
-                    tokens.0 += u.get("input_tokens").and_then(Value::as_u64).unwrap_or(0);
-                    tokens.1 += u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0);
-                }
                 exchange(&mut out, log, &corr, i, x, limits);
+                if let Some(call) = call_of.get(&i) {
+                    super::spend::call_line(&mut out, call);
+                }
             }
             Entry::ProcessExec(x) if !beneath_tool.contains(&item.seq) => {
                 let exit = log
@@ -211,6 +219,9 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
                     q.qtype,
                     result
                 );
+            }
+            Entry::ConnDenied(d) if is_address_selection(d) => {
+                let _ = writeln!(out, "{}  {}", clock(&item.ts), address_selection(d));
             }
             Entry::ConnDenied(d) => {
                 // A refusal with no destination (a socket family, a unix socket) has no arrow.
@@ -315,7 +326,11 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
         }
     }
     // A session that used no model tokens says nothing of tokens.
-    let tokens = match tokens {
+    let mut used = crate::cost::Tokens::default();
+    for c in &calls {
+        used.add(&c.priced.tokens.unwrap_or_default());
+    }
+    let tokens = match (used.prompt(), used.completion()) {
         (0, 0) => String::new(),
         (i, o) => format!(" · tokens {i} in, {o} out"),
     };
@@ -330,6 +345,7 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
         count(corr.chains.len(), "model tool call"),
         count(corr.calls.len(), "MCP tool call"),
     );
+    super::spend::totals(&mut out, &calls);
     // What the ledger holds, by kind, in order of first appearance.
     let mut kinds: Vec<(&str, usize)> = Vec::new();
     for item in &log.items {
@@ -427,6 +443,22 @@ fn tool_processes(
             );
         }
     }
+}
+
+/// A UDP `connect()` to port 0 the kernel refused: what getaddrinfo does to learn which
+/// source address an address would be reached from. It sends nothing (the kernel refuses a
+/// datagram to port 0 before the enclosure's hook sees it, so only a connect is recorded at
+/// port 0): a note, not a denial.
+fn is_address_selection(d: &crate::ledger::ConnDenied) -> bool {
+    d.by == "kernel" && d.proto == "udp" && d.dst.is_some_and(|a| a.port() == 0)
+}
+
+fn address_selection(d: &crate::ledger::ConnDenied) -> String {
+    format!(
+        "note  {} udp connect() to {} refused (address selection, no data)",
+        who(d.caller.map(|c| c.pid)),
+        d.dst.map(|a| a.to_string()).unwrap_or_default()
+    )
 }
 
 fn who(pid: Option<u32>) -> String {
@@ -809,7 +841,9 @@ fn llm_response(out: &mut String, resp: &Value, limits: Limits) {
     let usage = resp.get("usage");
     let n = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64);
     let mut line = String::new();
-    if let (Some(i), Some(o)) = (n("input_tokens"), n("output_tokens")) {
+    if let Some(t) = super::spend::response_tokens(resp) {
+        line = format!("tokens: {t}");
+    } else if let (Some(i), Some(o)) = (n("input_tokens"), n("output_tokens")) {
         line = format!("tokens: {i} in, {o} out");
     }
     if let Some(stop) = resp.get("stop_reason").and_then(Value::as_str) {
@@ -1000,6 +1034,9 @@ impl Live {
                         a.answers.join(", ")
                     }
                 );
+            }
+            Entry::ConnDenied(d) if is_address_selection(d) => {
+                let _ = writeln!(out, "{t}  #{seq:<4} {}", address_selection(d));
             }
             Entry::ConnDenied(d) => {
                 let _ = writeln!(
