@@ -132,6 +132,13 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
         .filter(|n| n.annotation.by == "websocket")
         .filter_map(|n| n.annotation.data.get("conn").and_then(Value::as_u64))
         .collect();
+    // Connections whose WebSocket carried LLM calls.
+    let call_conns: std::collections::HashSet<u64> = log
+        .exchanges
+        .iter()
+        .filter(|x| x.websocket.is_some())
+        .map(|x| x.conn)
+        .collect();
     for item in &log.items {
         match &item.entry {
             Entry::SessionOpen(_) => {
@@ -149,12 +156,27 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
                     continue;
                 }
                 let x = &log.exchanges[i];
-                if let Some(u) = x.note("llm_response").and_then(|r| r.get("usage")) {
-                    tokens.0 += u.get("input_tokens").and_then(Value::as_u64).unwrap_or(0);
-                    tokens.1 += u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0);
-                }
+                add_tokens(&mut tokens, x);
                 exchange(&mut out, log, &corr, i, x, limits);
             }
+            // An LLM call over a WebSocket, where its request was annotated.
+            Entry::Annotation(_) if log.websocket_call_of_seq.contains_key(&item.seq) => {
+                let i = log.websocket_call_of_seq[&item.seq];
+                if !shown_exchanges.insert(i) {
+                    continue;
+                }
+                let x = &log.exchanges[i];
+                add_tokens(&mut tokens, x);
+                exchange(&mut out, log, &corr, i, x, limits);
+            }
+            // The text messages of a connection whose LLM calls are shown are those calls.
+            Entry::Annotation(a)
+                if a.by == "websocket"
+                    && a.data.get("opcode").and_then(Value::as_str) == Some("text")
+                    && a.data
+                        .get("conn")
+                        .and_then(Value::as_u64)
+                        .is_some_and(|c| call_conns.contains(&c)) => {}
             Entry::DnsQuery(q) => {
                 let answer = log.dns.get(&q.exchange).and_then(|d| d.answer.as_ref());
                 let result = match answer {
@@ -290,10 +312,21 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
         (0, 0) => String::new(),
         (i, o) => format!(" · tokens {i} in, {o} out"),
     };
+    let ws_calls = websocket_calls(log);
+    let ws_calls = match ws_calls {
+        0 => String::new(),
+        n => format!(" · {}", count(n, "model call over WebSocket")),
+    };
     let _ = writeln!(
         out,
-        "{PAD}{} · {} · {}{tokens}",
-        count(log.exchanges.len(), "exchange"),
+        "{PAD}{}{ws_calls} · {} · {}{tokens}",
+        count(
+            log.exchanges
+                .iter()
+                .filter(|x| x.websocket.is_none())
+                .count(),
+            "exchange"
+        ),
         count(corr.chains.len(), "model tool call"),
         count(corr.calls.len(), "MCP tool call"),
     );
@@ -314,6 +347,22 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
         kinds.join(", ")
     );
     out
+}
+
+/// How many LLM calls were made over WebSockets.
+fn websocket_calls(log: &SessionLog) -> usize {
+    log.exchanges
+        .iter()
+        .filter(|x| x.websocket.is_some())
+        .count()
+}
+
+/// Adds an exchange's model tokens to the session's (in, out).
+fn add_tokens(tokens: &mut (u64, u64), x: &Exchange) {
+    if let Some(u) = x.note("llm_response").and_then(|r| r.get("usage")) {
+        tokens.0 += u.get("input_tokens").and_then(Value::as_u64).unwrap_or(0);
+        tokens.1 += u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0);
+    }
 }
 
 fn who(pid: Option<u32>) -> String {
@@ -345,6 +394,36 @@ fn exchange(
 ) {
     let conn = log.conn(x.conn);
     let host = conn.and_then(|c| c.host()).unwrap_or_default();
+    if let Some(ws) = &x.websocket {
+        // A call over a WebSocket: the upgrade's target, which call of the connection it is,
+        // and how its response ended.
+        let target = ws
+            .upgrade
+            .and_then(|u| log.exchanges[u].request.as_ref())
+            .map_or("", |r| r.head.target.as_str());
+        let ended = match x.note("llm_response") {
+            Some(r) => r
+                .get("error")
+                .filter(|e| !e.is_null())
+                .map(|_| "error".to_string())
+                .or_else(|| {
+                    r.get("stop_reason")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "answered".into()),
+            None => "no answer recorded".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{}  #{:<4} {} → {host}  WebSocket {target} call {} (conn {}) → {ended}",
+            clock(x.ts()),
+            x.seq(),
+            who(log.pid_of(x)),
+            ws.index,
+            x.conn,
+        );
+    }
     let method = x
         .request
         .as_ref()
@@ -355,14 +434,16 @@ fn exchange(
         .as_ref()
         .map(|r| r.head.target.as_str())
         .unwrap_or("");
-    let _ = writeln!(
-        out,
-        "{}  #{:<4} {} → {host}  {method} {target} → {}",
-        clock(x.ts()),
-        x.seq(),
-        who(log.pid_of(x)),
-        status_of(x)
-    );
+    if x.websocket.is_none() {
+        let _ = writeln!(
+            out,
+            "{}  #{:<4} {} → {host}  {method} {target} → {}",
+            clock(x.ts()),
+            x.seq(),
+            who(log.pid_of(x)),
+            status_of(x)
+        );
+    }
     let mut cut = Vec::new();
     if x.request_body.is_cut_off() {
         cut.push("request");

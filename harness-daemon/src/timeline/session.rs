@@ -229,6 +229,21 @@ pub struct Exchange {
     pub last_seq: u64,
     /// `ts` of that entry.
     pub last_ts: String,
+    /// Set when this is not an HTTP exchange but an LLM call made over a WebSocket.
+    pub websocket: Option<WsCall>,
+}
+
+/// An LLM call made over a WebSocket (the Responses API's WebSocket mode, SPEC §4.14.2): its
+/// `llm_request` and `llm_response` annotate `data` entries of an upgraded connection. Such a
+/// call is an [`Exchange`] with no HTTP entries: `first_seq` is the `data` entry that completed
+/// the request message, `last_seq` the one that completed the event ending the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsCall {
+    /// Index in [`SessionLog::exchanges`] of the upgrade (the request answered 101) of the
+    /// connection, when it was recorded.
+    pub upgrade: Option<usize>,
+    /// 0, 1, 2… per connection, in the order the calls were asked.
+    pub index: u64,
 }
 
 impl Exchange {
@@ -330,6 +345,22 @@ pub struct SessionLog {
     pub exchange_of_seq: HashMap<u64, usize>,
     /// Annotations of entries that belong to no exchange.
     pub other_notes: Vec<Note>,
+    /// Index in `exchanges` of the WebSocket LLM call each `llm_request` annotation (by its
+    /// own seq) begins.
+    pub websocket_call_of_seq: HashMap<u64, usize>,
+}
+
+/// What grouping keeps between entries.
+#[derive(Default)]
+struct Grouping {
+    /// (conn, exchange) → index in `exchanges`.
+    index: HashMap<(u64, u64), usize>,
+    /// `data` entries: seq → (conn, ts).
+    data: HashMap<u64, (u64, String)>,
+    /// Per connection, its WebSocket LLM calls not yet answered, oldest first.
+    open_calls: HashMap<u64, std::collections::VecDeque<usize>>,
+    /// Per connection, the WebSocket LLM call its last LLM annotation went to, and how many.
+    last_call: HashMap<u64, (usize, u64)>,
 }
 
 impl SessionLog {
@@ -363,16 +394,18 @@ impl SessionLog {
             dns: BTreeMap::new(),
             exchange_of_seq: HashMap::new(),
             other_notes: Vec::new(),
+            websocket_call_of_seq: HashMap::new(),
         };
-        let mut index: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut grouping = Grouping::default();
         for item in &items {
-            log.group(&mut index, item);
+            log.group(&mut grouping, item);
         }
         log.items = items;
         log
     }
 
-    fn group(&mut self, index: &mut HashMap<(u64, u64), usize>, item: &Item) {
+    fn group(&mut self, g: &mut Grouping, item: &Item) {
+        let index = &mut g.index;
         let (seq, ts) = (item.seq, item.ts.clone());
         let mut exchange = |log: &mut SessionLog, conn: u64, exchange: u64| -> usize {
             let i = *index.entry((conn, exchange)).or_insert_with(|| {
@@ -388,6 +421,7 @@ impl SessionLog {
                     first_ts: ts.clone(),
                     last_seq: seq,
                     last_ts: ts.clone(),
+                    websocket: None,
                 });
                 log.exchanges.len() - 1
             });
@@ -497,6 +531,9 @@ impl SessionLog {
                     head: a.clone(),
                 });
             }
+            Entry::Data(d) => {
+                g.data.insert(seq, (d.conn, ts.clone()));
+            }
             Entry::Annotation(a) => {
                 let note = Note {
                     seq,
@@ -504,11 +541,78 @@ impl SessionLog {
                 };
                 match self.exchange_of_seq.get(&a.of_seq) {
                     Some(&i) => self.exchanges[i].notes.push(note),
-                    None => self.other_notes.push(note),
+                    None => {
+                        if let Err(note) = self.websocket_call(g, note) {
+                            self.other_notes.push(note);
+                        }
+                    }
                 }
             }
             _ => {}
         }
+    }
+
+    /// Files an LLM annotation of a `data` entry with the WebSocket call it belongs to: an
+    /// `llm_request` begins a call, an `llm_response` ends the connection's oldest open one
+    /// (one response at a time per connection), a `parse_error` goes with the call the last
+    /// of those went to. Any other note is handed back.
+    fn websocket_call(&mut self, g: &mut Grouping, note: Note) -> Result<(), Note> {
+        let a = &note.annotation;
+        if !a.by.starts_with("semantics/") {
+            return Err(note);
+        }
+        let Some((conn, ts)) = g.data.get(&a.of_seq).cloned() else {
+            return Err(note);
+        };
+        let i = match a.topic.as_str() {
+            "llm_request" => {
+                let upgrade = self
+                    .exchanges
+                    .iter()
+                    .rposition(|x| x.conn == conn && x.websocket.is_none());
+                let count = g.last_call.get(&conn).map_or(0, |(_, n)| *n);
+                self.exchanges.push(Exchange {
+                    conn,
+                    exchange: upgrade.map_or(0, |u| self.exchanges[u].exchange),
+                    request: None,
+                    request_body: BodyParts::None,
+                    response: None,
+                    response_body: BodyParts::None,
+                    notes: Vec::new(),
+                    first_seq: a.of_seq,
+                    first_ts: ts.clone(),
+                    last_seq: a.of_seq,
+                    last_ts: ts,
+                    websocket: Some(WsCall {
+                        upgrade,
+                        index: count,
+                    }),
+                });
+                let i = self.exchanges.len() - 1;
+                g.open_calls.entry(conn).or_default().push_back(i);
+                g.last_call.insert(conn, (i, count + 1));
+                self.websocket_call_of_seq.insert(note.seq, i);
+                i
+            }
+            "llm_response" => {
+                let Some(i) = g.open_calls.get_mut(&conn).and_then(|q| q.pop_front()) else {
+                    return Err(note);
+                };
+                let x = &mut self.exchanges[i];
+                x.last_seq = a.of_seq;
+                x.last_ts = ts;
+                if let Some((last, _)) = g.last_call.get_mut(&conn) {
+                    *last = i;
+                }
+                i
+            }
+            _ => match g.last_call.get(&conn) {
+                Some(&(i, _)) => i,
+                None => return Err(note),
+            },
+        };
+        self.exchanges[i].notes.push(note);
+        Ok(())
     }
 
     /// The `session_open` entry.
