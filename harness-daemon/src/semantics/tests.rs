@@ -566,6 +566,7 @@ fn websocket_calls_end_with_their_response_or_the_connection() {
     let create = r#"{"type":"response.create","model":"m","input":"hi"}"#;
     let delta =
         r#"{"type":"response.output_text.delta","output_index":0,"content_index":0,"delta":"par"}"#;
+    let added = r#"{"type":"response.output_item.added","output_index":0,"item":{"type":"message","role":"assistant","content":[]}}"#;
     let m = |up: bool, t: &str| (up, t.to_string());
     // Nothing asked yet: server messages are no call's.
     let notes = ws_annotate("/v1/responses", &[m(false, delta)]);
@@ -589,7 +590,10 @@ fn websocket_calls_end_with_their_response_or_the_connection() {
     assert_eq!(errors(&notes)[0]["where"], "message 0 (byte 7)");
     assert_eq!(errors(&notes)[0]["what"], "openai responses response");
     // The connection ends inside a call: what came, and why it is all.
-    let notes = ws_annotate("/v1/responses", &[m(true, create), m(false, delta)]);
+    let notes = ws_annotate(
+        "/v1/responses",
+        &[m(true, create), m(false, added), m(false, delta)],
+    );
     assert_eq!(topic(&notes, "llm_response")["text"], json!(["par"]));
     assert_eq!(errors(&notes)[0]["where"], "connection end");
     // A second call waits for the first.
@@ -600,6 +604,7 @@ fn websocket_calls_end_with_their_response_or_the_connection() {
         &[
             m(true, create),
             m(true, create),
+            m(false, added),
             m(false, delta),
             m(false, done),
             m(false, done),
