@@ -189,7 +189,7 @@ ws.onclose = () => {{ clearTimeout(guard); console.log(JSON.stringify(out)); }};
         "{text}"
     );
     assert!(text.contains("place_order"), "{text}");
-    assert!(text.contains("2 model calls over WebSocket"), "{text}");
+    assert!(text.contains("2 WebSocket model calls"), "{text}");
     let tokens: u64 = responses
         .iter()
         .map(|r| r["usage"]["input_tokens"].as_u64().unwrap())

@@ -315,7 +315,7 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
     let ws_calls = websocket_calls(log);
     let ws_calls = match ws_calls {
         0 => String::new(),
-        n => format!(" · {}", count(n, "model call over WebSocket")),
+        n => format!(" · {}", count(n, "WebSocket model call")),
     };
     let _ = writeln!(
         out,
