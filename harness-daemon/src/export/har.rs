@@ -8,7 +8,9 @@
 //! recorded, with a `comment` saying why. Secret headers appear as their fingerprints, which
 //! is all the ledger holds. Extra members start with `_` as the spec allows: `_sha256` of each
 //! body, `_harness` (session, seqs, pid) and `_cutOff` for streams that ended without their
-//! final chunk.
+//! final chunk. A WebSocket upgrade's entry also carries the connection's messages as Chrome's
+//! HAR export does (`_webSocketMessages`) and the LLM calls made over it
+//! (`_harness.websocket_calls`).
 use super::ExportError;
 use crate::ledger::Header;
 use crate::semantics::decode::{decode, Decoded};
@@ -21,9 +23,9 @@ use sha2::{Digest, Sha256};
 pub fn har(sessions: &[SessionLog]) -> Result<Value, ExportError> {
     let mut entries = Vec::new();
     for log in sessions {
-        for x in &log.exchanges {
+        for (i, x) in log.exchanges.iter().enumerate() {
             if x.request.is_some() {
-                entries.push(entry(log, x)?);
+                entries.push(entry(log, i, x)?);
             }
         }
     }
@@ -155,7 +157,7 @@ fn query_string(target: &str) -> Vec<Value> {
         .collect()
 }
 
-fn entry(log: &SessionLog, x: &Exchange) -> Result<Value, ExportError> {
+fn entry(log: &SessionLog, i: usize, x: &Exchange) -> Result<Value, ExportError> {
     let conn = log.conn(x.conn);
     // Callers pass only exchanges with a request.
     let Some(req) = x.request.as_ref() else {
@@ -300,18 +302,18 @@ fn entry(log: &SessionLog, x: &Exchange) -> Result<Value, ExportError> {
         }),
     );
     if x.response.as_ref().is_some_and(|r| r.head.status == 101) {
-        websocket(log, x, &mut e);
+        websocket(log, i, x, &mut e);
     }
     Ok(Value::Object(e))
 }
 
-/// The messages of an upgraded connection as Chrome's HAR export gives them
+/// The messages of an upgraded connection (`x`, `exchanges[upgrade]`) as Chrome's HAR export
+/// gives them
 /// (`_webSocketMessages`: `type` send/receive, `time` in seconds since the epoch, `opcode`,
-/// `data`), and the LLM calls made over it.
-fn websocket(log: &SessionLog, x: &Exchange, e: &mut Map<String, Value>) {
-    let Some(upgrade) = log.exchanges.iter().position(|u| std::ptr::eq(u, x)) else {
-        return;
-    };
+/// `data`; `_encoding: "base64"` for bytes that are not UTF-8), and the LLM calls made over it
+/// (`_harness.websocket_calls`: the seqs of the `data` entries of each call's request and
+/// end, and its annotations' topics).
+fn websocket(log: &SessionLog, upgrade: usize, x: &Exchange, e: &mut Map<String, Value>) {
     let opcode = |name: &str| match name {
         "text" => 1,
         "binary" => 2,

@@ -727,6 +727,56 @@ fn gemini_request() {
     );
 }
 
+/// Gemini CLI 0.61's second request of a turn (captured against a mock, sanitized): the model's
+/// two parallel `functionCall`s (no id from the model; the CLI names them) and their
+/// `functionResponse`s, in order.
+#[test]
+fn gemini_cli_request_with_parallel_calls_and_their_responses() {
+    let notes = X::post(
+        "/v1beta/models/gemini-test:streamGenerateContent?alt=sse",
+        fixture!("gemini_cli_request.json"),
+        SSE,
+        b"",
+    )
+    .run();
+    clean(&notes);
+    let req = topic(&notes, "llm_request");
+    assert_eq!(req["model"], "gemini-test");
+    assert_eq!(req["stream"], true);
+    assert!(req["system"]
+        .as_str()
+        .unwrap()
+        .starts_with("You are a non-interactive CLI"));
+    let tools = req["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 15, "{tools:?}");
+    assert!(tools.contains(&json!("run_shell_command")));
+    let m = req["messages"].as_array().unwrap();
+    assert_eq!(m.len(), 3);
+    assert_eq!(
+        m[0]["content"][1],
+        json!({"type": "text", "text": "run echo"})
+    );
+    // The calls and the results, each with its name, in the order the model gave them.
+    let calls = m[1]["content"].as_array().unwrap();
+    let results = m[2]["content"].as_array().unwrap();
+    assert_eq!(m[1]["role"], "assistant");
+    assert_eq!(m[2]["role"], "user");
+    for (i, (call, result)) in calls.iter().zip(results).enumerate() {
+        assert_eq!(call["type"], "tool_use");
+        assert_eq!(call["name"], "run_shell_command");
+        assert_eq!(result["type"], "tool_result");
+        assert_eq!(result["name"], "run_shell_command");
+        assert_eq!(result["tool_use_id"], call["id"]);
+        assert!(call["id"].as_str().unwrap().ends_with(&format!("_{i}")));
+    }
+    assert_eq!(calls[0]["input"]["command"], "echo hello-gemini");
+    assert_eq!(calls[1]["input"]["command"], "echo second");
+    assert!(results[1]["content"]["output"]
+        .as_str()
+        .unwrap()
+        .contains("Output: second"));
+}
+
 #[test]
 fn gemini_cut_array_keeps_complete_elements() {
     let at = find(GEMINI_ARRAY, b"functionCall");
