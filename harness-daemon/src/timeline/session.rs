@@ -656,3 +656,86 @@ pub fn ms_between(a: &str, b: &str) -> f64 {
         _ => 0.0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn item(seq: u64, entry: Value) -> Item {
+        Item {
+            seq,
+            ts: format!("2026-01-01T00:00:{seq:02}.000000Z"),
+            hash: [0; 32],
+            prev: [0; 32],
+            entry: serde_json::from_value(entry).expect("an entry"),
+        }
+    }
+
+    fn data(conn: u64, direction: &str) -> Value {
+        json!({"kind": "data", "conn": conn, "direction": direction, "index": 0, "offset": 0,
+               "bytes": {"encoding": "utf8", "text": "", "len": 0, "sha256": ""}})
+    }
+
+    fn note(of: u64, by: &str, topic: &str, data: Value) -> Value {
+        json!({"kind": "annotation", "of_seq": of, "of_hash": "00", "by": by, "topic": topic,
+               "data": data})
+    }
+
+    /// Calls over a WebSocket become exchanges of their own: a request opens one on its
+    /// connection, a response ends the oldest open one, a parse error goes with the last.
+    #[test]
+    fn websocket_llm_calls_are_exchanges() {
+        let ai = "semantics/openai";
+        let items = vec![
+            item(0, data(1, "up")),
+            item(
+                1,
+                note(0, "websocket", "websocket.message", json!({"conn": 1})),
+            ),
+            item(2, note(0, ai, "llm_request", json!({"model": "a"}))),
+            item(3, note(0, ai, "parse_error", json!({"what": "x"}))),
+            item(4, data(2, "up")),
+            item(
+                5,
+                note(4, ai, "llm_request", json!({"model": "other conn"})),
+            ),
+            item(6, data(1, "up")),
+            item(7, note(6, ai, "llm_request", json!({"model": "b"}))),
+            item(8, data(1, "down")),
+            item(9, note(8, ai, "llm_response", json!({"model": "a"}))),
+            item(10, data(1, "down")),
+            item(11, note(10, ai, "llm_response", json!({"model": "b"}))),
+        ];
+        let log = SessionLog::from_items(Path::new("/ledger/s.jsonl"), items);
+        assert_eq!(log.exchanges.len(), 3);
+        let topics = |x: &Exchange| -> Vec<String> {
+            x.notes.iter().map(|n| n.annotation.topic.clone()).collect()
+        };
+        let (a, other, b) = (&log.exchanges[0], &log.exchanges[1], &log.exchanges[2]);
+        assert_eq!(topics(a), ["llm_request", "parse_error", "llm_response"]);
+        assert_eq!((a.conn, a.first_seq, a.last_seq), (1, 0, 8));
+        assert_eq!(
+            a.websocket,
+            Some(WsCall {
+                upgrade: None,
+                index: 0
+            })
+        );
+        assert_eq!(a.seq(), 0, "a call happened where its request was");
+        assert_eq!(topics(b), ["llm_request", "llm_response"]);
+        assert_eq!(b.note("llm_response").unwrap()["model"], "b");
+        assert_eq!((b.first_seq, b.last_seq), (6, 10));
+        assert_eq!(b.websocket.as_ref().unwrap().index, 1);
+        assert_eq!(topics(other), ["llm_request"], "never answered");
+        assert_eq!(other.conn, 2);
+        assert_eq!(log.websocket_call_of_seq[&2], 0);
+        assert_eq!(log.websocket_call_of_seq[&7], 2);
+        assert_eq!(
+            log.other_notes.len(),
+            1,
+            "the message itself stays a message"
+        );
+        assert!(log.exchange_of_seq.is_empty());
+    }
+}
