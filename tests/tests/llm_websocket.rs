@@ -266,3 +266,110 @@ ws.onclose = () => {{ clearTimeout(guard); console.log(JSON.stringify(out)); }};
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+/// The real Codex CLI (`HARNESS_CODEX_BIN`: the `codex` binary of the npm package
+/// `@openai/codex`), enclosed, against the mock provider in the test world: its WebSocket
+/// conversation (a warm-up, a turn whose answer is a tool call, the turn that returns the
+/// tool's output) is annotated call by call. Skipped, loudly, without the binary.
+#[test]
+fn codex_cli_conversation_is_annotated() {
+    if !privileged("codex cli over websocket") {
+        return;
+    }
+    let Some(codex) = std::env::var_os("HARNESS_CODEX_BIN") else {
+        eprintln!("\n*** SKIPPED codex cli over websocket: HARNESS_CODEX_BIN is not set ***\n");
+        return;
+    };
+    let dir = temp_dir("codex-ws");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let ca = TestCa::create(dir.join("test-ca")).unwrap();
+    let provider = Peer::builder(&ca)
+        .names(["api.openai.test"])
+        .ip(world::addr(2))
+        .spawn_in_thread()
+        .unwrap();
+    // Every name resolves to the mock: whatever else Codex asks for stays in the test world.
+    let dns = dns_server(world::addr(2)).to_string();
+    let home = dir.join("codex-home");
+    let work = dir.join("work");
+    for d in [&home, &work] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    }
+    std::fs::write(
+        home.join("config.toml"),
+        format!(
+            "model = \"gpt-test\"\nmodel_provider = \"mock\"\n\n[model_providers.mock]\n\
+             name = \"mock\"\nbase_url = \"{}\"\nenv_key = \"CODEX_API_KEY\"\n\
+             wire_api = \"responses\"\nsupports_websockets = true\n\
+             request_max_retries = 0\nstream_max_retries = 0\n",
+            provider.url("/v1")
+        ),
+    )
+    .unwrap();
+    let ledger = dir.join("ledger");
+    let codex = codex.to_str().unwrap().to_owned();
+    let script = format!(
+        "cd {work} && CODEX_HOME={home} CODEX_API_KEY=sk-test-codex exec {codex} exec \
+         --skip-git-repo-check -s danger-full-access 'Buy 10 ACME' </dev/null",
+        work = work.display(),
+        home = home.display(),
+    );
+    let run = run_enclosed(
+        &ledger,
+        &[
+            "--upstream-ca",
+            ca.cert_path().to_str().unwrap(),
+            "--dns-upstream",
+            &dns,
+        ],
+        &["/bin/sh", "-c", &script],
+    );
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.output.stdout),
+        String::from_utf8_lossy(&run.output.stderr)
+    );
+    assert!(run.output.status.success(), "{out}");
+    let notes: Vec<&harness::ledger::Annotation> = run
+        .entries
+        .iter()
+        .filter_map(|r| match &r.entry {
+            Entry::Annotation(a) if a.by == "semantics/openai" => Some(a),
+            _ => None,
+        })
+        .collect();
+    let of = |t: &str| -> Vec<&Value> {
+        notes
+            .iter()
+            .filter(|a| a.topic == t)
+            .map(|a| &a.data)
+            .collect()
+    };
+    let (requests, responses) = (of("llm_request"), of("llm_response"));
+    assert!(requests.len() >= 3, "{notes:#?}\n{out}");
+    assert_eq!(requests.len(), responses.len(), "{notes:#?}");
+    assert_eq!(requests[0]["generate"], false, "Codex warms up first");
+    let tools = requests[1]["tools"].as_array().unwrap();
+    assert!(tools.contains(&json!("exec_command")), "{tools:?}");
+    assert!(
+        tools.iter().any(|t| t.as_str().unwrap().contains('.')),
+        "namespaced tools listed by their own names: {tools:?}"
+    );
+    let call = &responses[1]["tool_calls"][0];
+    assert_eq!(call["name"], "place_order", "{}", responses[1]);
+    // Codex has no such tool and says so in the next call, which returns it.
+    let returned = requests.iter().skip(2).any(|r| {
+        r["messages"].as_array().unwrap().iter().any(|m| {
+            m["content"][0]["type"] == "tool_result" && m["content"][0]["tool_use_id"] == call["id"]
+        })
+    });
+    assert!(returned, "{requests:#?}");
+    let log = Command::new(harness_bin())
+        .arg("log")
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&log.stdout);
+    assert!(text.contains("tool call place_order"), "{text}");
+}

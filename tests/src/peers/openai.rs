@@ -444,6 +444,23 @@ pub(crate) fn responses_ws(
             o.insert("stream".into(), json!(true));
         }
         calls += 1;
+        // A warm-up (`generate: false`, Codex's first message): a response, nothing generated.
+        if body["generate"] == json!(false) {
+            let id = format!("resp_warmup{calls}");
+            let response = |status: &str| {
+                json!({"id": id, "object": "response", "created_at": CREATED, "status": status,
+                       "model": body["model"], "output": [],
+                       "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}})
+            };
+            return vec![
+                json!({"type": "response.created", "sequence_number": 0,
+                       "response": response("in_progress")})
+                .to_string(),
+                json!({"type": "response.completed", "sequence_number": 1,
+                       "response": response("completed")})
+                .to_string(),
+            ];
+        }
         let ctx = Ctx {
             shared: shared.clone(),
             // Each call its own ids.
