@@ -448,9 +448,19 @@ async fn exchange(
     if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
         // WebSocket and other upgrades: after the 101, the bytes both ways are recorded like
         // any non-HTTP stream; WebSocket frames are also decoded into per-message annotations.
+        // An upgrade of an LLM API's path (the Responses API's WebSocket mode) also has its
+        // calls annotated, both directions feeding one conversation.
+        let calls = crate::semantics::websocket::Conversation::new(&pending.target)
+            .map(|c| std::sync::Arc::new(std::sync::Mutex::new(c)));
         let taps = crate::websocket::negotiated(resp.headers()).map(|deflate| {
-            let tap =
-                |d| Box::new(crate::websocket::Tap::new(rec.conn(), d, deflate)) as Box<dyn Watch>;
+            let tap = |d| {
+                let tap = crate::websocket::Tap::new(rec.conn(), d, deflate);
+                let tap = match &calls {
+                    Some(calls) => tap.with_calls(calls.clone()),
+                    None => tap,
+                };
+                Box::new(tap) as Box<dyn Watch>
+            };
             (tap(Direction::Up), tap(Direction::Down))
         });
         let relay_rec = rec.clone();

@@ -352,6 +352,12 @@ pub fn reset_on_close(fd: std::os::fd::RawFd) {
 pub trait Watch: Send {
     /// `bytes` were recorded as the entry `recorded` and passed on.
     fn watch(&mut self, bytes: &[u8], recorded: &Durable) -> Vec<Entry>;
+
+    /// The connection ended (either way, or failed): what is still to be said of what was
+    /// watched. Called for the down direction's watch first, then the up one's.
+    fn end(&mut self) -> Vec<Entry> {
+        Vec::new()
+    }
 }
 
 /// How many watch entries may wait for the ledger before the relay waits for them.
@@ -395,23 +401,38 @@ where
     });
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
-    let up = pump(
-        &mut client_rd,
-        &mut up_wr,
-        rec,
-        Direction::Up,
-        up.zip(notes.clone()),
-    );
-    let down = pump(
-        &mut up_rd,
-        &mut client_wr,
-        rec,
-        Direction::Down,
-        down.zip(notes),
-    );
-    // A direction that fails (a reset, a TLS stream cut without close_notify) ends both: the
-    // halves are dropped, so the other side sees the connection end too, not a silent hang.
-    tokio::try_join!(up, down).map(|_| ())
+    let (mut up_watch, mut down_watch) = (up, down);
+    let result = {
+        let up = pump(
+            &mut client_rd,
+            &mut up_wr,
+            rec,
+            Direction::Up,
+            up_watch.as_deref_mut().zip(notes.clone()),
+        );
+        let down = pump(
+            &mut up_rd,
+            &mut client_wr,
+            rec,
+            Direction::Down,
+            down_watch.as_deref_mut().zip(notes.clone()),
+        );
+        // A direction that fails (a reset, a TLS stream cut without close_notify) ends both:
+        // the halves are dropped, so the other side sees the connection end too, not a silent
+        // hang.
+        tokio::try_join!(up, down).map(|_| ())
+    };
+    if let Some(notes) = notes {
+        for watch in [down_watch.as_deref_mut(), up_watch.as_deref_mut()]
+            .into_iter()
+            .flatten()
+        {
+            for entry in watch.end() {
+                let _ = notes.send(entry).await;
+            }
+        }
+    }
+    result
 }
 
 async fn pump<R, W>(
@@ -419,7 +440,7 @@ async fn pump<R, W>(
     to: &mut W,
     rec: &ConnRecorder,
     direction: Direction,
-    mut watch: Option<(Box<dyn Watch>, tokio::sync::mpsc::Sender<Entry>)>,
+    mut watch: Option<(&mut (dyn Watch + 'static), tokio::sync::mpsc::Sender<Entry>)>,
 ) -> Result<(), String>
 where
     R: AsyncRead + Unpin,

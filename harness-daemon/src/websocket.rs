@@ -339,7 +339,14 @@ pub struct Tap {
     direction: Direction,
     deflate: Option<Inflater>,
     index: u64,
+    /// The LLM calls of the connection, shared with the other direction's tap.
+    calls: Option<Calls>,
+    /// `seq` and entry hash of the last `data` entry watched.
+    last: Option<(u64, String)>,
 }
+
+/// The LLM conversation a connection's two taps feed (`semantics::websocket`).
+pub type Calls = std::sync::Arc<std::sync::Mutex<crate::semantics::websocket::Conversation>>;
 
 /// What a 101 negotiated for permessage-deflate (RFC 7692 §7.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -438,6 +445,37 @@ impl Tap {
             direction,
             deflate: deflate.map(|d| Inflater::new(reset_each(d))),
             index: 0,
+            calls: None,
+            last: None,
+        }
+    }
+
+    /// This tap also feeds its text messages to `calls`, the LLM calls of the connection
+    /// (the same for both directions), and appends what they say: `llm_request` for a
+    /// client's `response.create`, `llm_response` for the server event that ends it.
+    pub fn with_calls(mut self, calls: Calls) -> Tap {
+        self.calls = Some(calls);
+        self
+    }
+
+    /// What the LLM calls make of a message whose annotation is `data`.
+    fn calls_of(&mut self, data: &Value) -> Vec<crate::semantics::Annotation> {
+        let (Some(calls), Some(text)) = (&self.calls, data.get("text").and_then(Value::as_str))
+        else {
+            return Vec::new();
+        };
+        if data.get("opcode").and_then(Value::as_str) != Some("text") {
+            return Vec::new();
+        }
+        let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let truncated = data.get("truncated") == Some(&Value::Bool(true))
+            || data.get("inflated_truncated") == Some(&Value::Bool(true));
+        // A poisoned lock: the other direction panicked mid-message; its state is still whole
+        // messages (every update is one call), so carry on with it.
+        let mut calls = calls.lock().unwrap_or_else(|p| p.into_inner());
+        match self.direction {
+            Direction::Up => calls.client(index, text, truncated),
+            Direction::Down => calls.server(index, text, truncated),
         }
     }
 
@@ -514,33 +552,56 @@ impl Tap {
 
 impl crate::record::Watch for Tap {
     fn watch(&mut self, bytes: &[u8], recorded: &Durable) -> Vec<Entry> {
-        self.decoder
-            .push(bytes, recorded.seq())
+        let (seq, hash) = (recorded.seq(), recorded.hash_hex());
+        self.last = Some((seq, hash.clone()));
+        let mut out = Vec::new();
+        for event in self.decoder.push(bytes, seq) {
+            let (topic, data) = match event {
+                Event::Message(m) => self.message(m),
+                Event::Malformed { offset, error } => (
+                    "parse_error",
+                    json!({
+                        "conn": self.conn,
+                        "direction": self.direction(),
+                        "what": format!("websocket frames ({})", self.direction()),
+                        "where": format!("byte {offset}"),
+                        "error": error,
+                    }),
+                ),
+            };
+            let calls = self.calls_of(&data);
+            out.push(annotation(seq, &hash, "websocket", topic, data));
+            out.extend(
+                calls
+                    .into_iter()
+                    .map(|a| annotation(seq, &hash, a.by, a.topic, a.data)),
+            );
+        }
+        out
+    }
+
+    /// Calls still open when the connection ended get their `llm_response` (what came of
+    /// it), on this direction's last `data` entry.
+    fn end(&mut self) -> Vec<Entry> {
+        let (Some(calls), Some((seq, hash))) = (&self.calls, &self.last) else {
+            return Vec::new();
+        };
+        let ended = calls.lock().unwrap_or_else(|p| p.into_inner()).end();
+        ended
             .into_iter()
-            .map(|event| {
-                let (topic, data) = match event {
-                    Event::Message(m) => self.message(m),
-                    Event::Malformed { offset, error } => (
-                        "parse_error",
-                        json!({
-                            "conn": self.conn,
-                            "direction": self.direction(),
-                            "what": format!("websocket frames ({})", self.direction()),
-                            "where": format!("byte {offset}"),
-                            "error": error,
-                        }),
-                    ),
-                };
-                Entry::Annotation(Annotation {
-                    of_seq: recorded.seq(),
-                    of_hash: recorded.hash_hex(),
-                    by: "websocket".into(),
-                    topic: topic.into(),
-                    data,
-                })
-            })
+            .map(|a| annotation(*seq, hash, a.by, a.topic, a.data))
             .collect()
     }
+}
+
+fn annotation(of_seq: u64, of_hash: &str, by: &str, topic: &str, data: Value) -> Entry {
+    Entry::Annotation(Annotation {
+        of_seq,
+        of_hash: of_hash.to_owned(),
+        by: by.into(),
+        topic: topic.into(),
+        data,
+    })
 }
 
 /// Whether a 101 response switched to WebSocket (`Upgrade: websocket`), and whether it

@@ -5,7 +5,10 @@
 //! Checks: the same events come out however the bytes are split (but for `start`, which names
 //! the read); a payload is at most the cap and `len` counts the whole of it; control frames are
 //! single and at most 125 bytes; a malformed frame is reported once, last, and nothing is
-//! decoded after it; annotations number the messages in order.
+//! decoded after it; annotations number the messages in order; the text messages read as the
+//! LLM calls of a Responses WebSocket (`semantics::websocket`) give only `llm_request`,
+//! `llm_response` and `parse_error`, never more responses than requests, and every call still
+//! open ends with the connection.
 //!
 //! Input: `[config, splits, (u16 LE offset) × splits, stream…]`; `config` bits 0-2 pick the
 //! cap, bit 3 negotiates permessage-deflate, bits 4 and 5 its `client_no_context_takeover` and
@@ -13,6 +16,7 @@
 #![no_main]
 
 use harness::ledger::Direction;
+use harness::semantics::websocket::Conversation;
 use harness::websocket::{Decoder, Deflate, Event, Message, Opcode, Tap, MESSAGE_CAP};
 use libfuzzer_sys::fuzz_target;
 
@@ -98,6 +102,24 @@ fuzz_target!(|data: &[u8]| {
         Direction::Up
     };
     let mut tap = Tap::new(7, direction, deflate);
+    // The server's messages belong to a call only once one is open.
+    let mut calls = Conversation::new("/v1/responses").expect("a Responses path");
+    let (mut requests, mut responses) = (0usize, 0usize);
+    let mut count = |notes: Vec<harness::semantics::Annotation>| {
+        for n in notes {
+            match n.topic {
+                "llm_request" => requests += 1,
+                "llm_response" => responses += 1,
+                "parse_error" => {}
+                other => panic!("a call annotation of topic {other}"),
+            }
+            assert!(responses <= requests, "a response with no request");
+            serde_json::to_vec(&n.data).expect("a call annotation serialises");
+        }
+    };
+    if direction == Direction::Down {
+        count(calls.client(0, r#"{"type":"response.create","model":"m","input":"x"}"#, false));
+    }
     for (index, e) in events.into_iter().enumerate() {
         let Event::Message(m) = e else {
             continue;
@@ -111,7 +133,16 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(note.get("compressed").is_some(), compressed, "{note}");
         assert!(note.get("text").is_some() || note.get("base64").is_some());
         serde_json::to_vec(&note).expect("an annotation serialises");
+        if let (Some(text), "text") = (note["text"].as_str(), note["opcode"].as_str().unwrap()) {
+            let i = index as u64;
+            count(match direction {
+                Direction::Up => calls.client(i, text, false),
+                Direction::Down => calls.server(i, text, false),
+            });
+        }
     }
+    count(calls.end());
+    assert_eq!(requests, responses, "every call ends with the connection");
 });
 
 fn check_message(m: &Message, cap: usize) {

@@ -8,11 +8,13 @@
 //! recorded, with a `comment` saying why. Secret headers appear as their fingerprints, which
 //! is all the ledger holds. Extra members start with `_` as the spec allows: `_sha256` of each
 //! body, `_harness` (session, seqs, pid) and `_cutOff` for streams that ended without their
-//! final chunk.
+//! final chunk. A WebSocket upgrade's entry also carries the connection's messages as Chrome's
+//! HAR export does (`_webSocketMessages`) and the LLM calls made over it
+//! (`_harness.websocket_calls`).
 use super::ExportError;
 use crate::ledger::Header;
 use crate::semantics::decode::{decode, Decoded};
-use crate::timeline::session::{ms_between, BodyParts, Exchange, SessionLog};
+use crate::timeline::session::{ms_between, ts_micros, BodyParts, Exchange, SessionLog};
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -21,12 +23,14 @@ use sha2::{Digest, Sha256};
 pub fn har(sessions: &[SessionLog]) -> Result<Value, ExportError> {
     let mut entries = Vec::new();
     for log in sessions {
-        for x in &log.exchanges {
+        for (i, x) in log.exchanges.iter().enumerate() {
             if x.request.is_some() {
-                entries.push(entry(log, x)?);
+                entries.push(entry(log, i, x)?);
             }
         }
     }
+    // LLM calls over a WebSocket are not HTTP exchanges: they are told on their upgrade's
+    // entry (`_webSocketMessages`, `_harness.websocket_calls`).
     Ok(json!({
         "log": {
             "version": "1.2",
@@ -153,7 +157,7 @@ fn query_string(target: &str) -> Vec<Value> {
         .collect()
 }
 
-fn entry(log: &SessionLog, x: &Exchange) -> Result<Value, ExportError> {
+fn entry(log: &SessionLog, i: usize, x: &Exchange) -> Result<Value, ExportError> {
     let conn = log.conn(x.conn);
     // Callers pass only exchanges with a request.
     let Some(req) = x.request.as_ref() else {
@@ -297,5 +301,72 @@ fn entry(log: &SessionLog, x: &Exchange) -> Result<Value, ExportError> {
             "annotations": x.notes.iter().map(|n| n.annotation.topic.clone()).collect::<Vec<_>>(),
         }),
     );
+    if x.response.as_ref().is_some_and(|r| r.head.status == 101) {
+        websocket(log, i, x, &mut e);
+    }
     Ok(Value::Object(e))
+}
+
+/// The messages of an upgraded connection (`x`, `exchanges[upgrade]`) as Chrome's HAR export
+/// gives them
+/// (`_webSocketMessages`: `type` send/receive, `time` in seconds since the epoch, `opcode`,
+/// `data`; `_encoding: "base64"` for bytes that are not UTF-8), and the LLM calls made over it
+/// (`_harness.websocket_calls`: the seqs of the `data` entries of each call's request and
+/// end, and its annotations' topics).
+fn websocket(log: &SessionLog, upgrade: usize, x: &Exchange, e: &mut Map<String, Value>) {
+    let opcode = |name: &str| match name {
+        "text" => 1,
+        "binary" => 2,
+        "close" => 8,
+        "ping" => 9,
+        "pong" => 10,
+        _ => 0,
+    };
+    let messages: Vec<Value> = log
+        .other_notes
+        .iter()
+        .map(|n| &n.annotation)
+        .filter(|a| a.by == "websocket" && a.topic == "websocket.message")
+        .filter(|a| a.data.get("conn").and_then(Value::as_u64) == Some(x.conn))
+        .map(|a| {
+            let d = &a.data;
+            let ts = log.item(a.of_seq).map(|i| i.ts.as_str()).unwrap_or("");
+            let time = ts_micros(ts).map_or(0.0, |us| us as f64 / 1e6);
+            let kind = if d.get("direction").and_then(Value::as_str) == Some("up") {
+                "send"
+            } else {
+                "receive"
+            };
+            let mut m = json!({
+                "type": kind,
+                "time": time,
+                "opcode": opcode(d.get("opcode").and_then(Value::as_str).unwrap_or("")),
+                "data": d.get("text").or(d.get("base64")).cloned().unwrap_or(json!("")),
+            });
+            if d.get("base64").is_some() {
+                m["_encoding"] = json!("base64");
+            }
+            m
+        })
+        .collect();
+    if !messages.is_empty() {
+        e.insert("_webSocketMessages".into(), json!(messages));
+    }
+    let calls: Vec<Value> = log
+        .exchanges
+        .iter()
+        .filter(|c| c.websocket.as_ref().is_some_and(|w| w.upgrade == Some(upgrade)))
+        .map(|c| {
+            json!({
+                "request_seq": c.first_seq,
+                "response_seq": c.note("llm_response").map(|_| c.last_seq),
+                "annotations": c.notes.iter().map(|n| n.annotation.topic.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    if !calls.is_empty() {
+        if let Some(h) = e.get_mut("_harness") {
+            h["websocket_calls"] = json!(calls);
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! What a recorded HTTP exchange means: pure parsers that turn one exchange (heads and complete
 //! bodies) into annotations — the LLM request and the model's answer (Anthropic Messages, OpenAI
 //! Chat Completions and Responses, Gemini), MCP JSON-RPC calls and results, and for everything
-//! a one-line HTTP summary. Buffered and streamed (SSE) answers give the same annotation.
+//! a one-line HTTP summary. Buffered and streamed (SSE) answers give the same annotation, and
+//! so does the Responses API over WebSocket ([`websocket`]), one call per `response.create`.
 //!
 //! Nothing here does I/O or alters a byte; a malformed or truncated body never panics and never
 //! stops the other annotations: it adds a `parse_error` saying what could not be parsed and
@@ -29,10 +30,15 @@
 //!        | {type:"thinking",text,signature} | {type:"refusal",text} | {type:OTHER}
 //!   roles as sent, except Gemini "model" → "assistant"; OpenAI tool outputs are role "tool";
 //!   system/developer messages and `instructions` are folded into `system`.
+//!   OpenAI Responses only: `previous_response_id` when the request continues an earlier
+//!   response (its `messages` are then only what is new), `generate: false` when it asked for
+//!   nothing to be generated (a connection warm-up); `tools` unfolds namespaces (each tool
+//!   named `namespace.name`, as calls of it are) and adds an `additional_tools` input item's.
 //! llm_response: see `reply` (identical for buffered and streamed answers)
 //! mcp_request, mcp_response: see `mcp`
 //! parse_error:  {what: "anthropic response"…, where: "byte N" | "event N (byte B)"
-//!                | "element N (byte B)" | "end (byte N)" | "headers", error}
+//!                | "element N (byte B)" | "end (byte N)" | "headers" | "message N"
+//!                | "message N (byte B)" | "connection end", error}
 //! ```
 //!
 //! ```
@@ -57,6 +63,7 @@ mod openai_chat;
 mod openai_responses;
 mod reply;
 mod sse;
+pub mod websocket;
 
 #[cfg(test)]
 mod tests;

@@ -43,7 +43,7 @@ pub(super) fn request(v: &Value) -> Value {
                         json!("assistant"),
                         vec![
                             json!({"type": "tool_use", "id": str_or_null(item, "call_id"),
-                                    "name": str_or_null(item, "name"),
+                                    "name": call_name(item),
                                     "input": str_or_null(item, "input")}),
                         ],
                     ),
@@ -65,6 +65,8 @@ pub(super) fn request(v: &Value) -> Value {
                                         "signature": str_or_null(item, "encrypted_content")})],
                         )
                     }
+                    // Tools, not a message: they are listed in `tools`.
+                    ("additional_tools", _) => continue,
                     (other, role) => (json!(role), vec![json!({ "type": other })]),
                 };
                 messages.push(json!({"role": role, "content": content}));
@@ -72,12 +74,16 @@ pub(super) fn request(v: &Value) -> Value {
         }
         _ => {}
     }
-    let tools: Vec<Value> = arr(v, "tools")
-        .iter()
-        .filter_map(|t| str_of(t, "name").or_else(|| str_of(t, "type")))
-        .map(|n| json!(n))
-        .collect();
-    json!({
+    // Tools offered: `tools`, and the tools an `additional_tools` input item adds (Codex puts
+    // them there when the model wants its tools in the conversation), namespaces unfolded.
+    let mut tools = Vec::new();
+    tool_names(arr(v, "tools"), None, &mut tools);
+    for item in arr(v, "input") {
+        if str_of(item, "type") == Some("additional_tools") {
+            tool_names(arr(item, "tools"), None, &mut tools);
+        }
+    }
+    let mut req = json!({
         "provider": "openai",
         "api": "responses",
         "model": str_or_null(v, "model"),
@@ -85,14 +91,55 @@ pub(super) fn request(v: &Value) -> Value {
         "system": if system.is_empty() { Value::Null } else { json!(system.join("\n\n")) },
         "messages": messages,
         "tools": tools,
-    })
+    });
+    // A request that continues an earlier response sends only what is new: say which.
+    if let Some(prev) = str_of(v, "previous_response_id") {
+        req["previous_response_id"] = json!(prev);
+    }
+    // `generate: false` warms a connection up (Codex does, first thing): nothing is generated.
+    if v.get("generate") == Some(&Value::Bool(false)) {
+        req["generate"] = json!(false);
+    }
+    req
 }
 
 fn tool_use(item: &Value) -> Value {
     let args = str_of(item, "arguments").unwrap_or("");
     let input = serde_json::from_str::<Value>(args).unwrap_or_else(|_| json!(args));
     json!({"type": "tool_use", "id": str_or_null(item, "call_id"),
-           "name": str_or_null(item, "name"), "input": input})
+           "name": call_name(item), "input": input})
+}
+
+/// The names of tool definitions: a function's or custom tool's `name`, a built-in tool's
+/// `type` (`web_search`); a `namespace` stands for the tools it holds, each named
+/// `namespace.name`, which is how a call of one names it (see [`call_name`]).
+fn tool_names(tools: &[Value], namespace: Option<&str>, out: &mut Vec<Value>) {
+    for t in tools {
+        let name = str_of(t, "name");
+        if str_of(t, "type") == Some("namespace") {
+            let inner = match (namespace, name) {
+                (Some(outer), Some(n)) => Some(format!("{outer}.{n}")),
+                (outer, n) => n.or(outer).map(str::to_string),
+            };
+            tool_names(arr(t, "tools"), inner.as_deref(), out);
+            continue;
+        }
+        if let Some(n) = name.or_else(|| str_of(t, "type")) {
+            out.push(json!(match namespace {
+                Some(ns) => format!("{ns}.{n}"),
+                None => n.to_string(),
+            }));
+        }
+    }
+}
+
+/// A call's tool name: `name`, prefixed `namespace.` when the call names the namespace its tool
+/// was offered in.
+fn call_name(item: &Value) -> Value {
+    match (str_of(item, "namespace"), str_of(item, "name")) {
+        (Some(ns), Some(n)) if !ns.is_empty() => json!(format!("{ns}.{n}")),
+        _ => str_or_null(item, "name"),
+    }
 }
 
 // === Response ===
@@ -159,13 +206,13 @@ fn items<'a>(r: &mut Reply, items: impl IntoIterator<Item = &'a Value>) {
             "function_call" => r.tool_calls.push(ToolCall::from_text(
                 0,
                 str_of(item, "call_id").map(str::to_string),
-                str_of(item, "name").map(str::to_string),
+                call_name(item).as_str().map(str::to_string),
                 str_of(item, "arguments").unwrap_or(""),
             )),
             "custom_tool_call" => r.tool_calls.push(ToolCall {
                 choice: 0,
                 id: str_of(item, "call_id").map(str::to_string),
-                name: str_of(item, "name").map(str::to_string),
+                name: call_name(item).as_str().map(str::to_string),
                 input: str_or_null(item, "input"),
                 input_error: None,
             }),
@@ -214,16 +261,47 @@ fn item(out: &mut BTreeMap<u64, Value>, oi: Option<u64>) -> Option<&mut Value> {
         .filter(|v| v.is_object())
 }
 
-/// A streamed answer.
+/// A streamed answer (SSE): its events folded as a WebSocket connection's are.
 pub(super) fn stream(body: &[u8], errs: &mut Errs) -> Reply {
-    let mut r = Reply::new("openai", "responses");
-    let mut out: BTreeMap<u64, Value> = BTreeMap::new();
-    let mut finished = false;
+    let mut fold = Fold::new();
     for ev in sse::events(body, errs) {
         let Some(d) = ev.json(errs) else { continue };
-        let kind = str_of(&d, "type").unwrap_or(&ev.name).to_string();
-        let oi = u64_of(&d, "output_index").filter(|&i| i <= MAX_INDEX);
-        let delta = str_of(&d, "delta").unwrap_or("");
+        fold.event(&d, &ev.name, || ev.at(), errs);
+    }
+    fold.finish(format!("end (byte {})", body.len()), errs)
+}
+
+/// The answer rebuilt event by event, whichever transport carried the events (SSE events, or
+/// the text messages of a WebSocket connection).
+pub(super) struct Fold {
+    r: Reply,
+    out: BTreeMap<u64, Value>,
+    finished: bool,
+}
+
+impl Fold {
+    pub(super) fn new() -> Fold {
+        Fold {
+            r: Reply::new("openai", "responses"),
+            out: BTreeMap::new(),
+            finished: false,
+        }
+    }
+
+    /// One event: `d` its JSON, `name` its SSE event name (`message` on a WebSocket) used when
+    /// `d` has no `type`, `at` where it is for a `parse_error`. Returns whether it ended the
+    /// response (`response.completed`, `.incomplete`, `.failed`, `error`).
+    pub(super) fn event(
+        &mut self,
+        d: &Value,
+        name: &str,
+        at: impl Fn() -> String,
+        errs: &mut Errs,
+    ) -> bool {
+        let (r, out) = (&mut self.r, &mut self.out);
+        let kind = str_of(d, "type").unwrap_or(name).to_string();
+        let oi = u64_of(d, "output_index").filter(|&i| i <= MAX_INDEX);
+        let delta = str_of(d, "delta").unwrap_or("");
         match kind.as_str() {
             "response.created"
             | "response.in_progress"
@@ -231,13 +309,13 @@ pub(super) fn stream(body: &[u8], errs: &mut Errs) -> Reply {
             | "response.incomplete"
             | "response.failed" => {
                 let Some(resp) = d.get("response") else {
-                    errs.add(ev.at(), format!("{kind} without a response"));
-                    continue;
+                    errs.add(at(), format!("{kind} without a response"));
+                    return false;
                 };
-                head(&mut r, resp);
+                head(r, resp);
                 let output = arr(resp, "output");
                 if !output.is_empty() {
-                    out = output
+                    *out = output
                         .iter()
                         .cloned()
                         .zip(0..)
@@ -245,7 +323,7 @@ pub(super) fn stream(body: &[u8], errs: &mut Errs) -> Reply {
                         .collect();
                 }
                 if kind != "response.created" && kind != "response.in_progress" {
-                    finished = true;
+                    self.finished = true;
                 }
             }
             "response.output_item.added" | "response.output_item.done" => {
@@ -253,7 +331,7 @@ pub(super) fn stream(body: &[u8], errs: &mut Errs) -> Reply {
                     (Some(i), Some(it)) => {
                         out.insert(i, it.clone());
                     }
-                    _ => errs.add(ev.at(), format!("{kind} without output_index or item")),
+                    _ => errs.add(at(), format!("{kind} without output_index or item")),
                 }
             }
             "response.content_part.added" | "response.reasoning_summary_part.added" => {
@@ -263,7 +341,7 @@ pub(super) fn stream(body: &[u8], errs: &mut Errs) -> Reply {
                     ("summary", "summary_index")
                 };
                 if let (Some(it), Some(i), Some(part)) =
-                    (item(&mut out, oi), u64_of(&d, idx), d.get("part"))
+                    (item(out, oi), u64_of(d, idx), d.get("part"))
                 {
                     if let Some(s) = slot(it, key, i) {
                         *s = part.clone();
@@ -278,11 +356,11 @@ pub(super) fn stream(body: &[u8], errs: &mut Errs) -> Reply {
                 } else {
                     ("content", "content_index")
                 };
-                let Some(it) = item(&mut out, oi) else {
-                    errs.add(ev.at(), format!("{kind} without output_index"));
-                    continue;
+                let Some(it) = item(out, oi) else {
+                    errs.add(at(), format!("{kind} without output_index"));
+                    return false;
                 };
-                if let Some(s) = slot(it, key, u64_of(&d, idx).unwrap_or(0)) {
+                if let Some(s) = slot(it, key, u64_of(d, idx).unwrap_or(0)) {
                     if s.get("type").is_none() {
                         let t = match kind.as_str() {
                             "response.output_text.delta" => "output_text",
@@ -300,9 +378,9 @@ pub(super) fn stream(body: &[u8], errs: &mut Errs) -> Reply {
                 } else {
                     "input"
                 };
-                match item(&mut out, oi) {
+                match item(out, oi) {
                     Some(it) => append(it, key, delta),
-                    None => errs.add(ev.at(), format!("{kind} without output_index")),
+                    None => errs.add(at(), format!("{kind} without output_index")),
                 }
             }
             "error" => {
@@ -311,17 +389,25 @@ pub(super) fn stream(body: &[u8], errs: &mut Errs) -> Reply {
                     Some(e) => error_of(e),
                     None => json!({"type": d.get("code"), "message": d.get("message")}),
                 });
-                finished = true;
+                self.finished = true;
             }
             _ => {}
         }
+        self.finished
     }
-    if !finished {
-        errs.add(
-            format!("end (byte {})", body.len()),
-            "the stream ends before response.completed",
-        );
+
+    /// The answer so far; `end` is where the events stopped, for the `parse_error` of a
+    /// response that never finished.
+    pub(super) fn finish(self, end: String, errs: &mut Errs) -> Reply {
+        let Fold {
+            mut r,
+            out,
+            finished,
+        } = self;
+        if !finished {
+            errs.add(end, "the stream ends before response.completed");
+        }
+        items(&mut r, out.values());
+        r
     }
-    items(&mut r, out.values());
-    r
 }

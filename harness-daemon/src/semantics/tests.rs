@@ -374,6 +374,274 @@ fn openai_responses_request() {
     );
 }
 
+// === OpenAI Responses over WebSocket ===
+
+/// Codex 0.169's WebSocket conversation (captured against a mock, sanitized): a warm-up
+/// `response.create` (`generate: false`), a turn that gets a function call, and the turn that
+/// hands its output back; `{direction, message}` per line.
+const CODEX_WS: &[u8] = fixture!("codex_ws.jsonl");
+/// The same with the model's tools sent as an `additional_tools` input item (Responses Lite).
+const CODEX_WS_LITE: &[u8] = fixture!("codex_ws_lite.jsonl");
+
+/// The messages of a fixture conversation as (client sent it, text).
+fn ws_messages(fixture: &[u8]) -> Vec<(bool, String)> {
+    std::str::from_utf8(fixture)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["direction"] == "up", v["message"].to_string())
+        })
+        .collect()
+}
+
+/// Every annotation a conversation gives, the connection then ending.
+fn ws_annotate(target: &str, messages: &[(bool, String)]) -> Vec<Annotation> {
+    let mut c = super::websocket::Conversation::new(target).expect("a Responses path");
+    let (mut up, mut down) = (0, 0);
+    let mut out = Vec::new();
+    for (is_up, text) in messages {
+        if *is_up {
+            out.extend(c.client(up, text, false));
+            up += 1;
+        } else {
+            out.extend(c.server(down, text, false));
+            down += 1;
+        }
+    }
+    out.extend(c.end());
+    out
+}
+
+/// The calls of a conversation as the same requests and events would be over HTTP: each
+/// `response.create` POSTed, its events the SSE body of the answer.
+fn as_sse_exchanges(messages: &[(bool, String)]) -> Vec<X> {
+    let mut out: Vec<X> = Vec::new();
+    for (is_up, text) in messages {
+        let v: Value = serde_json::from_str(text).unwrap();
+        if *is_up {
+            out.push(X::post("/v1/responses", text.as_bytes(), SSE, b""));
+        } else {
+            let x = out.last_mut().expect("events follow a request");
+            let name = v["type"].as_str().unwrap();
+            x.response_body
+                .extend(format!("event: {name}\ndata: {text}\n\n").into_bytes());
+        }
+    }
+    out
+}
+
+fn pairs(notes: &[Annotation]) -> Vec<(Value, Value)> {
+    let of = |t: &str| -> Vec<Value> {
+        notes
+            .iter()
+            .filter(|n| n.topic == t)
+            .map(|n| n.data.clone())
+            .collect()
+    };
+    of("llm_request")
+        .into_iter()
+        .zip(of("llm_response"))
+        .collect()
+}
+
+#[test]
+fn codex_websocket_conversation_annotates_as_its_sse_twin() {
+    let messages = ws_messages(CODEX_WS);
+    let ws = ws_annotate("/v1/responses", &messages);
+    clean(&ws);
+    assert!(ws.iter().all(|n| n.by == "semantics/openai"));
+    let ws = pairs(&ws);
+    let sse: Vec<(Value, Value)> = as_sse_exchanges(&messages)
+        .iter()
+        .map(|x| {
+            let notes = x.run();
+            clean(&notes);
+            (
+                topic(&notes, "llm_request").clone(),
+                topic(&notes, "llm_response").clone(),
+            )
+        })
+        .collect();
+    assert_eq!(ws.len(), 3, "warm-up, tool call, tool output");
+    assert_eq!(ws, sse);
+
+    // What Codex sent, as a reader needs it.
+    let (warm, _) = &ws[0];
+    assert_eq!(warm["generate"], false);
+    assert_eq!(warm["model"], "gpt-test");
+    let (req, resp) = &ws[1];
+    assert_eq!(req["stream"], true);
+    assert_eq!(req["previous_response_id"], "resp_warm4");
+    assert!(req["system"]
+        .as_str()
+        .unwrap()
+        .contains("trimmed for the fixture"));
+    assert_eq!(req["messages"].as_array().unwrap().len(), 2, "{req}");
+    let tools: Vec<&str> = req["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for t in [
+        "exec_command",
+        "view_image",
+        "multi_agent_v1.spawn_agent",
+        "multi_agent_v1.close_agent",
+        "web_search",
+    ] {
+        assert!(tools.contains(&t), "{t} in {tools:?}");
+    }
+    assert!(
+        !tools.contains(&"multi_agent_v1"),
+        "a namespace is not a tool"
+    );
+    assert_eq!(
+        resp["tool_calls"],
+        json!([{"id": "call_1", "name": "exec_command",
+                "input": {"cmd": "echo hello-from-tool"}}])
+    );
+    assert_eq!(
+        resp["usage"],
+        json!({"input_tokens": 120, "output_tokens": 30, "cache_read": 20,
+               "reasoning_tokens": 5})
+    );
+    let (req, resp) = &ws[2];
+    assert_eq!(req["previous_response_id"], resp_id(&ws[1].1));
+    assert_eq!(req["messages"][0]["role"], "tool");
+    assert_eq!(req["messages"][0]["content"][0]["tool_use_id"], "call_1");
+    assert_eq!(resp["text"], json!(["All done."]));
+}
+
+fn resp_id(resp: &Value) -> &str {
+    resp["id"].as_str().unwrap()
+}
+
+#[test]
+fn codex_additional_tools_are_the_tools_offered() {
+    let messages = ws_messages(CODEX_WS_LITE);
+    let notes = ws_annotate("/v1/responses", &messages);
+    clean(&notes);
+    let ws = pairs(&notes);
+    let (req, _) = &ws[1];
+    let tools = req["tools"].as_array().unwrap();
+    for t in [
+        "functions.exec_command",
+        "functions.apply_patch",
+        "multi_agent_v1.spawn_agent",
+    ] {
+        assert!(tools.contains(&json!(t)), "{t} in {tools:?}");
+    }
+    // The item that carried them is not a message.
+    assert!(req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["content"][0]["type"] != "additional_tools"));
+    assert_eq!(req["messages"][0]["role"], "user", "{req}");
+}
+
+/// The richest SSE fixture, its events sent as WebSocket messages: the same answer.
+#[test]
+fn responses_stream_fixture_over_websocket_gives_the_same_answer() {
+    let mut errs = super::Errs::new("t", false);
+    let mut messages = vec![(true, {
+        let mut v: Value = serde_json::from_slice(RESP_REQ).unwrap();
+        v["type"] = json!("response.create");
+        v.to_string()
+    })];
+    for ev in super::sse::events(RESP_SSE, &mut errs) {
+        messages.push((false, ev.data));
+    }
+    let notes = ws_annotate("/openai/responses?api-version=1", &messages);
+    clean(&notes);
+    let sse = X::post("/v1/responses", RESP_REQ, SSE, RESP_SSE).run();
+    assert_eq!(topic(&notes, "llm_response"), &responses_expected());
+    assert_eq!(topic(&notes, "llm_request"), topic(&sse, "llm_request"));
+}
+
+#[test]
+fn websocket_calls_end_with_their_response_or_the_connection() {
+    let create = r#"{"type":"response.create","model":"m","input":"hi"}"#;
+    let delta =
+        r#"{"type":"response.output_text.delta","output_index":0,"content_index":0,"delta":"par"}"#;
+    let added = r#"{"type":"response.output_item.added","output_index":0,"item":{"type":"message","role":"assistant","content":[]}}"#;
+    let m = |up: bool, t: &str| (up, t.to_string());
+    // Nothing asked yet: server messages are no call's.
+    let notes = ws_annotate("/v1/responses", &[m(false, delta)]);
+    assert!(notes.is_empty(), "{notes:?}");
+    // An error event ends the call; a message that is not JSON is said, by message.
+    let notes = ws_annotate(
+        "/v1/responses",
+        &[
+            m(true, create),
+            m(false, "{\"type\":"),
+            m(
+                false,
+                r#"{"type":"error","code":"rate_limit_exceeded","message":"slow down"}"#,
+            ),
+            m(true, r#"{"type":"response.cancel"}"#),
+        ],
+    );
+    let resp = topic(&notes, "llm_response");
+    assert_eq!(resp["error"]["type"], "rate_limit_exceeded");
+    assert_eq!(errors(&notes).len(), 1);
+    assert_eq!(errors(&notes)[0]["where"], "message 0 (byte 7)");
+    assert_eq!(errors(&notes)[0]["what"], "openai responses response");
+    // The connection ends inside a call: what came, and why it is all.
+    let notes = ws_annotate(
+        "/v1/responses",
+        &[m(true, create), m(false, added), m(false, delta)],
+    );
+    assert_eq!(topic(&notes, "llm_response")["text"], json!(["par"]));
+    assert_eq!(errors(&notes)[0]["where"], "connection end");
+    // A second call waits for the first.
+    let done =
+        r#"{"type":"response.completed","response":{"id":"r1","status":"completed","output":[]}}"#;
+    let notes = ws_annotate(
+        "/v1/responses",
+        &[
+            m(true, create),
+            m(true, create),
+            m(false, added),
+            m(false, delta),
+            m(false, done),
+            m(false, done),
+        ],
+    );
+    clean(&notes);
+    assert_eq!(pairs(&notes).len(), 2);
+    assert_eq!(pairs(&notes)[0].1["text"], json!(["par"]));
+    assert_eq!(pairs(&notes)[1].1["text"], json!([]));
+    // Other paths are not LLM calls.
+    assert!(super::websocket::Conversation::new("/v1/realtime").is_none());
+}
+
+#[test]
+fn namespaced_calls_are_named_with_their_namespace() {
+    let body = json!({"model": "m", "input": [
+        {"type": "function_call", "call_id": "c1", "namespace": "mcp__files", "name": "read",
+         "arguments": "{\"path\":\"a\"}"}]});
+    let answer = json!({"id": "r", "status": "completed", "output": [
+        {"type": "function_call", "call_id": "c2", "namespace": "mcp__files", "name": "write",
+         "arguments": "{}"}]});
+    let notes = X::post(
+        "/v1/responses",
+        body.to_string().as_bytes(),
+        JSON,
+        answer.to_string().as_bytes(),
+    )
+    .run();
+    clean(&notes);
+    let req = topic(&notes, "llm_request");
+    assert_eq!(req["messages"][0]["content"][0]["name"], "mcp__files.read");
+    assert_eq!(
+        topic(&notes, "llm_response")["tool_calls"][0]["name"],
+        "mcp__files.write"
+    );
+}
+
 // === Gemini ===
 
 const GEMINI_REQ: &[u8] = fixture!("gemini_request.json");
@@ -457,6 +725,56 @@ fn gemini_request() {
             "tools": ["get_quote", "place_order", "googleSearch"],
         })
     );
+}
+
+/// Gemini CLI 0.61's second request of a turn (captured against a mock, sanitized): the model's
+/// two parallel `functionCall`s (no id from the model; the CLI names them) and their
+/// `functionResponse`s, in order.
+#[test]
+fn gemini_cli_request_with_parallel_calls_and_their_responses() {
+    let notes = X::post(
+        "/v1beta/models/gemini-test:streamGenerateContent?alt=sse",
+        fixture!("gemini_cli_request.json"),
+        SSE,
+        b"",
+    )
+    .run();
+    clean(&notes);
+    let req = topic(&notes, "llm_request");
+    assert_eq!(req["model"], "gemini-test");
+    assert_eq!(req["stream"], true);
+    assert!(req["system"]
+        .as_str()
+        .unwrap()
+        .starts_with("You are a non-interactive CLI"));
+    let tools = req["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 15, "{tools:?}");
+    assert!(tools.contains(&json!("run_shell_command")));
+    let m = req["messages"].as_array().unwrap();
+    assert_eq!(m.len(), 3);
+    assert_eq!(
+        m[0]["content"][1],
+        json!({"type": "text", "text": "run echo"})
+    );
+    // The calls and the results, each with its name, in the order the model gave them.
+    let calls = m[1]["content"].as_array().unwrap();
+    let results = m[2]["content"].as_array().unwrap();
+    assert_eq!(m[1]["role"], "assistant");
+    assert_eq!(m[2]["role"], "user");
+    for (i, (call, result)) in calls.iter().zip(results).enumerate() {
+        assert_eq!(call["type"], "tool_use");
+        assert_eq!(call["name"], "run_shell_command");
+        assert_eq!(result["type"], "tool_result");
+        assert_eq!(result["name"], "run_shell_command");
+        assert_eq!(result["tool_use_id"], call["id"]);
+        assert!(call["id"].as_str().unwrap().ends_with(&format!("_{i}")));
+    }
+    assert_eq!(calls[0]["input"]["command"], "echo hello-gemini");
+    assert_eq!(calls[1]["input"]["command"], "echo second");
+    assert!(results[1]["content"]["output"]
+        .as_str()
+        .unwrap()
+        .contains("Output: second"));
 }
 
 #[test]

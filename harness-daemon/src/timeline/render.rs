@@ -154,6 +154,13 @@ pub fn render_priced(log: &SessionLog, limits: Limits, prices: &crate::cost::Pri
         .filter(|n| n.annotation.by == "websocket")
         .filter_map(|n| n.annotation.data.get("conn").and_then(Value::as_u64))
         .collect();
+    // Connections whose WebSocket carried LLM calls.
+    let call_conns: std::collections::HashSet<u64> = log
+        .exchanges
+        .iter()
+        .filter(|x| x.websocket.is_some())
+        .map(|x| x.conn)
+        .collect();
     for item in &log.items {
         match &item.entry {
             Entry::SessionOpen(_) => {
@@ -192,6 +199,26 @@ pub fn render_priced(log: &SessionLog, limits: Limits, prices: &crate::cost::Pri
                     clip(&argv_line(&x.argv, &x.path), limits.tool)
                 );
             }
+            // An LLM call over a WebSocket, where its request was annotated.
+            Entry::Annotation(_) if log.websocket_call_of_seq.contains_key(&item.seq) => {
+                let i = log.websocket_call_of_seq[&item.seq];
+                if !shown_exchanges.insert(i) {
+                    continue;
+                }
+                let x = &log.exchanges[i];
+                exchange(&mut out, log, &corr, i, x, limits);
+                if let Some(call) = call_of.get(&i) {
+                    super::spend::call_line(&mut out, call);
+                }
+            }
+            // The text messages of a connection whose LLM calls are shown are those calls.
+            Entry::Annotation(a)
+                if a.by == "websocket"
+                    && a.data.get("opcode").and_then(Value::as_str) == Some("text")
+                    && a.data
+                        .get("conn")
+                        .and_then(Value::as_u64)
+                        .is_some_and(|c| call_conns.contains(&c)) => {}
             Entry::DnsQuery(q) => {
                 let answer = log.dns.get(&q.exchange).and_then(|d| d.answer.as_ref());
                 let result = match answer {
@@ -338,10 +365,21 @@ pub fn render_priced(log: &SessionLog, limits: Limits, prices: &crate::cost::Pri
         0 => String::new(),
         n => format!(" · {}", count(n, "process")),
     };
+    let ws_calls = websocket_calls(log);
+    let ws_calls = match ws_calls {
+        0 => String::new(),
+        n => format!(" · {}", count(n, "WebSocket model call")),
+    };
     let _ = writeln!(
         out,
-        "{PAD}{} · {} · {}{processes}{tokens}",
-        count(log.exchanges.len(), "exchange"),
+        "{PAD}{}{ws_calls} · {} · {}{processes}{tokens}",
+        count(
+            log.exchanges
+                .iter()
+                .filter(|x| x.websocket.is_none())
+                .count(),
+            "exchange"
+        ),
         count(corr.chains.len(), "model tool call"),
         count(corr.calls.len(), "MCP tool call"),
     );
@@ -461,6 +499,14 @@ fn address_selection(d: &crate::ledger::ConnDenied) -> String {
     )
 }
 
+/// How many LLM calls were made over WebSockets.
+fn websocket_calls(log: &SessionLog) -> usize {
+    log.exchanges
+        .iter()
+        .filter(|x| x.websocket.is_some())
+        .count()
+}
+
 fn who(pid: Option<u32>) -> String {
     pid.map_or_else(|| "pid ?".into(), |p| format!("pid {p}"))
 }
@@ -490,6 +536,36 @@ fn exchange(
 ) {
     let conn = log.conn(x.conn);
     let host = conn.and_then(|c| c.host()).unwrap_or_default();
+    if let Some(ws) = &x.websocket {
+        // A call over a WebSocket: the upgrade's target, which call of the connection it is,
+        // and how its response ended.
+        let target = ws
+            .upgrade
+            .and_then(|u| log.exchanges[u].request.as_ref())
+            .map_or("", |r| r.head.target.as_str());
+        let ended = match x.note("llm_response") {
+            Some(r) => r
+                .get("error")
+                .filter(|e| !e.is_null())
+                .map(|_| "error".to_string())
+                .or_else(|| {
+                    r.get("stop_reason")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "answered".into()),
+            None => "no answer recorded".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{}  #{:<4} {} → {host}  WebSocket {target} call {} (conn {}) → {ended}",
+            clock(x.ts()),
+            x.seq(),
+            who(log.pid_of(x)),
+            ws.index,
+            x.conn,
+        );
+    }
     let method = x
         .request
         .as_ref()
@@ -500,14 +576,16 @@ fn exchange(
         .as_ref()
         .map(|r| r.head.target.as_str())
         .unwrap_or("");
-    let _ = writeln!(
-        out,
-        "{}  #{:<4} {} → {host}  {method} {target} → {}",
-        clock(x.ts()),
-        x.seq(),
-        who(log.pid_of(x)),
-        status_of(x)
-    );
+    if x.websocket.is_none() {
+        let _ = writeln!(
+            out,
+            "{}  #{:<4} {} → {host}  {method} {target} → {}",
+            clock(x.ts()),
+            x.seq(),
+            who(log.pid_of(x)),
+            status_of(x)
+        );
+    }
     let mut cut = Vec::new();
     if x.request_body.is_cut_off() {
         cut.push("request");

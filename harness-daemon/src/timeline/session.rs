@@ -229,6 +229,21 @@ pub struct Exchange {
     pub last_seq: u64,
     /// `ts` of that entry.
     pub last_ts: String,
+    /// Set when this is not an HTTP exchange but an LLM call made over a WebSocket.
+    pub websocket: Option<WsCall>,
+}
+
+/// An LLM call made over a WebSocket (the Responses API's WebSocket mode, SPEC §4.14.3): its
+/// `llm_request` and `llm_response` annotate `data` entries of an upgraded connection. Such a
+/// call is an [`Exchange`] with no HTTP entries: `first_seq` is the `data` entry that completed
+/// the request message, `last_seq` the one that completed the event ending the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsCall {
+    /// Index in [`SessionLog::exchanges`] of the upgrade (the request answered 101) of the
+    /// connection, when it was recorded.
+    pub upgrade: Option<usize>,
+    /// 0, 1, 2… per connection, in the order the calls were asked.
+    pub index: u64,
 }
 
 impl Exchange {
@@ -332,6 +347,22 @@ pub struct SessionLog {
     pub other_notes: Vec<Note>,
     /// The session's processes.
     pub processes: super::process::Processes,
+    /// Index in `exchanges` of the WebSocket LLM call each `llm_request` annotation (by its
+    /// own seq) begins.
+    pub websocket_call_of_seq: HashMap<u64, usize>,
+}
+
+/// What grouping keeps between entries.
+#[derive(Default)]
+struct Grouping {
+    /// (conn, exchange) → index in `exchanges`.
+    index: HashMap<(u64, u64), usize>,
+    /// `data` entries: seq → (conn, ts).
+    data: HashMap<u64, (u64, String)>,
+    /// Per connection, its WebSocket LLM calls not yet answered, oldest first.
+    open_calls: HashMap<u64, std::collections::VecDeque<usize>>,
+    /// Per connection, the WebSocket LLM call its last LLM annotation went to, and how many.
+    last_call: HashMap<u64, (usize, u64)>,
 }
 
 impl SessionLog {
@@ -366,16 +397,18 @@ impl SessionLog {
             exchange_of_seq: HashMap::new(),
             other_notes: Vec::new(),
             processes: super::process::Processes::from_items(&items),
+            websocket_call_of_seq: HashMap::new(),
         };
-        let mut index: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut grouping = Grouping::default();
         for item in &items {
-            log.group(&mut index, item);
+            log.group(&mut grouping, item);
         }
         log.items = items;
         log
     }
 
-    fn group(&mut self, index: &mut HashMap<(u64, u64), usize>, item: &Item) {
+    fn group(&mut self, g: &mut Grouping, item: &Item) {
+        let index = &mut g.index;
         let (seq, ts) = (item.seq, item.ts.clone());
         let mut exchange = |log: &mut SessionLog, conn: u64, exchange: u64| -> usize {
             let i = *index.entry((conn, exchange)).or_insert_with(|| {
@@ -391,6 +424,7 @@ impl SessionLog {
                     first_ts: ts.clone(),
                     last_seq: seq,
                     last_ts: ts.clone(),
+                    websocket: None,
                 });
                 log.exchanges.len() - 1
             });
@@ -500,6 +534,9 @@ impl SessionLog {
                     head: a.clone(),
                 });
             }
+            Entry::Data(d) => {
+                g.data.insert(seq, (d.conn, ts.clone()));
+            }
             Entry::Annotation(a) => {
                 let note = Note {
                     seq,
@@ -507,11 +544,78 @@ impl SessionLog {
                 };
                 match self.exchange_of_seq.get(&a.of_seq) {
                     Some(&i) => self.exchanges[i].notes.push(note),
-                    None => self.other_notes.push(note),
+                    None => {
+                        if let Err(note) = self.websocket_call(g, note) {
+                            self.other_notes.push(note);
+                        }
+                    }
                 }
             }
             _ => {}
         }
+    }
+
+    /// Files an LLM annotation of a `data` entry with the WebSocket call it belongs to: an
+    /// `llm_request` begins a call, an `llm_response` ends the connection's oldest open one
+    /// (one response at a time per connection), a `parse_error` goes with the call the last
+    /// of those went to. Any other note is handed back.
+    fn websocket_call(&mut self, g: &mut Grouping, note: Note) -> Result<(), Note> {
+        let a = &note.annotation;
+        if !a.by.starts_with("semantics/") {
+            return Err(note);
+        }
+        let Some((conn, ts)) = g.data.get(&a.of_seq).cloned() else {
+            return Err(note);
+        };
+        let i = match a.topic.as_str() {
+            "llm_request" => {
+                let upgrade = self
+                    .exchanges
+                    .iter()
+                    .rposition(|x| x.conn == conn && x.websocket.is_none());
+                let count = g.last_call.get(&conn).map_or(0, |(_, n)| *n);
+                self.exchanges.push(Exchange {
+                    conn,
+                    exchange: upgrade.map_or(0, |u| self.exchanges[u].exchange),
+                    request: None,
+                    request_body: BodyParts::None,
+                    response: None,
+                    response_body: BodyParts::None,
+                    notes: Vec::new(),
+                    first_seq: a.of_seq,
+                    first_ts: ts.clone(),
+                    last_seq: a.of_seq,
+                    last_ts: ts,
+                    websocket: Some(WsCall {
+                        upgrade,
+                        index: count,
+                    }),
+                });
+                let i = self.exchanges.len() - 1;
+                g.open_calls.entry(conn).or_default().push_back(i);
+                g.last_call.insert(conn, (i, count + 1));
+                self.websocket_call_of_seq.insert(note.seq, i);
+                i
+            }
+            "llm_response" => {
+                let Some(i) = g.open_calls.get_mut(&conn).and_then(|q| q.pop_front()) else {
+                    return Err(note);
+                };
+                let x = &mut self.exchanges[i];
+                x.last_seq = a.of_seq;
+                x.last_ts = ts;
+                if let Some((last, _)) = g.last_call.get_mut(&conn) {
+                    *last = i;
+                }
+                i
+            }
+            _ => match g.last_call.get(&conn) {
+                Some(&(i, _)) => i,
+                None => return Err(note),
+            },
+        };
+        self.exchanges[i].notes.push(note);
+        Ok(())
     }
 
     /// The `session_open` entry.
@@ -553,5 +657,88 @@ pub fn ms_between(a: &str, b: &str) -> f64 {
     match (ts_micros(a), ts_micros(b)) {
         (Some(a), Some(b)) if b >= a => (b - a) as f64 / 1000.0,
         _ => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn item(seq: u64, entry: Value) -> Item {
+        Item {
+            seq,
+            ts: format!("2026-01-01T00:00:{seq:02}.000000Z"),
+            hash: [0; 32],
+            prev: [0; 32],
+            entry: serde_json::from_value(entry).expect("an entry"),
+        }
+    }
+
+    fn data(conn: u64, direction: &str) -> Value {
+        json!({"kind": "data", "conn": conn, "direction": direction, "index": 0, "offset": 0,
+               "bytes": {"encoding": "utf8", "text": "", "len": 0, "sha256": ""}})
+    }
+
+    fn note(of: u64, by: &str, topic: &str, data: Value) -> Value {
+        json!({"kind": "annotation", "of_seq": of, "of_hash": "00", "by": by, "topic": topic,
+               "data": data})
+    }
+
+    /// Calls over a WebSocket become exchanges of their own: a request opens one on its
+    /// connection, a response ends the oldest open one, a parse error goes with the last.
+    #[test]
+    fn websocket_llm_calls_are_exchanges() {
+        let ai = "semantics/openai";
+        let items = vec![
+            item(0, data(1, "up")),
+            item(
+                1,
+                note(0, "websocket", "websocket.message", json!({"conn": 1})),
+            ),
+            item(2, note(0, ai, "llm_request", json!({"model": "a"}))),
+            item(3, note(0, ai, "parse_error", json!({"what": "x"}))),
+            item(4, data(2, "up")),
+            item(
+                5,
+                note(4, ai, "llm_request", json!({"model": "other conn"})),
+            ),
+            item(6, data(1, "up")),
+            item(7, note(6, ai, "llm_request", json!({"model": "b"}))),
+            item(8, data(1, "down")),
+            item(9, note(8, ai, "llm_response", json!({"model": "a"}))),
+            item(10, data(1, "down")),
+            item(11, note(10, ai, "llm_response", json!({"model": "b"}))),
+        ];
+        let log = SessionLog::from_items(Path::new("/ledger/s.jsonl"), items);
+        assert_eq!(log.exchanges.len(), 3);
+        let topics = |x: &Exchange| -> Vec<String> {
+            x.notes.iter().map(|n| n.annotation.topic.clone()).collect()
+        };
+        let (a, other, b) = (&log.exchanges[0], &log.exchanges[1], &log.exchanges[2]);
+        assert_eq!(topics(a), ["llm_request", "parse_error", "llm_response"]);
+        assert_eq!((a.conn, a.first_seq, a.last_seq), (1, 0, 8));
+        assert_eq!(
+            a.websocket,
+            Some(WsCall {
+                upgrade: None,
+                index: 0
+            })
+        );
+        assert_eq!(a.seq(), 0, "a call happened where its request was");
+        assert_eq!(topics(b), ["llm_request", "llm_response"]);
+        assert_eq!(b.note("llm_response").unwrap()["model"], "b");
+        assert_eq!((b.first_seq, b.last_seq), (6, 10));
+        assert_eq!(b.websocket.as_ref().unwrap().index, 1);
+        assert_eq!(topics(other), ["llm_request"], "never answered");
+        assert_eq!(other.conn, 2);
+        assert_eq!(log.websocket_call_of_seq[&2], 0);
+        assert_eq!(log.websocket_call_of_seq[&7], 2);
+        assert_eq!(
+            log.other_notes.len(),
+            1,
+            "the message itself stays a message"
+        );
+        assert!(log.exchange_of_seq.is_empty());
     }
 }

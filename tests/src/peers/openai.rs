@@ -1,11 +1,14 @@
-//! Mock OpenAI: `POST /v1/chat/completions` and `POST /v1/responses`, JSON or SSE.
+//! Mock OpenAI: `POST /v1/chat/completions` and `POST /v1/responses`, JSON or SSE; and
+//! `GET /v1/responses` upgraded to WebSocket, the Responses API's WebSocket mode (Codex CLI's
+//! default transport): each `response.create` message is answered with the events of the SSE
+//! stream, one text message each.
 use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use super::body::Plan;
 use super::reply::Reply;
-use super::server::{error_plan, Ctx, Kind};
+use super::server::{error_plan, Ctx, Kind, Shared};
 use super::sse;
 
 /// A fixed creation time keeps answers reproducible.
@@ -408,4 +411,85 @@ pub(crate) fn responses(ctx: &Ctx) -> Plan {
         json!({"response": response(final_status, Value::Array(items.clone()), usage)}),
     );
     Plan::sse(ev, ctx.event_delay())
+}
+
+// === Responses over WebSocket ===
+
+/// The text handler of a `GET /v1/responses` WebSocket: a `response.create` message is the
+/// Responses request body (with `type`), answered as `POST /v1/responses` with `stream: true`
+/// would be, each SSE event's data sent as one text message; what that route would refuse (a
+/// missing key, a bad body) gets an `error` event, as the API sends, and so does any other
+/// message.
+pub(crate) fn responses_ws(
+    shared: std::sync::Arc<Shared>,
+    seq: u64,
+    headers: hyper::HeaderMap,
+) -> super::websocket::OnText {
+    let mut calls = 0u64;
+    Box::new(move |text: &str| {
+        let error = |status: u16, message: &str| {
+            vec![json!({"type": "error", "status": status,
+                        "error": {"type": "invalid_request_error", "message": message}})
+            .to_string()]
+        };
+        let mut body: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return error(400, &format!("message is not JSON: {e}")),
+        };
+        if body["type"] != "response.create" {
+            return error(400, "unsupported message type");
+        }
+        if let Some(o) = body.as_object_mut() {
+            o.remove("type");
+            o.insert("stream".into(), json!(true));
+        }
+        calls += 1;
+        // A warm-up (`generate: false`, Codex's first message): a response, nothing generated.
+        if body["generate"] == json!(false) {
+            let id = format!("resp_warmup{calls}");
+            let response = |status: &str| {
+                json!({"id": id, "object": "response", "created_at": CREATED, "status": status,
+                       "model": body["model"], "output": [],
+                       "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}})
+            };
+            return vec![
+                json!({"type": "response.created", "sequence_number": 0,
+                       "response": response("in_progress")})
+                .to_string(),
+                json!({"type": "response.completed", "sequence_number": 1,
+                       "response": response("completed")})
+                .to_string(),
+            ];
+        }
+        let ctx = Ctx {
+            shared: shared.clone(),
+            // Each call its own ids.
+            seq: seq | (calls << 32),
+            method: hyper::Method::POST,
+            path: "/v1/responses".into(),
+            query: None,
+            headers: headers.clone(),
+            body: Bytes::from(body.to_string()),
+            body_len: 0,
+            body_sha256: String::new(),
+        };
+        let plan = responses(&ctx);
+        let chunks: Vec<Bytes> = plan.chunks.iter.collect();
+        if plan.status != StatusCode::OK {
+            let body: Vec<u8> = chunks.concat();
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let message = v["error"]["message"].as_str().unwrap_or("refused");
+            return error(plan.status.as_u16(), message);
+        }
+        chunks
+            .iter()
+            .filter_map(|c| {
+                let event = std::str::from_utf8(c).ok()?;
+                event
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .map(str::to_string)
+            })
+            .collect()
+    })
 }

@@ -522,7 +522,9 @@ async fn handle(
     ctl: Arc<ConnCtl>,
     mut req: Request<Incoming>,
 ) -> Response<OutBody> {
-    let upgrade = (req.uri().path() == "/ws").then(|| hyper::upgrade::on(&mut req));
+    let upgradable =
+        matches!(req.uri().path(), "/ws" | "/v1/responses") && req.method() == Method::GET;
+    let upgrade = upgradable.then(|| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
     let path = parts.uri.path().to_string();
     if let Some(internal) = path.strip_prefix("/__peer/") {
@@ -644,6 +646,10 @@ async fn handle(
 
     if path == "/ws" && parts.method == Method::GET {
         return websocket::accept(&parts.headers, upgrade);
+    }
+    if path == "/v1/responses" && parts.method == Method::GET {
+        let on_text = openai::responses_ws(shared.clone(), seq, parts.headers.clone());
+        return websocket::accept_with(&parts.headers, upgrade, on_text);
     }
     let ctx = Ctx {
         shared: shared.clone(),

@@ -1,10 +1,12 @@
-//! `GET /ws`: a WebSocket echo endpoint (RFC 6455 over HTTP/1.1). The handshake is answered
-//! here (101 with `Sec-WebSocket-Accept`); the framing after it is tungstenite's, so the peer
-//! shares no code with the daemon's frame decoder it tests.
+//! WebSocket endpoints (RFC 6455 over HTTP/1.1): `GET /ws`, an echo, and `GET /v1/responses`,
+//! the Responses API's WebSocket mode (`openai::responses_ws`). The handshake is answered here
+//! (101 with `Sec-WebSocket-Accept`); the framing after it is tungstenite's, so the peer shares
+//! no code with the daemon's frame decoder it tests.
 //!
-//! Each text message comes back as `echo: <text>`, each binary message as the same bytes with
-//! `echo: ` before them; pings are answered with pongs and a close frame with a close frame
-//! (both by tungstenite), after which the connection ends.
+//! The echo sends each text message back as `echo: <text>`, each binary message as the same
+//! bytes with `echo: ` before them; an endpoint with its own text handler sends what that
+//! gives instead. Pings are answered with pongs and a close frame with a close frame (both by
+//! tungstenite), after which the connection ends.
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hyper::upgrade::OnUpgrade;
@@ -20,9 +22,22 @@ use super::body::OutBody;
 /// What echoed messages start with.
 pub const ECHO_PREFIX: &str = "echo: ";
 
+/// What an endpoint answers a text message with: the text messages to send back, in order.
+pub(crate) type OnText = Box<dyn FnMut(&str) -> Vec<String> + Send>;
+
 /// Answers a WebSocket handshake and spawns the echo loop on the upgraded connection; a request
 /// that is not a valid handshake gets 400 (or 426 without `Upgrade: websocket`).
 pub(crate) fn accept(headers: &HeaderMap, upgrade: Option<OnUpgrade>) -> Response<OutBody> {
+    let echo = |t: &str| vec![format!("{ECHO_PREFIX}{t}")];
+    accept_with(headers, upgrade, Box::new(echo))
+}
+
+/// [`accept`], text messages answered by `on_text`.
+pub(crate) fn accept_with(
+    headers: &HeaderMap,
+    upgrade: Option<OnUpgrade>,
+    on_text: OnText,
+) -> Response<OutBody> {
     let has = |name: &str, token: &str| {
         headers.get_all(name).iter().any(|v| {
             v.to_str()
@@ -51,7 +66,7 @@ pub(crate) fn accept(headers: &HeaderMap, upgrade: Option<OnUpgrade>) -> Respons
         if let Ok(upgraded) = upgrade.await {
             let ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-            let mut ws = echo(ws).await;
+            let mut ws = echo(ws, on_text).await;
             // TLS close_notify and FIN once the closing handshake is done, as servers do.
             let _ = tokio::io::AsyncWriteExt::shutdown(ws.get_mut()).await;
         }
@@ -73,13 +88,25 @@ pub(crate) fn accept(headers: &HeaderMap, upgrade: Option<OnUpgrade>) -> Respons
     r
 }
 
-async fn echo<S>(mut ws: WebSocketStream<S>) -> WebSocketStream<S>
+async fn echo<S>(mut ws: WebSocketStream<S>, mut on_text: OnText) -> WebSocketStream<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     while let Some(Ok(msg)) = ws.next().await {
         let reply = match msg {
-            Message::Text(t) => Message::text(format!("{ECHO_PREFIX}{}", t.as_str())),
+            Message::Text(t) => {
+                let mut replies = on_text(t.as_str());
+                let last = replies.pop();
+                for r in replies {
+                    if ws.feed(Message::text(r)).await.is_err() {
+                        return ws;
+                    }
+                }
+                match last {
+                    Some(r) => Message::text(r),
+                    None => continue,
+                }
+            }
             Message::Binary(b) => {
                 let mut out = ECHO_PREFIX.as_bytes().to_vec();
                 out.extend_from_slice(&b);
