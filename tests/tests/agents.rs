@@ -495,6 +495,28 @@ fn claude_code_runs_a_shell_tool_whose_curl_is_recorded_under_it() {
         .unwrap_or_else(|| panic!("no chain for the Bash call: {chains:#}"));
     assert_eq!(chain["result_seq"], result_head, "{chain:#}");
 
+    // The timeline a person reads: the prompt, the tool call, curl's exchange, the result.
+    let log = Command::new(harness_bin())
+        .arg("log")
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    assert!(
+        log.status.success(),
+        "{}",
+        String::from_utf8_lossy(&log.stderr)
+    );
+    let text = String::from_utf8_lossy(&log.stdout);
+    for line in [
+        format!("user: {prompt}"),
+        "tool call Bash".to_owned(),
+        format!("→ {QUOTES}  GET /v1/quotes/ACME → 200"),
+        "tool result for toolu_01CurlQuoteAcme: {".to_owned(),
+        format!("text: {FINAL_TEXT}"),
+    ] {
+        assert!(text.contains(&line), "no {line:?} in the timeline:\n{text}");
+    }
+
     let verify = Command::new(harness_bin())
         .arg("verify")
         .arg(&ledger)
