@@ -170,8 +170,7 @@ fn head(kind: u32, pid: u32, ppid: u32, cgroup_id: u64) -> ProcessEvent {
         kind,
         pid,
         ppid,
-        // SAFETY: reads the current task's credentials.
-        uid: unsafe { bpf_get_current_uid_gid() } as u32,
+        uid: bpf_get_current_uid_gid() as u32,
         exit_code: 0,
         argv_len: 0,
         argv_read: 0,

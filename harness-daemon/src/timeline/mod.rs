@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod correlate;
+pub mod process;
 pub mod render;
 pub mod session;
 

@@ -76,6 +76,8 @@ pub fn clip_json(v: &Value, max: usize) -> String {
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")
+    } else if noun.ends_with('s') {
+        format!("{n} {noun}es")
     } else {
         format!("{n} {noun}s")
     }
@@ -124,6 +126,17 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
         );
     }
     let mut shown_exchanges = std::collections::HashSet::new();
+    // Execs shown beneath the tool call that ran them, not on their own.
+    let beneath_tool: std::collections::HashSet<u64> = corr
+        .chains
+        .iter()
+        .flat_map(|c| &c.processes)
+        .filter_map(|p| {
+            let k = p.index;
+            Some(log.processes.list.get(k)?.execs.iter().map(|e| e.seq))
+        })
+        .flatten()
+        .collect();
     let mut tokens = (0u64, 0u64);
     // Connections whose upgraded bytes were decoded as WebSocket (their messages speak).
     let ws_conns: std::collections::HashSet<u64> = log
@@ -145,7 +158,7 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
                 let Some(&i) = log.exchange_of_seq.get(&item.seq) else {
                     continue;
                 };
-                if corr.parent_call(i).is_some() || !shown_exchanges.insert(i) {
+                if corr.is_beneath(i) || !shown_exchanges.insert(i) {
                     continue;
                 }
                 let x = &log.exchanges[i];
@@ -154,6 +167,22 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
                     tokens.1 += u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0);
                 }
                 exchange(&mut out, log, &corr, i, x, limits);
+            }
+            Entry::ProcessExec(x) if !beneath_tool.contains(&item.seq) => {
+                let exit = log
+                    .processes
+                    .at(x.pid, &x.at)
+                    .and_then(|k| log.processes.list[k].exit.as_ref())
+                    .map(|e| format!(" → {}", e.describe()))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{}  exec  pid {} (parent {}) {}{exit}",
+                    clock(&x.at),
+                    x.pid,
+                    x.ppid,
+                    clip(&argv_line(&x.argv, &x.path), limits.tool)
+                );
             }
             Entry::DnsQuery(q) => {
                 let answer = log.dns.get(&q.exchange).and_then(|d| d.answer.as_ref());
@@ -290,9 +319,13 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
         (0, 0) => String::new(),
         (i, o) => format!(" · tokens {i} in, {o} out"),
     };
+    let processes = match log.processes.list.len() {
+        0 => String::new(),
+        n => format!(" · {}", count(n, "process")),
+    };
     let _ = writeln!(
         out,
-        "{PAD}{} · {} · {}{tokens}",
+        "{PAD}{} · {} · {}{processes}{tokens}",
         count(log.exchanges.len(), "exchange"),
         count(corr.chains.len(), "model tool call"),
         count(corr.calls.len(), "MCP tool call"),
@@ -314,6 +347,86 @@ pub fn render(log: &SessionLog, limits: Limits) -> String {
         kinds.join(", ")
     );
     out
+}
+
+/// A process's command line for one line of the timeline: its argv, else its path.
+fn argv_line(argv: &[String], path: &str) -> String {
+    if argv.is_empty() {
+        path.to_owned()
+    } else {
+        argv.join(" ")
+    }
+}
+
+/// What a tool call the agent ran itself caused: its processes as a tree, each with the
+/// exchanges it made beneath it.
+fn tool_processes(
+    out: &mut String,
+    log: &SessionLog,
+    chain: &crate::timeline::correlate::Chain,
+    limits: Limits,
+) {
+    if chain.processes.is_empty() {
+        return;
+    }
+    let how = match (chain.process_match, chain.ambiguous) {
+        (Some("command"), _) => "ran",
+        (_, true) => "ran, by timing only (other tool calls ran at the same time)",
+        _ => "ran, by timing",
+    };
+    let _ = writeln!(
+        out,
+        "{PAD}tool call {} ({}) {how}:",
+        chain.tool_use.name,
+        if chain.tool_use.id.is_empty() {
+            "no id"
+        } else {
+            chain.tool_use.id.as_str()
+        }
+    );
+    for p in &chain.processes {
+        let indent = "  ".repeat(p.depth + 1);
+        let exit = p
+            .exit
+            .as_ref()
+            .map(|e| match (e.code, e.signal) {
+                (Some(c), _) => format!(" → exit {c}"),
+                (_, Some(s)) => format!(" → signal {s}"),
+                _ => String::new(),
+            })
+            .unwrap_or_else(|| " → still running".into());
+        let what = match &p.path {
+            Some(path) => argv_line(&p.argv, path),
+            None => "(forked, ran no program)".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{PAD}{indent}└ {}  process {} {}{exit}{}",
+            clock(&p.at),
+            p.pid,
+            clip(&what, limits.tool),
+            if p.started_before {
+                " (started earlier)"
+            } else {
+                ""
+            }
+        );
+        for e in &p.external {
+            let ex = &log.exchanges[e.exchange];
+            let _ = writeln!(
+                out,
+                "{PAD}{indent}    └ {}  #{:<4} pid {} → {}  {} {} → {}",
+                clock(ex.ts()),
+                e.seq,
+                p.pid,
+                log.conn(ex.conn).and_then(|c| c.host()).unwrap_or_default(),
+                e.method,
+                e.url,
+                e.status
+                    .map_or_else(|| "no response".into(), |s| s.to_string())
+            );
+        }
+    }
 }
 
 fn who(pid: Option<u32>) -> String {
@@ -381,6 +494,9 @@ fn exchange(
     }
     if let Some(resp) = x.note("llm_response") {
         llm_response(out, resp, limits);
+        for chain in corr.chains.iter().filter(|c| c.tool_use.exchange == i) {
+            tool_processes(out, log, chain, limits);
+        }
     }
     if let Some(req) = x.note("mcp_request") {
         for m in req
@@ -748,6 +864,29 @@ impl Live {
             Entry::ConnOpen(o) => {
                 let host = o.host.clone().unwrap_or_else(|| o.dst.to_string());
                 self.conns.insert(o.conn, (Some(o.caller.pid), host));
+            }
+            Entry::ProcessExec(x) => {
+                let _ = writeln!(
+                    out,
+                    "{}  #{seq:<4} exec  pid {} (parent {}) {}",
+                    clock(&x.at),
+                    x.pid,
+                    x.ppid,
+                    clip(&argv_line(&x.argv, &x.path), 200)
+                );
+            }
+            Entry::ProcessExit(x) => {
+                let _ = writeln!(
+                    out,
+                    "{}  #{seq:<4} exit  pid {} {}",
+                    clock(&x.at),
+                    x.pid,
+                    match (x.code, x.signal) {
+                        (Some(c), _) => format!("exit {c}"),
+                        (_, Some(s)) => format!("signal {s}"),
+                        _ => String::new(),
+                    }
+                );
             }
             Entry::HttpRequest(r) => {
                 let _ = writeln!(

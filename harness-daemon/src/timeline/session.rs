@@ -330,6 +330,8 @@ pub struct SessionLog {
     pub exchange_of_seq: HashMap<u64, usize>,
     /// Annotations of entries that belong to no exchange.
     pub other_notes: Vec<Note>,
+    /// The session's processes.
+    pub processes: super::process::Processes,
 }
 
 impl SessionLog {
@@ -363,6 +365,7 @@ impl SessionLog {
             dns: BTreeMap::new(),
             exchange_of_seq: HashMap::new(),
             other_notes: Vec::new(),
+            processes: super::process::Processes::from_items(&items),
         };
         let mut index: HashMap<(u64, u64), usize> = HashMap::new();
         for item in &items {
