@@ -360,6 +360,11 @@ fn claude_code_runs_a_shell_tool_whose_curl_is_recorded_under_it() {
         (Some(0), None),
         "curl's exit: {exit:?}"
     );
+    let exit_seq = entries
+        .iter()
+        .find(|r| matches!(&r.entry, Entry::ProcessExit(e) if e.pid == curl.pid))
+        .map(|r| r.seq)
+        .unwrap();
 
     // curl's own connection to the quotes API, and its exchange.
     let conn = entries
@@ -370,10 +375,10 @@ fn claude_code_runs_a_shell_tool_whose_curl_is_recorded_under_it() {
         })
         .unwrap_or_else(|| panic!("no conn_open by curl ({})", curl.pid));
     assert_eq!(conn.dst, quotes.addr(), "{conn:?}");
-    let request = entries
+    let (request_seq, request) = entries
         .iter()
         .find_map(|r| match &r.entry {
-            Entry::HttpRequest(h) if h.conn == conn.conn => Some(h),
+            Entry::HttpRequest(h) if h.conn == conn.conn => Some((r.seq, h)),
             _ => None,
         })
         .expect("curl's request head");
@@ -494,8 +499,51 @@ fn claude_code_runs_a_shell_tool_whose_curl_is_recorded_under_it() {
         .and_then(|c| c.iter().find(|c| c["tool_use"]["name"] == "Bash"))
         .unwrap_or_else(|| panic!("no chain for the Bash call: {chains:#}"));
     assert_eq!(chain["result_seq"], result_head, "{chain:#}");
+    // The processes beneath the call: found by the command in the shell's argv (inside Claude
+    // Code's `eval '…'`, its secret-looking header made alike by fingerprinting), the shell at
+    // the top, curl its child, curl's exchange beneath curl.
+    assert_eq!(chain["process_match"], "command", "{chain:#}");
+    let processes = chain["processes"].as_array().expect("processes");
+    let process = |pid: u32| {
+        processes
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .unwrap_or_else(|| panic!("process {pid} not under the Bash call: {chain:#}"))
+    };
+    let top = process(shell.1.pid);
+    assert_eq!(top["depth"], 0, "{chain:#}");
+    assert_eq!(top["exec_seq"], shell.0, "{chain:#}");
+    assert_eq!(top["exit"]["code"], 0, "{chain:#}");
+    assert!(
+        top["external"].as_array().is_some_and(Vec::is_empty),
+        "{chain:#}"
+    );
+    let nested = process(curl.pid);
+    assert_eq!(nested["ppid"], shell.1.pid, "{chain:#}");
+    assert_eq!(nested["depth"], 1, "{chain:#}");
+    assert_eq!(nested["exec_seq"], *curl_seq, "{chain:#}");
+    assert_eq!(nested["path"], curl.path.as_str(), "{chain:#}");
+    assert_eq!(nested["argv"], json!(curl.argv), "{chain:#}");
+    assert_eq!(
+        nested["exit"],
+        json!({"code": 0, "signal": null, "seq": exit_seq}),
+        "{chain:#}"
+    );
+    assert_eq!(
+        nested["external"],
+        json!([{"seq": request_seq, "method": "GET", "url": url, "status": 200,
+                "pid": curl.pid, "ambiguous": false}]),
+        "{chain:#}"
+    );
+    // Claude Code's own shells outside the call (its environment probe and shell snapshot,
+    // run before the model answered) are not the call's.
+    for p in processes {
+        let seq = p["exec_seq"].as_u64().unwrap_or(0);
+        assert!(seq > answer_end, "a process from before the call: {p:#}");
+    }
 
-    // The timeline a person reads: the prompt, the tool call, curl's exchange, the result.
+    // The timeline a person reads: the prompt, the tool call, the shell, curl beneath it,
+    // curl's exchange beneath curl, then the result going back and the final answer.
     let log = Command::new(harness_bin())
         .arg("log")
         .arg(&ledger)
@@ -507,15 +555,26 @@ fn claude_code_runs_a_shell_tool_whose_curl_is_recorded_under_it() {
         String::from_utf8_lossy(&log.stderr)
     );
     let text = String::from_utf8_lossy(&log.stdout);
-    for line in [
-        format!("user: {prompt}"),
-        "tool call Bash".to_owned(),
-        format!("→ {QUOTES}  GET /v1/quotes/ACME → 200"),
-        "tool result for toolu_01CurlQuoteAcme: {".to_owned(),
-        format!("text: {FINAL_TEXT}"),
-    ] {
-        assert!(text.contains(&line), "no {line:?} in the timeline:\n{text}");
-    }
+    let find = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in the timeline:\n{text}"))
+    };
+    let order = [
+        find(&format!("user: {prompt}")),
+        find("tool call Bash {"),
+        find(&format!("process {} /bin/bash -c source ", shell.1.pid)),
+        find(&format!(
+            "process {} curl -s -H Authorization: hmac-sha256:",
+            curl.pid
+        )),
+        find(&format!("pid {} → {QUOTES}  GET {url} → 200", curl.pid)),
+        find("tool result for toolu_01CurlQuoteAcme: {"),
+        find(&format!("text: {FINAL_TEXT}")),
+    ];
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "out of order:\n{text}"
+    );
 
     let verify = Command::new(harness_bin())
         .arg("verify")
