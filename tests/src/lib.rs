@@ -213,6 +213,58 @@ pub fn dns_server(answer: IpAddr) -> SocketAddr {
     addr
 }
 
+/// A DNS test server that knows only `hosts`: an A question for one of their names (any case,
+/// with or without the final dot) gets its address (TTL 60), an AAAA question for one of them
+/// an empty answer, and a question for any other name `NXDOMAIN` — so an agent that looks up a
+/// name the test did not plan for learns nothing, and the ledger shows what it asked. On the
+/// host's loopback, as [`dns_server`].
+pub fn dns_server_for(hosts: &[(&str, IpAddr)]) -> SocketAddr {
+    let hosts: Vec<(String, [u8; 4])> = hosts
+        .iter()
+        .map(|(name, ip)| match ip {
+            IpAddr::V4(v4) => (name.trim_end_matches('.').to_ascii_lowercase(), v4.octets()),
+            IpAddr::V6(_) => panic!("dns_server_for answers A questions: {ip} is not IPv4"),
+        })
+        .collect();
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let q = &buf[..n];
+            let mut labels = Vec::new();
+            let mut at = 12;
+            while at < q.len() && q[at] != 0 && q[at] < 64 {
+                let len = q[at] as usize;
+                let Some(label) = q.get(at + 1..at + 1 + len) else {
+                    break;
+                };
+                labels.push(String::from_utf8_lossy(label).to_ascii_lowercase());
+                at += 1 + len;
+            }
+            let end = at + 5;
+            if q.len() < end || q[at] != 0 {
+                continue;
+            }
+            let qtype = u16::from_be_bytes([q[at + 1], q[at + 2]]);
+            let name = labels.join(".");
+            let known = hosts.iter().find(|(host, _)| *host == name);
+            let answer = known.filter(|_| qtype == 1).map(|(_, ip)| ip);
+            let mut r = Vec::with_capacity(end + 16);
+            r.extend_from_slice(&q[..2]);
+            r.extend_from_slice(&[0x81, if known.is_some() { 0x80 } else { 0x83 }]);
+            r.extend_from_slice(&[0, 1, 0, u8::from(answer.is_some()), 0, 0, 0, 0]);
+            r.extend_from_slice(&q[12..end]);
+            if let Some(ip) = answer {
+                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                r.extend_from_slice(ip);
+            }
+            let _ = socket.send_to(&r, from);
+        }
+    });
+    addr
+}
+
 /// What one `harness run` did.
 pub struct Enclosed {
     /// Its exit status and output.
@@ -272,6 +324,18 @@ pub fn run_enclosed_with_fd_limit(
             Ok(())
         });
     }
+    enclosed(cmd, ledger, extra, command)
+}
+
+/// As [`run_enclosed`], with `harness run`'s own command given: `cmd` runs `harness` (or a
+/// wrapper that runs it next: `timeout`, say), with the environment, working directory and
+/// arguments the test chose; `run --no-daemon --ledger …` and the rest are appended.
+pub fn run_enclosed_command(
+    cmd: Command,
+    ledger: &Path,
+    extra: &[&str],
+    command: &[&str],
+) -> Enclosed {
     enclosed(cmd, ledger, extra, command)
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's chores. One subcommand per file; shared helpers in `util.rs`.
 #![forbid(unsafe_code)]
 
+mod agents;
 mod bench;
 mod demo;
 mod fuzz;

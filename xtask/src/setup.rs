@@ -116,6 +116,11 @@ pub fn run(opts: &Options) -> Result<EbpfToolchain> {
         }
     }
 
+    // 4. The agent CLIs the privileged tests enclose, from npm (tests/agents).
+    if let Some(agents) = crate::agents::ensure(opts.check)? {
+        missing.push(agents);
+    }
+
     if !missing.is_empty() {
         bail!(
             "missing: {} (run `cargo xtask setup` as root to install)",

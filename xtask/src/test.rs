@@ -93,7 +93,8 @@ fn steps(opts: &Options, done: &mut Vec<(&'static str, Duration)>) -> Result<()>
             ])
             .env("HARNESS_BIN", debug.join("harness"))
             .env("HARNESS_PROBE", debug.join("probe"))
-            .env("HARNESS_PYTHON_VENV", venv);
+            .env("HARNESS_PYTHON_VENV", venv)
+            .env("HARNESS_CLAUDE_CODE", crate::agents::claude_code());
             if opts.unprivileged {
                 step("test: unit and integration tests, privileged ones SKIPPED");
                 cmd.env_remove("HARNESS_PRIVILEGED_TESTS");

@@ -199,6 +199,138 @@ fn anthropic_error_answer() {
     assert_eq!(r["text"], json!([]));
 }
 
+// === Claude Code ===
+//
+// What Claude Code 2.1.328 really sends (recorded enclosed by tests/tests/agents.rs, then
+// sanitized: paths, ids, the port and the key replaced, long texts cut): `POST
+// /v1/messages?beta=true` with the headers of `claude_code_headers.json`; `system` as three
+// text blocks (a billing line, then two with `cache_control`); twelve tools; and in
+// `messages` a `role: "system"` message after the user's turn (its environment notes: text
+// blocks in the first request, a string in the next), which carries `output_config` of its own.
+
+const CLAUDE_CODE_REQ: &[u8] = fixture!("claude_code_request.json");
+const CLAUDE_CODE_RESULT_REQ: &[u8] = fixture!("claude_code_request_tool_result.json");
+
+/// An exchange with Claude Code's own request line and headers.
+fn claude_code(body: &[u8]) -> X {
+    let head: Value =
+        serde_json::from_slice(fixture!("claude_code_headers.json")).expect("headers fixture");
+    let mut x = X::post(head["target"].as_str().unwrap(), body, SSE, ANTHROPIC_SSE);
+    x.request_headers = head["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h[0].as_str().unwrap().into(), h[1].as_str().unwrap().into()))
+        .collect();
+    x
+}
+
+fn roles(req: &Value) -> Vec<&str> {
+    req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn claude_code_first_request() {
+    let notes = claude_code(CLAUDE_CODE_REQ).run();
+    clean(&notes);
+    let req = topic(&notes, "llm_request");
+    assert_eq!(req["provider"], "anthropic");
+    assert_eq!(req["model"], "claude-opus-5-5");
+    assert_eq!(req["stream"], true);
+    assert_eq!(
+        req["tools"],
+        json!([
+            "Agent",
+            "Bash",
+            "Edit",
+            "ListAgents",
+            "Read",
+            "ReportFindings",
+            "ScheduleWakeup",
+            "Skill",
+            "ToolSearch",
+            "Workflow",
+            "DeferredToolPlaceholder",
+            "Write"
+        ])
+    );
+    let system = req["system"].as_str().unwrap();
+    assert!(
+        system.starts_with("x-anthropic-billing-header: "),
+        "{system}"
+    );
+    assert!(system.contains("\n\nYou are a Claude agent"), "{system}");
+    assert_eq!(roles(req), ["user", "system"]);
+    let prompt = &req["messages"][0]["content"];
+    assert_eq!(
+        prompt[1],
+        json!({"type": "text", "text": "What is ACME trading at? Ask the quotes API with curl."})
+    );
+    assert!(prompt[0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("<system-reminder>"));
+    let note = &req["messages"][1]["content"][0];
+    assert_eq!(note["type"], "text");
+    assert!(note["text"].as_str().unwrap().starts_with("# Environment"));
+    // The answer (a recorded stream) is read as for any Messages call.
+    assert_eq!(topic(&notes, "llm_response"), &anthropic_expected());
+}
+
+#[test]
+fn claude_code_tool_result_request() {
+    let call_id = "toolu_01CurlQuoteAcme";
+    let result = json!({"type": "tool_result", "tool_use_id": call_id,
+        "content": "{\"ask\":440.57,\"bid\":440.55,\"currency\":\"USD\",\"last\":440.56,\"symbol\":\"ACME\"}",
+        "is_error": false});
+    let notes = claude_code(CLAUDE_CODE_RESULT_REQ).run();
+    clean(&notes);
+    let req = topic(&notes, "llm_request");
+    assert_eq!(roles(req), ["user", "system", "assistant", "user"]);
+    // The system note came as a string this time.
+    assert!(req["messages"][1]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("# Environment"));
+    let call = &req["messages"][2]["content"][1];
+    assert_eq!(call["type"], "tool_use");
+    assert_eq!(call["id"], call_id);
+    assert_eq!(call["name"], "Bash");
+    assert!(call["input"]["command"]
+        .as_str()
+        .unwrap()
+        .starts_with("curl -s -H "));
+    assert_eq!(req["messages"][3]["content"], json!([result]));
+
+    // Later turns of Claude Code put a reminder after the result, in the same message and as
+    // a system message of its own: the result is still found, in its place.
+    let mut body: Value = serde_json::from_slice(CLAUDE_CODE_RESULT_REQ).unwrap();
+    let messages = body["messages"].as_array_mut().unwrap();
+    messages[3]["content"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "text", "text": "<system-reminder>\nThe task list is empty.\n</system-reminder>"}));
+    messages.push(json!({"role": "system", "content": "# Reminder"}));
+    let notes = claude_code(&serde_json::to_vec(&body).unwrap()).run();
+    clean(&notes);
+    let req = topic(&notes, "llm_request");
+    assert_eq!(
+        roles(req),
+        ["user", "system", "assistant", "user", "system"]
+    );
+    assert_eq!(req["messages"][3]["content"][0], result);
+    assert_eq!(req["messages"][3]["content"][1]["type"], "text");
+    assert_eq!(
+        req["messages"][4]["content"],
+        json!([{"type": "text", "text": "# Reminder"}])
+    );
+}
+
 // === OpenAI Chat Completions ===
 
 const CHAT_REQ: &[u8] = fixture!("openai_chat_request.json");

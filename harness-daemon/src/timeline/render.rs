@@ -830,12 +830,15 @@ fn llm_request(out: &mut String, req: &Value, limits: Limits) {
         if stream { ", streamed" } else { "" },
         count(tools, "tool")
     );
-    // What the model saw that is new: the last message.
-    let Some(last) = req
-        .get("messages")
-        .and_then(Value::as_array)
-        .and_then(|m| m.last())
-    else {
+    // What the model saw that is new: the last turn. Claude Code puts `role: "system"` notes
+    // (its environment, reminders) among and after the turns; they are not the turn, and
+    // showing one instead would hide the user's prompt or the tool's result.
+    let Some(last) = req.get("messages").and_then(Value::as_array).and_then(|m| {
+        m.iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) != Some("system"))
+            .or(m.last())
+    }) else {
         return;
     };
     let role = last.get("role").and_then(Value::as_str).unwrap_or("?");
@@ -1180,6 +1183,35 @@ mod tests {
 
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_model_call_shows_its_last_turn_not_a_system_note_after_it() {
+        // As Claude Code 2.1.328 sends them (annotated): the prompt, then a system message.
+        let first = json!({"model": "claude-opus-5-5", "provider": "anthropic", "api": "messages",
+            "stream": true, "tools": ["Bash"], "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "What is ACME at?"}]},
+                {"role": "system", "content": [{"type": "text", "text": "# Environment"}]}]});
+        let mut out = String::new();
+        llm_request(&mut out, &first, Limits::default());
+        assert!(out.contains("user: What is ACME at?"), "{out}");
+        assert!(!out.contains("# Environment"), "{out}");
+        let after = json!({"model": "m", "provider": "anthropic", "api": "messages", "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                "content": "{\"symbol\":\"ACME\"}"}]},
+            {"role": "system", "content": [{"type": "text", "text": "reminder"}]}]});
+        let mut out = String::new();
+        llm_request(&mut out, &after, Limits::default());
+        assert!(
+            out.contains("tool result for toolu_1: {\"symbol\":\"ACME\"}"),
+            "{out}"
+        );
+        // Only system messages: the last is still shown.
+        let only = json!({"model": "m", "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "be brief"}]}]});
+        let mut out = String::new();
+        llm_request(&mut out, &only, Limits::default());
+        assert!(out.contains("system: be brief"), "{out}");
+    }
 
     #[test]
     fn websocket_messages_in_a_few_words() {

@@ -34,9 +34,11 @@ pub(crate) fn messages(ctx: &Ctx) -> Plan {
             "messages: Field required",
         );
     }
+    // The conversation's last turn; Claude Code puts `role: "system"` messages (its
+    // environment notes) among the turns, which are not one.
     let after_tool = req["messages"]
         .as_array()
-        .and_then(|m| m.last())
+        .and_then(|m| m.iter().rev().find(|m| m["role"] != "system"))
         .and_then(|m| m.get("content"))
         .and_then(Value::as_array)
         .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"));
