@@ -418,10 +418,9 @@ fn summary(e: &Entry) -> String {
         ),
         Entry::ProcessFork(f) => format!("pid {} from {}", f.pid, f.ppid),
         Entry::ProcessExec(x) => format!("pid {} (parent {}) {}", x.pid, x.ppid, x.argv.join(" ")),
-        Entry::ProcessExit(x) => match (x.code, x.signal) {
-            (Some(code), _) => format!("pid {} exit {code}", x.pid),
-            (_, Some(sig)) => format!("pid {} signal {sig}", x.pid),
-            _ => format!("pid {}", x.pid),
+        Entry::ProcessExit(x) => match x.describe() {
+            Some(how) => format!("pid {} {how}", x.pid),
+            None => format!("pid {}", x.pid),
         },
         Entry::Annotation(a) => format!("of #{} {} {}", a.of_seq, a.by, a.topic),
         Entry::Recovery(r) => r.reason.clone(),

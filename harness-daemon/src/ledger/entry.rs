@@ -354,6 +354,22 @@ pub struct ProcessExit {
     pub at: String,
 }
 
+impl ProcessExit {
+    /// `exit 0`, `signal 9`; `None` when the entry says neither.
+    pub fn describe(&self) -> Option<String> {
+        exit_words(self.code, self.signal)
+    }
+}
+
+/// How a process ended, in words: `exit N` or `signal N`.
+pub fn exit_words(code: Option<u8>, signal: Option<u8>) -> Option<String> {
+    match (code, signal) {
+        (Some(code), _) => Some(format!("exit {code}")),
+        (_, Some(signal)) => Some(format!("signal {signal}")),
+        _ => None,
+    }
+}
+
 /// `annotation`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Annotation {

@@ -40,11 +40,7 @@ pub struct Exit {
 impl Exit {
     /// `exit 0`, `signal 9`.
     pub fn describe(&self) -> String {
-        match (self.code, self.signal) {
-            (Some(code), _) => format!("exit {code}"),
-            (_, Some(signal)) => format!("signal {signal}"),
-            _ => "ended".into(),
-        }
+        crate::ledger::exit_words(self.code, self.signal).unwrap_or_else(|| "ended".into())
     }
 }
 

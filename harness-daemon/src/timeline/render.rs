@@ -443,10 +443,10 @@ fn tool_processes(
         let exit = p
             .exit
             .as_ref()
-            .map(|e| match (e.code, e.signal) {
-                (Some(c), _) => format!(" → exit {c}"),
-                (_, Some(s)) => format!(" → signal {s}"),
-                _ => String::new(),
+            .map(|e| {
+                crate::ledger::exit_words(e.code, e.signal)
+                    .map(|w| format!(" → {w}"))
+                    .unwrap_or_default()
             })
             .unwrap_or_else(|| " → still running".into());
         let what = match &p.path {
@@ -993,11 +993,7 @@ impl Live {
                     "{}  #{seq:<4} exit  pid {} {}",
                     clock(&x.at),
                     x.pid,
-                    match (x.code, x.signal) {
-                        (Some(c), _) => format!("exit {c}"),
-                        (_, Some(s)) => format!("signal {s}"),
-                        _ => String::new(),
-                    }
+                    x.describe().unwrap_or_default()
                 );
             }
             Entry::HttpRequest(r) => {
