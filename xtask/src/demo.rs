@@ -205,11 +205,18 @@ pub fn run(opts: &Options) -> Result<()> {
         .context("`harness log --correlations` did not print JSON")?;
     let chain = summarize_chains(&chains);
 
+    step("demo: who made the brokerage call (the session's process_exec entries)");
+    let processes = match &chain {
+        Ok(pids) => show_processes(&session, *pids),
+        Err(_) => Ok(()),
+    };
+
     step("demo: verifying the ledger (`harness verify`)");
     let verified = exec(Command::new(&harness).arg("verify").arg(&ledger));
 
     agent_result.context("the demo's enclosed agent failed")?;
     chain?;
+    processes?;
     verified.context("the ledger did not verify")?;
     // Staged copies are only for the enclosed user's sake; the ledger stays.
     for staged in [&peers, &agent, &venv] {
@@ -227,11 +234,12 @@ pub fn run(opts: &Options) -> Result<()> {
 
 /// Prints each chain on a few lines; fails unless one goes model tool call `place_order` → MCP
 /// `tools/call place_order` → an external HTTPS request the tool server made (another pid) →
-/// the model request that carried the result back.
-fn summarize_chains(chains: &Value) -> Result<()> {
+/// the model request that carried the result back. Returns the pids of that chain: the MCP
+/// client (the agent) and the maker of the brokerage call (its tool server).
+fn summarize_chains(chains: &Value) -> Result<(u64, u64)> {
     let empty = Vec::new();
     let chains = chains.as_array().unwrap_or(&empty);
-    let mut complete = false;
+    let mut complete = None;
     for c in chains {
         let tool = &c["tool_use"];
         let mcp = &c["mcp_call"];
@@ -272,7 +280,7 @@ fn summarize_chains(chains: &Value) -> Result<()> {
         if c["result_seq"].is_number() {
             println!("  → result back to the model (#{})", c["result_seq"]);
         }
-        let brokered = external.iter().any(|x| {
+        let brokered = external.iter().find(|x| {
             x["url"]
                 .as_str()
                 .is_some_and(|u| u.contains(BROKER_HOST) && u.ends_with("/v1/orders"))
@@ -281,17 +289,64 @@ fn summarize_chains(chains: &Value) -> Result<()> {
                     .is_some_and(|s| (200..300).contains(&s))
                 && x["pid"] != mcp["pid"]
         });
-        complete |= tool["name"] == "place_order"
-            && mcp["name"] == "place_order"
-            && brokered
-            && c["result_seq"].is_number();
+        if let (Some(broker_call), true) = (
+            brokered,
+            tool["name"] == "place_order"
+                && mcp["name"] == "place_order"
+                && c["result_seq"].is_number(),
+        ) {
+            if let (Some(client), Some(server)) = (mcp["pid"].as_u64(), broker_call["pid"].as_u64())
+            {
+                complete = Some((client, server));
+            }
+        }
     }
-    if !complete {
+    let Some(pids) = complete else {
         bail!(
             "no complete chain in the ledger: model tool call place_order → MCP tools/call place_order → POST https://{BROKER_HOST}/v1/orders by the tool server → result back to the model ({} chain(s) found)",
             chains.len()
         );
+    };
+    Ok(pids)
+}
+
+/// Prints the recorded `process_exec` of the agent and of the process that called the brokerage;
+/// fails unless the ledger says the latter is the tool server the agent started (its parent).
+fn show_processes(session: &Path, (agent, server): (u64, u64)) -> Result<()> {
+    let text = std::fs::read_to_string(session)
+        .with_context(|| format!("reading {}", session.display()))?;
+    let execs: Vec<Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|entry| entry["kind"] == "process_exec")
+        .collect();
+    let exec_of = |pid: u64| execs.iter().rev().find(|e| e["pid"].as_u64() == Some(pid));
+    for (role, pid) in [("agent", agent), ("tool server", server)] {
+        let Some(exec) = exec_of(pid) else {
+            bail!(
+                "no process_exec entry for the {role} (pid {pid}) in {}",
+                session.display()
+            );
+        };
+        let argv: Vec<&str> = exec["argv"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "{role}: pid {pid} (parent {}, uid {}) ran {} (#{})",
+            exec["ppid"],
+            exec["uid"],
+            argv.join(" "),
+            exec["seq"]
+        );
     }
+    let server_parent = exec_of(server).and_then(|e| e["ppid"].as_u64());
+    if server_parent != Some(agent) {
+        bail!(
+            "the ledger does not say the agent (pid {agent}) started the tool server (pid {server}): its parent is {server_parent:?}"
+        );
+    }
+    println!("the brokerage call came from a process the agent started: the chain holds across processes");
     Ok(())
 }
 
