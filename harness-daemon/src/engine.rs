@@ -194,6 +194,9 @@ pub(crate) struct Inner {
     /// Connections all sessions together may hold: what the open-file limit leaves once the
     /// ledger's own files are set aside ([`FD_RESERVE`]).
     fd_budget: Arc<Semaphore>,
+    /// Requests of every session held for a person (`ask` rules), for `harness pending` and
+    /// `harness decide`.
+    pub(crate) asks: Arc<crate::govern::Asks>,
 }
 
 /// Descriptors kept for everything but connections: ledger files, checkpoints, blobs, session
@@ -327,6 +330,7 @@ impl Engine {
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 fd_budget: Arc::new(Semaphore::new(fd_budget as usize)),
+                asks: Arc::default(),
             }),
         };
         if let Some(events) = events {
@@ -387,6 +391,7 @@ impl Engine {
             cgroup,
             netns,
             self.inner.config.policy.limits().connections,
+            self.inner.asks.clone(),
         ));
         self.inner.sessions.insert(session.clone());
         self.serve_session(&session, listeners)
@@ -668,7 +673,7 @@ impl Engine {
         let limits = *self.inner.config.policy.limits();
         let forwarded = async {
             let result = self
-                .forward(client, conn.dst, &dialer, rec.clone(), &limits)
+                .forward(client, conn.dst, &dialer, rec.clone(), &limits, session)
                 .await;
             // An upgraded exchange (WebSocket) goes on after the HTTP stage hands it over: the
             // connection ends when its relay does.
@@ -711,6 +716,7 @@ impl Engine {
         dialer: &Dialer,
         rec: ConnRecorder,
         limits: &Limits,
+        session: &Session,
     ) -> Result<(), String> {
         // A destination that cannot be reached resets the client's connection: to it that
         // looks like the refusal it would have had directly, not a clean end.
@@ -752,7 +758,8 @@ impl Engine {
             }
             Err(e) => return Err(e.to_string()),
         };
-        let policy = ConnPolicy::new(self.inner.config.policy.clone(), dst);
+        let policy = ConnPolicy::new(self.inner.config.policy.clone(), dst)
+            .governed(session.governor.clone());
         if let (Kind::Tls, Some(interceptor)) = (kind, &self.inner.interceptor) {
             // Connected only after the SNI is checked, unless the client's silence already
             // made us connect.

@@ -77,12 +77,14 @@ struct Pending {
     request: SharedCapture,
     status: u16,
     response_headers: Vec<(String, String)>,
+    /// A model call the session's budget counts once its usage is known.
+    settle: Option<crate::govern::Unsettled>,
 }
 
 impl Pending {
     /// Annotates the finished exchange (after its bytes were released: never on the client's
     /// critical path). Annotations reference the `http_response` entry by seq and hash.
-    async fn annotate(self, response: &[u8], response_truncated: bool) {
+    async fn annotate(mut self, response: &[u8], response_truncated: bool) {
         let (request, request_truncated) = Capture::take(&self.request);
         let view = crate::semantics::ExchangeView {
             method: &self.method,
@@ -97,7 +99,19 @@ impl Pending {
             response_body: response,
             response_truncated,
         };
-        for a in crate::semantics::annotate(&view) {
+        let annotations = crate::semantics::annotate(&view);
+        if let Some(settle) = self.settle.take() {
+            let data = |topic| {
+                annotations
+                    .iter()
+                    .find(|a| a.topic == topic)
+                    .map(|a| &a.data)
+            };
+            if let Some(reply) = data("llm_response") {
+                settle.settle(reply, data("llm_request"));
+            }
+        }
+        for a in annotations {
             let entry = Entry::Annotation(crate::ledger::Annotation {
                 of_seq: self.of_seq,
                 of_hash: self.of_hash.clone(),
@@ -325,6 +339,7 @@ async fn exchange(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let n = rec.next_exchange();
+    let request_version = req.version();
     let client_upgrade = (version == Version::Http1
         && req.headers().contains_key(http::header::UPGRADE))
     .then(|| hyper::upgrade::on(&mut req));
@@ -376,9 +391,64 @@ async fn exchange(
     }
     let (parts, body) = req.into_parts();
     let request_capture = SharedCapture::default();
-    let body = match request_body(&rec, n, head, body, request_capture.clone()).await {
-        Ok(body) => body,
+    let governance = policy.governance();
+    // A rule that reads bodies needs the body whole before it decides: held up to what the
+    // semantics stage reads (beyond that it is unreadable, and `on_unparsable` decides).
+    let hold = match governance {
+        Some((p, _)) if p.requests().reads_bodies() => SEMANTICS_CAP,
+        _ => WHOLE_BODY_MAX,
+    };
+    let recorded = match request_body(&rec, n, head, body, request_capture.clone(), hold).await {
+        Ok(recorded) => recorded,
         Err(reason) => return refusal(StatusCode::BAD_GATEWAY, &reason),
+    };
+    let mut settle = None;
+    if let Some((governing, governor)) = governance {
+        let whole = match &recorded {
+            Forward::Whole(bytes, _) => Some(&bytes[..]),
+            Forward::Streamed(_) => None,
+        };
+        let facts = crate::govern::facts(
+            &method,
+            authority.as_deref(),
+            &target,
+            &request_headers,
+            whole,
+        );
+        let line = crate::govern::RequestLine {
+            method: &method,
+            scheme,
+            authority: authority.as_deref(),
+            target: &target,
+            headers: &request_headers,
+        };
+        match crate::govern::gate(&rec, governor, governing, n, &line, &facts).await {
+            crate::govern::Gate::Pass(guard) => settle = guard,
+            crate::govern::Gate::Refuse(refused) => {
+                let answered = Answered {
+                    rec: &rec,
+                    n,
+                    version: request_version,
+                    method,
+                    scheme,
+                    authority,
+                    target,
+                    request_headers,
+                    request: request_capture,
+                };
+                return answered.refuse(refused).await;
+            }
+            crate::govern::Gate::Unrecorded(reason) => {
+                return refusal(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("{reason}; the request was not forwarded"),
+                )
+            }
+        }
+    }
+    let body = match recorded {
+        Forward::Whole(bytes, trailers) => whole(bytes, trailers),
+        Forward::Streamed(body) => body,
     };
     let mut resp = match upstream.send(Request::from_parts(parts, body)).await {
         Ok(resp) => resp,
@@ -411,6 +481,7 @@ async fn exchange(
         status: resp.status().as_u16(),
         reason,
         headers: headers(&rec, resp.headers()),
+        answered_by: None,
     };
     let response_headers = header_pairs(&head.headers);
     // A whole body (small, not an event stream) is read before anything is recorded, so that
@@ -444,6 +515,7 @@ async fn exchange(
         request: request_capture,
         status: resp.status().as_u16(),
         response_headers,
+        settle,
     };
     if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
         // WebSocket and other upgrades: after the 101, the bytes both ways are recorded like
@@ -497,6 +569,89 @@ async fn exchange(
         Release::Failed(e) => failed_body(format!("upstream: {e}")),
     };
     Response::from_parts(parts, body)
+}
+
+/// A request harness answers itself (a request rule or the budget refused it): what the
+/// annotation of its exchange needs.
+struct Answered<'a> {
+    rec: &'a ConnRecorder,
+    n: u64,
+    version: http::Version,
+    method: String,
+    scheme: &'static str,
+    authority: Option<String>,
+    target: String,
+    request_headers: Vec<(String, String)>,
+    request: SharedCapture,
+}
+
+impl Answered<'_> {
+    /// Records harness's answer (`http_response` with `answered_by: "harness"`, and its body,
+    /// in one commit) and only then returns it; 502 if it cannot be recorded.
+    async fn refuse(self, refused: crate::govern::Refusal) -> Response<ProxyBody> {
+        let mut map = HeaderMap::new();
+        map.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(refused.content_type),
+        );
+        map.insert(http::header::CONTENT_LENGTH, refused.body.len().into());
+        if let Some(seconds) = refused.retry_after {
+            map.insert(http::header::RETRY_AFTER, seconds.into());
+        }
+        let head = HttpResponse {
+            conn: self.rec.conn(),
+            exchange: self.n,
+            version: version_name(self.version).into(),
+            status: refused.status.as_u16(),
+            reason: None,
+            headers: headers(self.rec, &map),
+            answered_by: Some("harness".into()),
+        };
+        let response_headers = header_pairs(&head.headers);
+        let recorded = async {
+            let body = whole_body(self.rec, self.n, &refused.body, None).await?;
+            self.rec
+                .append_all(vec![
+                    Entry::HttpResponse(head),
+                    Entry::HttpResponseBody(body),
+                ])
+                .await
+        };
+        let durable = match recorded.await {
+            Ok(durable) => durable[0],
+            Err(e) => {
+                return refusal(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("the ledger could not record harness's refusal ({e}); the request was not forwarded"),
+                )
+            }
+        };
+        let pending = Pending {
+            rec: self.rec.clone(),
+            of_seq: durable.seq(),
+            of_hash: durable.hash_hex(),
+            method: self.method,
+            scheme: self.scheme,
+            authority: self.authority,
+            target: self.target,
+            request_headers: self.request_headers,
+            request: self.request,
+            status: refused.status.as_u16(),
+            response_headers,
+            settle: None,
+        };
+        let copy = refused.body.clone();
+        self.rec
+            .spawn(async move { pending.annotate(&copy, false).await });
+        let mut resp = Response::new(
+            Full::new(refused.body)
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *resp.status_mut() = refused.status;
+        *resp.headers_mut() = map;
+        resp
+    }
 }
 
 /// A request whose host the policy denies: its head and the denial are recorded, nothing of
@@ -554,13 +709,18 @@ enum Gathered {
 }
 
 async fn gather(body: &mut Incoming) -> Result<Gathered, hyper::Error> {
+    gather_up_to(body, WHOLE_BODY_MAX).await
+}
+
+/// [`gather`] with another bound.
+async fn gather_up_to(body: &mut Incoming, max: usize) -> Result<Gathered, hyper::Error> {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame?;
         match frame.into_data() {
             Ok(data) => {
                 buf.extend_from_slice(&data);
-                if buf.len() > WHOLE_BODY_MAX {
+                if buf.len() > max {
                     return Ok(Gathered::Partial(buf.freeze()));
                 }
             }
@@ -596,21 +756,30 @@ async fn whole_body(
     })
 }
 
+/// A recorded request's body, as it is to be forwarded.
+enum Forward {
+    /// Read whole and durable with the head.
+    Whole(Bytes, Option<HeaderMap>),
+    /// Larger than was held: each chunk is recorded as it is forwarded.
+    Streamed(ProxyBody),
+}
+
 /// Records the request — its head, then its body — and returns the body to forward. A whole
-/// (small) body is committed together with the head, one fsync for both; a larger one follows
-/// the durable head chunk by chunk. Either way nothing is forwarded before it is durable; the
-/// error is the client's 502 reason.
+/// body (up to `hold` bytes) is committed together with the head, one fsync for both; a larger
+/// one follows the durable head chunk by chunk. Either way nothing is forwarded before it is
+/// durable; the error is the client's 502 reason.
 async fn request_body(
     rec: &ConnRecorder,
     n: u64,
     head: HttpRequest,
     mut body: Incoming,
     capture: SharedCapture,
-) -> Result<ProxyBody, String> {
+    hold: usize,
+) -> Result<Forward, String> {
     let not_recorded = |what: &str, e: &dyn std::fmt::Display| {
         format!("the ledger could not record the request {what} ({e}); it was not forwarded")
     };
-    let gathered = match gather(&mut body).await {
+    let gathered = match gather_up_to(&mut body, hold).await {
         Ok(gathered) => gathered,
         Err(e) => {
             // The head is still recorded: the request was made, even if its body never came.
@@ -637,20 +806,20 @@ async fn request_body(
             ])
             .await
             .map_err(|e| not_recorded("head and body", &e))?;
-            Ok(whole(bytes, trailers))
+            Ok(Forward::Whole(bytes, trailers))
         }
         Gathered::Partial(first) => {
             rec.append(Entry::HttpRequest(head))
                 .await
                 .map_err(|e| not_recorded("head", &e))?;
-            Ok(stream_through(
+            Ok(Forward::Streamed(stream_through(
                 rec.clone(),
                 n,
                 Direction::Up,
                 Some(first),
                 body,
                 Sink::Capture(capture),
-            ))
+            )))
         }
     }
 }

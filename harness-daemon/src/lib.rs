@@ -13,6 +13,7 @@ pub mod dns;
 pub mod enclosure;
 pub mod engine;
 pub mod export;
+pub mod govern;
 pub mod home;
 pub mod hook;
 pub mod http;

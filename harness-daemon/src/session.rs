@@ -25,6 +25,8 @@ pub struct Session {
     pub closing: CancellationToken,
     /// One permit per connection it may have open (`limits.connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// What it spent against its budget, and its requests waiting for a person.
+    pub governor: Arc<crate::govern::Governor>,
 }
 
 impl std::fmt::Debug for Session {
@@ -44,8 +46,11 @@ impl Session {
         cgroup: SessionCgroup,
         netns: SessionNetns,
         connections: usize,
+        asks: Arc<crate::govern::Asks>,
     ) -> Session {
+        let governor = crate::govern::Governor::new(writer.id().to_string(), asks);
         Session {
+            governor,
             writer,
             cgroup,
             netns: Arc::new(netns),

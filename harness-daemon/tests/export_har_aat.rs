@@ -704,6 +704,7 @@ async fn har_text_is_decoded_and_sha256_is_of_the_recorded_bytes() {
             ledger.header("content-type", b"application/json"),
             ledger.header("content-encoding", coding.as_bytes()),
         ],
+        answered_by: None,
     };
     r.add(Entry::HttpResponse(head(200, "gzip"))).await;
     r.response_body(1, 0, &wire).await;

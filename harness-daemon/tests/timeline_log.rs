@@ -246,6 +246,7 @@ async fn follow_prints_entries_as_they_are_recorded_until_session_close() {
             status: 200,
             reason: None,
             headers: vec![],
+            answered_by: None,
         }))
         .await
         .unwrap();

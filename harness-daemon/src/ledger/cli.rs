@@ -422,6 +422,14 @@ fn summary(e: &Entry) -> String {
             Some(how) => format!("pid {} {how}", x.pid),
             None => format!("pid {}", x.pid),
         },
+        Entry::RequestDecision(d) => format!(
+            "conn {} exchange {} {} by {}: {}",
+            d.conn, d.exchange, d.action, d.rule, d.reason
+        ),
+        Entry::RequestDecided(d) => format!(
+            "conn {} exchange {} ask #{} {} by {}",
+            d.conn, d.exchange, d.ask, d.action, d.by
+        ),
         Entry::Annotation(a) => format!("of #{} {} {}", a.of_seq, a.by, a.topic),
         Entry::Recovery(r) => r.reason.clone(),
         Entry::Error(e) => format!("{}: {}", e.context, e.message),

@@ -45,6 +45,10 @@ pub enum Entry {
     ProcessExec(ProcessExec),
     /// A process in the session ended.
     ProcessExit(ProcessExit),
+    /// A request rule or budget decided on an HTTP request, before anything of it went on.
+    RequestDecision(RequestDecision),
+    /// A person (or the timeout) decided a request that a rule held (`ask`).
+    RequestDecided(RequestDecided),
     /// What an earlier entry means (an LLM call, a tool call, …), added by the semantics stage.
     Annotation(Annotation),
     /// The writer reopened the session after an unclean shutdown.
@@ -75,6 +79,8 @@ impl Entry {
             Entry::ProcessFork(_) => "process_fork",
             Entry::ProcessExec(_) => "process_exec",
             Entry::ProcessExit(_) => "process_exit",
+            Entry::RequestDecision(_) => "request_decision",
+            Entry::RequestDecided(_) => "request_decided",
             Entry::Annotation(_) => "annotation",
             Entry::Recovery(_) => "recovery",
             Entry::Error(_) => "error",
@@ -209,6 +215,10 @@ pub struct HttpResponse {
     pub reason: Option<String>,
     /// Header fields in the order received.
     pub headers: Vec<Header>,
+    /// `"harness"` when harness answered in the destination's place (a request rule refused
+    /// the request: see `request_decision`); absent when the destination answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
 }
 
 /// `http_request_body` and `http_response_body`.
@@ -296,6 +306,75 @@ pub struct TlsFailure {
     pub sni: Option<String>,
     /// Why, in words.
     pub reason: String,
+}
+
+/// `request_decision`: what the policy's request rules (or the session's budget) decided for
+/// request `exchange` of connection `conn`, whose head (and body) are already durable. Written
+/// only when a rule or budget decided; a request no rule speaks of has none.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RequestDecision {
+    /// Connection number from `conn_open`.
+    pub conn: u64,
+    /// Exchange number of the request.
+    pub exchange: u64,
+    /// `allow`, `deny` or `ask`.
+    pub action: String,
+    /// The deciding rule: `tool[N]`, `http[N]`, `model[N]` (1-based within its kind),
+    /// `budget.usd`, `budget.tokens` or `budget.requests_per_minute`.
+    pub rule: String,
+    /// The rule and what it met, in words (the agent's error message says the same).
+    pub reason: String,
+    /// JSON pointer (or `model`) → the request's value, for each condition that held.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub matched: std::collections::BTreeMap<String, serde_json::Value>,
+    /// For a tool rule: the tool's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// For a tool rule: the JSON-RPC id of the call it matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<serde_json::Value>,
+    /// For a budget: what the session had spent when the request came (`usd` exact decimal
+    /// string, `tokens`, `requests` in the last 60 s) and the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetState>,
+    /// SHA-256 (hex) of the policy file that decided.
+    pub policy_sha256: String,
+}
+
+/// A budget's state when it decided.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BudgetState {
+    /// The limit, as the file's unit says (`5` USD, `2000000` tokens, `60` requests).
+    pub limit: String,
+    /// What was spent (same unit), before this request.
+    pub spent: String,
+    /// Model calls whose usage was not yet known when this request was decided.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unsettled: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// `request_decided`: how an `ask` ended. Until this entry the request was held: nothing of it
+/// went on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RequestDecided {
+    /// Connection number from `conn_open`.
+    pub conn: u64,
+    /// Exchange number of the request.
+    pub exchange: u64,
+    /// Seq of the `request_decision` entry (action `ask`) this decides: the id
+    /// `harness pending` shows and `harness decide` takes.
+    pub ask: u64,
+    /// `allow` or `deny`.
+    pub action: String,
+    /// Who decided: `uid 0 (root) pid 4242 via harness decide`, or `timeout after 300 s`.
+    pub by: String,
+    /// What they said (`harness decide --why`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// `process_fork`: `ppid` made `pid`, a new process (a new thread group; threads are not

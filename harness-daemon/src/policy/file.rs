@@ -5,6 +5,7 @@
 //! (`Spanned`) so that a rule that is valid TOML but meaningless is reported with its line,
 //! column and rule number.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -14,6 +15,9 @@ use toml::Spanned;
 
 use crate::limits::Limits;
 
+use super::request::{
+    normalize_path, Budget, Condition, Glob, HttpRule, ModelRule, Op, RequestRules, ToolRule, Verb,
+};
 use super::{normalize_host, Action, HostPattern, PolicyError, Rule, Target};
 
 /// The file as TOML sees it.
@@ -24,6 +28,70 @@ struct RawPolicy {
     #[serde(default, rename = "rule")]
     rules: Vec<RawRule>,
     limits: Option<RawLimits>,
+    on_unparsable: Option<Spanned<String>>,
+    ask_timeout_seconds: Option<Spanned<i64>>,
+    #[serde(default)]
+    tool: Vec<Spanned<RawTool>>,
+    #[serde(default)]
+    http: Vec<Spanned<RawHttp>>,
+    #[serde(default)]
+    model: Vec<Spanned<RawModel>>,
+    budget: Option<RawBudget>,
+}
+
+/// `[[tool]]` as TOML sees it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTool {
+    action: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
+    server: Option<Spanned<String>>,
+    args: Option<BTreeMap<String, Spanned<RawCondition>>>,
+}
+
+/// `[[http]]` as TOML sees it; `method` is one word or a list.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    action: Option<Spanned<String>>,
+    method: Option<Spanned<toml::Value>>,
+    host: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    body: Option<BTreeMap<String, Spanned<RawCondition>>>,
+}
+
+/// `[[model]]` as TOML sees it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    action: Option<Spanned<String>>,
+    model: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+}
+
+/// `[budget]` as TOML sees it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    usd: Option<Spanned<toml::Value>>,
+    tokens: Option<Spanned<i64>>,
+    requests_per_minute: Option<BTreeMap<String, Spanned<i64>>>,
+}
+
+/// One condition table (`{ gt = 100 }`) as TOML sees it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCondition {
+    eq: Option<toml::Value>,
+    ne: Option<toml::Value>,
+    lt: Option<toml::Value>,
+    le: Option<toml::Value>,
+    gt: Option<toml::Value>,
+    ge: Option<toml::Value>,
+    #[serde(rename = "in")]
+    any_of: Option<Vec<toml::Value>>,
+    matches: Option<String>,
+    exists: Option<bool>,
 }
 
 /// `[limits]` as TOML sees it: whole seconds and a count, each optional (default otherwise).
@@ -71,6 +139,7 @@ pub(super) struct Parsed {
     pub default: Action,
     pub rules: Vec<Rule>,
     pub limits: Limits,
+    pub requests: RequestRules,
 }
 
 /// Parse and validate policy text into its default, rules and limits.
@@ -92,6 +161,7 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Parsed, PolicyError> {
         })?,
     };
 
+    let requests = parse_requests(&raw, text, origin)?;
     let mut rules = Vec::with_capacity(raw.rules.len());
     for (index, raw_rule) in raw.rules.into_iter().enumerate() {
         let fail = |location: Option<usize>, reason: String| PolicyError::Rule {
@@ -174,7 +244,265 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Parsed, PolicyError> {
         default,
         rules,
         limits,
+        requests,
     })
+}
+
+/// `[[tool]]`, `[[http]]`, `[[model]]`, `[budget]`, `on_unparsable`, `ask_timeout_seconds`.
+fn parse_requests(raw: &RawPolicy, text: &str, origin: &str) -> Result<RequestRules, PolicyError> {
+    let at = |offset: usize| Some(line_column(text, offset));
+    let fail = |rule: String, offset: usize, reason: String| PolicyError::Request {
+        origin: origin.to_owned(),
+        rule,
+        location: at(offset),
+        reason,
+    };
+    let mut out = RequestRules::default();
+    if let Some(word) = &raw.on_unparsable {
+        out.on_unparsable = Verb::parse(word.get_ref()).map_err(|reason| PolicyError::Syntax {
+            origin: origin.to_owned(),
+            location: at(word.span().start),
+            message: format!("on_unparsable {reason}"),
+        })?;
+    }
+    if let Some(secs) = &raw.ask_timeout_seconds {
+        match *secs.get_ref() {
+            n @ 1..=MAX_SECONDS => out.ask_timeout = Duration::from_secs(n as u64),
+            n => {
+                return Err(PolicyError::Syntax {
+                    origin: origin.to_owned(),
+                    location: at(secs.span().start),
+                    message: format!(
+                        "ask_timeout_seconds = {n}: must be 1 to {MAX_SECONDS} (seconds)"
+                    ),
+                })
+            }
+        }
+    }
+    let action = |name: &str, at_rule: usize, a: &Option<Spanned<String>>| match a {
+        None => Err(fail(
+            name.to_owned(),
+            at_rule,
+            "missing `action` (\"allow\", \"deny\" or \"ask\")".to_owned(),
+        )),
+        Some(a) => Verb::parse(a.get_ref())
+            .map_err(|r| fail(name.to_owned(), a.span().start, format!("action {r}"))),
+    };
+    let glob = |name: &str, g: &Option<Spanned<String>>, what: &str, fold: bool| match g {
+        None => Ok(None),
+        Some(g) if g.get_ref().is_empty() => Err(fail(
+            name.to_owned(),
+            g.span().start,
+            format!("{what} is empty; leave it out to mean any"),
+        )),
+        Some(g) => Ok(Some(Glob::new(g.get_ref(), fold))),
+    };
+    let conds = |name: &str, table: &Option<BTreeMap<String, Spanned<RawCondition>>>| {
+        let mut list = Vec::new();
+        for (pointer, cond) in table.iter().flatten() {
+            list.push(
+                parse_condition(pointer, cond.get_ref())
+                    .map_err(|reason| fail(name.to_owned(), cond.span().start, reason))?,
+            );
+        }
+        Ok::<_, PolicyError>(list)
+    };
+    for (i, rule) in raw.tool.iter().enumerate() {
+        let name = format!("tool[{}]", i + 1);
+        let (start, r) = (rule.span().start, rule.get_ref());
+        out.tools.push(ToolRule {
+            action: action(&name, start, &r.action)?,
+            name: glob(&name, &r.name, "name", false)?,
+            server: glob(&name, &r.server, "server", true)?,
+            args: conds(&name, &r.args)?,
+        });
+    }
+    for (i, rule) in raw.http.iter().enumerate() {
+        let name = format!("http[{}]", i + 1);
+        let (start, r) = (rule.span().start, rule.get_ref());
+        let methods = match &r.method {
+            None => Vec::new(),
+            Some(m) => parse_methods(m.get_ref())
+                .map_err(|reason| fail(name.clone(), m.span().start, reason))?,
+        };
+        let path = match &r.path {
+            None => None,
+            Some(p) if !p.get_ref().starts_with('/') => {
+                return Err(fail(
+                    name,
+                    p.span().start,
+                    format!("path {:?} must start with `/`", p.get_ref()),
+                ))
+            }
+            // Normalised as request paths are (a `*` survives: it is not a separator).
+            Some(p) => Some(Glob::new(&normalize_path(p.get_ref()), false)),
+        };
+        out.http.push(HttpRule {
+            action: action(&name, start, &r.action)?,
+            methods,
+            host: glob(&name, &r.host, "host", true)?,
+            path,
+            body: conds(&name, &r.body)?,
+        });
+    }
+    for (i, rule) in raw.model.iter().enumerate() {
+        let name = format!("model[{}]", i + 1);
+        let (start, r) = (rule.span().start, rule.get_ref());
+        out.models.push(ModelRule {
+            action: action(&name, start, &r.action)?,
+            model: glob(&name, &r.model, "model", false)?,
+            host: glob(&name, &r.host, "host", true)?,
+        });
+    }
+    if let Some(b) = &raw.budget {
+        out.budget = parse_budget(b).map_err(|(offset, reason)| PolicyError::Request {
+            origin: origin.to_owned(),
+            rule: "budget".to_owned(),
+            location: at(offset),
+            reason,
+        })?;
+    }
+    Ok(out)
+}
+
+/// `"DELETE"` or `["PUT", "DELETE"]`, upper-cased; an HTTP token each.
+fn parse_methods(v: &toml::Value) -> Result<Vec<String>, String> {
+    let words: Vec<&toml::Value> = match v {
+        toml::Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    let mut out = Vec::new();
+    for w in words {
+        let Some(w) = w.as_str() else {
+            return Err(format!("method must be a word or a list of words, not {w}"));
+        };
+        if w.is_empty() || !w.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
+            return Err(format!("method {w:?} is not an HTTP method"));
+        }
+        out.push(w.to_ascii_uppercase());
+    }
+    Ok(out)
+}
+
+/// A TOML value as JSON (a date becomes its text).
+fn json_of(v: &toml::Value) -> serde_json::Value {
+    match v {
+        toml::Value::String(s) => s.clone().into(),
+        toml::Value::Integer(i) => (*i).into(),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        toml::Value::Boolean(b) => (*b).into(),
+        toml::Value::Datetime(d) => d.to_string().into(),
+        toml::Value::Array(a) => a.iter().map(json_of).collect(),
+        toml::Value::Table(t) => t
+            .iter()
+            .map(|(k, v)| (k.clone(), json_of(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    }
+}
+
+fn parse_condition(pointer: &str, c: &RawCondition) -> Result<Condition, String> {
+    if !pointer.starts_with('/') {
+        return Err(format!(
+            "{pointer:?} is not a JSON pointer: it must start with `/` (as \"/qty\")"
+        ));
+    }
+    let number = |op: &str, v: &toml::Value| match v {
+        toml::Value::Integer(i) => Ok(*i as f64),
+        toml::Value::Float(f) if f.is_finite() => Ok(*f),
+        other => Err(format!("{pointer}: `{op}` needs a number, not {other}")),
+    };
+    let mut ops = Vec::new();
+    if let Some(v) = &c.eq {
+        ops.push(Op::Eq(json_of(v)));
+    }
+    if let Some(v) = &c.ne {
+        ops.push(Op::Ne(json_of(v)));
+    }
+    for (op, v, make) in [
+        ("lt", &c.lt, Op::Lt as fn(f64) -> Op),
+        ("le", &c.le, Op::Le),
+        ("gt", &c.gt, Op::Gt),
+        ("ge", &c.ge, Op::Ge),
+    ] {
+        if let Some(v) = v {
+            ops.push(make(number(op, v)?));
+        }
+    }
+    if let Some(set) = &c.any_of {
+        if set.is_empty() {
+            return Err(format!("{pointer}: `in` is empty, so it never holds"));
+        }
+        ops.push(Op::In(set.iter().map(json_of).collect()));
+    }
+    if let Some(re) = &c.matches {
+        let re = regex::Regex::new(re)
+            .map_err(|e| format!("{pointer}: `matches` is not a regular expression: {e}"))?;
+        ops.push(Op::Matches(re));
+    }
+    if let Some(want) = c.exists {
+        ops.push(Op::Exists(want));
+    }
+    if ops.is_empty() {
+        return Err(format!(
+            "{pointer}: no condition (eq, ne, lt, le, gt, ge, in, matches, exists)"
+        ));
+    }
+    Ok(Condition {
+        pointer: pointer.to_owned(),
+        ops,
+    })
+}
+
+/// `[budget]`; `Err` holds the offending value's offset and why.
+fn parse_budget(b: &RawBudget) -> Result<Budget, (usize, String)> {
+    let mut out = Budget::default();
+    if let Some(usd) = &b.usd {
+        let dollars = match usd.get_ref() {
+            toml::Value::Integer(i) => *i as f64,
+            toml::Value::Float(f) => *f,
+            other => {
+                return Err((
+                    usd.span().start,
+                    format!("usd must be a number, not {other}"),
+                ))
+            }
+        };
+        if !(dollars.is_finite() && dollars > 0.0 && dollars <= 1e9) {
+            return Err((
+                usd.span().start,
+                format!("usd = {dollars}: must be more than 0 and at most 1e9"),
+            ));
+        }
+        // To the micro-dollar, then exact pico-dollars: a budget is not finer than a cent's
+        // ten-thousandth.
+        out.usd = Some(crate::cost::Usd(
+            (dollars * 1e6).round() as u128 * 1_000_000,
+        ));
+    }
+    if let Some(t) = &b.tokens {
+        match *t.get_ref() {
+            n @ 1.. => out.tokens = Some(n as u64),
+            n => return Err((t.span().start, format!("tokens = {n}: must be at least 1"))),
+        }
+    }
+    for (host, n) in b.requests_per_minute.iter().flatten() {
+        let count = match *n.get_ref() {
+            c @ 1..=1_000_000 => c as u32,
+            c => {
+                return Err((
+                    n.span().start,
+                    format!("requests_per_minute {host:?} = {c}: must be 1 to 1000000"),
+                ))
+            }
+        };
+        if host.is_empty() {
+            return Err((n.span().start, "requests_per_minute: empty host".to_owned()));
+        }
+        out.requests_per_minute.push((Glob::new(host, true), count));
+    }
+    Ok(out)
 }
 
 /// `[limits]` over the defaults; `Err` holds the offending value's offset and why.

@@ -34,6 +34,7 @@
 
 mod file;
 mod kernel;
+pub mod request;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -232,6 +233,19 @@ pub enum PolicyError {
         /// What is wrong.
         reason: String,
     },
+    /// A request rule (`[[tool]]`, `[[http]]`, `[[model]]`) or `[budget]` is well-formed TOML
+    /// but does not make sense.
+    #[error("{}: {rule}: {reason}", locate(origin, *location))]
+    Request {
+        /// The file name.
+        origin: String,
+        /// `tool[N]`, `http[N]`, `model[N]` (1-based within its kind) or `budget`.
+        rule: String,
+        /// 1-based line and column, when known.
+        location: Option<(usize, usize)>,
+        /// What is wrong.
+        reason: String,
+    },
     /// The CIDR rules need more kernel slots than the kernel's rule array holds.
     #[error(
         "{origin}: the CIDR rules need {count} kernel rules (one per CIDR and port), \
@@ -279,16 +293,45 @@ fn cidr_contains(net: &IpNet, ip: IpAddr) -> bool {
 /// connection reveals after it was allowed — the TLS server name, then each HTTP request's
 /// `Host` / `:authority` — so that a connection allowed for one name cannot carry requests for
 /// a name the policy denies (domain fronting, a forged Host).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ConnPolicy {
     policy: std::sync::Arc<Policy>,
     dst: SocketAddr,
+    /// The session's governance state (budget, asks), when the connection belongs to one.
+    governor: Option<std::sync::Arc<crate::govern::Governor>>,
+}
+
+impl std::fmt::Debug for ConnPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnPolicy")
+            .field("policy", &self.policy.origin())
+            .field("dst", &self.dst)
+            .finish()
+    }
 }
 
 impl ConnPolicy {
     /// The policy for a connection to `dst`.
     pub fn new(policy: std::sync::Arc<Policy>, dst: SocketAddr) -> ConnPolicy {
-        ConnPolicy { policy, dst }
+        ConnPolicy {
+            policy,
+            dst,
+            governor: None,
+        }
+    }
+
+    /// The same, with the request rules and budget applied through `governor`.
+    pub fn governed(mut self, governor: std::sync::Arc<crate::govern::Governor>) -> ConnPolicy {
+        self.governor = Some(governor);
+        self
+    }
+
+    /// The policy, and the session's governor, when requests on this connection are governed
+    /// (the policy has request rules or a budget).
+    pub fn governance(&self) -> Option<(&Policy, &std::sync::Arc<crate::govern::Governor>)> {
+        let gov = self.governor.as_ref()?;
+        let rules = self.policy.requests();
+        (!rules.is_empty() || rules.budget.is_set()).then_some((&*self.policy, gov))
     }
 
     /// The connection's destination.
@@ -337,15 +380,25 @@ fn authority_host(authority: &str) -> &str {
     }
 }
 
-/// A validated policy, ready to be evaluated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A validated policy, ready to be evaluated. Two are equal when they came from the same
+/// origin with the same bytes (the same bytes parse the same).
+#[derive(Clone, Debug)]
 pub struct Policy {
     origin: String,
     default: Action,
     rules: Vec<Rule>,
     limits: Limits,
+    requests: request::RequestRules,
     sha256: [u8; 32],
 }
+
+impl PartialEq for Policy {
+    fn eq(&self, other: &Policy) -> bool {
+        self.origin == other.origin && self.sha256 == other.sha256
+    }
+}
+
+impl Eq for Policy {}
 
 impl Policy {
     /// Read and validate a policy file. Everything that could fail later (kernel capacity
@@ -369,12 +422,14 @@ impl Policy {
             default,
             rules,
             limits,
+            requests,
         } = file::parse(text, origin)?;
         let policy = Policy {
             origin: origin.to_owned(),
             default,
             rules,
             limits,
+            requests,
             sha256: Sha256::digest(text.as_bytes()).into(),
         };
         policy.kernel_rules()?;
@@ -389,6 +444,7 @@ impl Policy {
             default: Action::Allow,
             rules: Vec::new(),
             limits: Limits::default(),
+            requests: request::RequestRules::default(),
             sha256: Sha256::digest(b"").into(),
         }
     }
@@ -412,6 +468,11 @@ impl Policy {
     /// What connections may hold (`[limits]`, or the defaults).
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// What the policy says about requests: tool, HTTP and model rules, and budgets.
+    pub fn requests(&self) -> &request::RequestRules {
+        &self.requests
     }
 
     /// The rules in file order (index = `Decision::rule`).

@@ -31,6 +31,33 @@ fn is_jsonrpc(v: &Value) -> bool {
     }
 }
 
+/// The `tools/call` requests of a JSON-RPC body (one message or a batch) as (id, tool name,
+/// arguments); `None` when no message of it has a `jsonrpc` or `method` member. Every message
+/// is looked at, whatever the first one is: a batch must not hide a call behind a malformed
+/// head. A call without a string name gets the name `""`.
+pub fn tool_calls(v: &Value) -> Option<Vec<(Option<Value>, String, Value)>> {
+    let rpc = messages(v)
+        .iter()
+        .any(|m| m.get("jsonrpc").is_some() || m.get("method").is_some());
+    if !rpc {
+        return None;
+    }
+    Some(
+        messages(v)
+            .iter()
+            .filter(|m| m["method"] == "tools/call")
+            .map(|m| {
+                let params = &m["params"];
+                (
+                    m.get("id").cloned(),
+                    params["name"].as_str().unwrap_or("").to_owned(),
+                    params.get("arguments").cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect(),
+    )
+}
+
 fn messages(v: &Value) -> &[Value] {
     match v {
         Value::Array(a) => a,

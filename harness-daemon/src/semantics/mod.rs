@@ -59,6 +59,7 @@ pub mod decode;
 mod gemini;
 mod json;
 mod mcp;
+pub use mcp::tool_calls as mcp_tool_calls;
 mod openai_chat;
 mod openai_responses;
 mod reply;
@@ -259,6 +260,19 @@ impl Api {
             Api::Gemini { .. } => "gemini",
         }
     }
+}
+
+/// A model call as the policy sees it before it is sent: its `llm_request` annotation (the
+/// same one the ledger gets: `provider`, `model`, `tools`…), when `target` is a model API's
+/// path. `body` is the request's JSON.
+pub fn model_request(target: &str, body: &Value) -> Option<Value> {
+    let api = Api::of(path(target))?;
+    Some(match api {
+        Api::AnthropicMessages => anthropic::request(body),
+        Api::OpenAiChat => openai_chat::request(body),
+        Api::OpenAiResponses => openai_responses::request(body),
+        Api::Gemini { stream } => gemini::request(body, path(target), stream),
+    })
 }
 
 fn llm(x: &ExchangeView, api: Api, notes: &mut Notes) {

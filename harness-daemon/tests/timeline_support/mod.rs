@@ -140,6 +140,7 @@ impl Rec<'_> {
             status,
             reason: None,
             headers: vec![self.ledger.header("content-type", ctype.as_bytes())],
+            answered_by: None,
         }))
         .await
     }

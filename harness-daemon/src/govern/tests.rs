@@ -1,0 +1,553 @@
+//! Governance without a ledger: what a request is taken to be, what the rules decide on it
+//! (including the ways an agent would try to slip past a rule), and the answer each protocol
+//! gets.
+use super::*;
+use crate::policy::Policy;
+use std::io::Write as _;
+
+const BROKER_RULES: &str = r#"
+default = "allow"
+
+[[tool]]
+action = "deny"
+name = "place_order"
+args = { "/qty" = { gt = 100 } }
+
+[[http]]
+action = "deny"
+method = "DELETE"
+host = "api.example.com"
+path = "/v1/*"
+
+[[http]]
+action = "ask"
+method = "POST"
+host = "api.broker.example"
+path = "/v1/orders"
+body = { "/amount" = { ge = 10000 } }
+
+[[model]]
+action = "deny"
+model = "*-opus-*"
+"#;
+
+fn policy(text: &str) -> Policy {
+    Policy::parse(text, "p.toml").unwrap_or_else(|e| panic!("policy should parse: {e}"))
+}
+
+fn json_headers() -> Vec<(String, String)> {
+    vec![("content-type".into(), "application/json".into())]
+}
+
+fn decide(
+    p: &Policy,
+    method: &str,
+    host: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Option<Hit> {
+    let f = facts(method, Some(host), target, headers, Some(body));
+    p.requests().decide(&f)
+}
+
+fn tools_call(id: u64, qty: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": "place_order", "arguments": {"symbol": "ACME", "qty": qty}}})
+}
+
+#[test]
+fn a_tool_call_over_the_limit_is_denied_and_one_within_passes() {
+    let p = policy(BROKER_RULES);
+    let big = tools_call(7, json!(500)).to_string();
+    let hit = decide(
+        &p,
+        "POST",
+        "mcp.broker.example",
+        "/mcp",
+        &json_headers(),
+        big.as_bytes(),
+    )
+    .expect("qty 500 must meet the rule");
+    assert_eq!(hit.action, Verb::Deny);
+    assert_eq!(hit.rule, "tool[1]");
+    assert_eq!(hit.matched, vec![("/qty".to_owned(), json!(500))]);
+    assert_eq!(hit.call_id, Some(json!(7)));
+    assert!(
+        hit.reason().contains("tool[1]") && hit.reason().contains("/qty = 500"),
+        "{}",
+        hit.reason()
+    );
+    let small = tools_call(8, json!(5)).to_string();
+    assert_eq!(
+        decide(
+            &p,
+            "POST",
+            "mcp.broker.example",
+            "/mcp",
+            &json_headers(),
+            small.as_bytes()
+        ),
+        None
+    );
+}
+
+#[test]
+fn a_quoted_number_an_exponent_or_an_array_does_not_slip_past_a_numeric_rule() {
+    let p = policy(BROKER_RULES);
+    for qty in [json!("500"), json!(" 500 "), json!(5e2), json!(500.5)] {
+        let body = tools_call(1, qty.clone()).to_string();
+        let hit = decide(&p, "POST", "h", "/mcp", &json_headers(), body.as_bytes());
+        assert_eq!(hit.map(|h| h.action), Some(Verb::Deny), "qty {qty}");
+    }
+    // Not a number at all: the rule cannot read it, so on_unparsable (deny) decides.
+    for qty in [json!([500]), json!({"n": 500}), json!("five hundred")] {
+        let body = tools_call(1, qty.clone()).to_string();
+        let hit =
+            decide(&p, "POST", "h", "/mcp", &json_headers(), body.as_bytes()).expect("decided");
+        assert_eq!(hit.action, Verb::Deny, "qty {qty}");
+        assert!(hit.unparsable.is_some(), "qty {qty}: {hit:?}");
+    }
+}
+
+#[test]
+fn duplicate_members_are_unreadable_not_first_or_last_wins() {
+    let p = policy(BROKER_RULES);
+    // serde_json keeps the last, other parsers the first: either way a rule could be fooled.
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"place_order","arguments":{"qty":500,"qty":5}}}"#;
+    let hit = decide(&p, "POST", "h", "/mcp", &json_headers(), body).expect("decided");
+    assert_eq!(hit.action, Verb::Deny);
+    assert!(
+        hit.unparsable.as_deref().unwrap_or("").contains("twice"),
+        "{hit:?}"
+    );
+    // on_unparsable = "allow" lets it through: the operator said so.
+    let lenient = policy(&format!("on_unparsable = \"allow\"\n{BROKER_RULES}"));
+    assert_eq!(
+        decide(&lenient, "POST", "h", "/mcp", &json_headers(), body).map(|h| h.action),
+        Some(Verb::Allow)
+    );
+}
+
+#[test]
+fn a_batch_cannot_hide_a_call_behind_a_malformed_first_element() {
+    let p = policy(BROKER_RULES);
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": "not an object"},
+        {"jsonrpc": "2.0", "method": "notifications/progress"},
+        tools_call(3, json!(900)),
+    ])
+    .to_string();
+    let hit = decide(&p, "POST", "h", "/mcp", &json_headers(), batch.as_bytes())
+        .expect("the third call is seen");
+    assert_eq!(hit.action, Verb::Deny);
+    assert_eq!(hit.call_id, Some(json!(3)));
+}
+
+#[test]
+fn a_compressed_body_is_read_after_decoding() {
+    let p = policy(BROKER_RULES);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(tools_call(1, json!(500)).to_string().as_bytes())
+        .unwrap();
+    let body = gz.finish().unwrap();
+    let mut headers = json_headers();
+    headers.push(("content-encoding".into(), "gzip".into()));
+    let hit = decide(&p, "POST", "h", "/mcp", &headers, &body).expect("decided");
+    assert_eq!(hit.action, Verb::Deny);
+    assert!(hit.unparsable.is_none(), "{hit:?}");
+    // A body that claims gzip and is not: unreadable, so denied.
+    let hit = decide(&p, "POST", "h", "/mcp", &headers, b"plain").expect("decided");
+    assert_eq!(hit.action, Verb::Deny);
+}
+
+#[test]
+fn path_tricks_and_host_spelling_do_not_dodge_an_http_rule() {
+    let p = policy(BROKER_RULES);
+    for target in [
+        "/v1/accounts/9",
+        "/v1//accounts",
+        "/%76%31/accounts",
+        "/x/../v1/a",
+        "/v1/./a?dry=1",
+        "/v1/a/",
+    ] {
+        let hit = decide(&p, "DELETE", "API.Example.com:443", target, &[], b"");
+        assert_eq!(hit.map(|h| h.action), Some(Verb::Deny), "DELETE {target}");
+    }
+    assert_eq!(
+        decide(&p, "delete", "api.example.com.", "/v1/a", &[], b"").map(|h| h.action),
+        Some(Verb::Deny)
+    );
+    assert_eq!(
+        decide(&p, "GET", "api.example.com", "/v1/a", &[], b""),
+        None
+    );
+    assert_eq!(
+        decide(&p, "DELETE", "api.example.com", "/v2/a", &[], b""),
+        None
+    );
+}
+
+#[test]
+fn a_form_body_is_read_as_strings_and_compared_as_numbers() {
+    let p = policy(BROKER_RULES);
+    let form = vec![(
+        "content-type".to_owned(),
+        "application/x-www-form-urlencoded".to_owned(),
+    )];
+    let hit = decide(
+        &p,
+        "POST",
+        "api.broker.example",
+        "/v1/orders",
+        &form,
+        b"amount=25000&to=acct",
+    )
+    .expect("decided");
+    assert_eq!(hit.action, Verb::Ask);
+    assert_eq!(hit.rule, "http[2]");
+    assert_eq!(
+        decide(
+            &p,
+            "POST",
+            "api.broker.example",
+            "/v1/orders",
+            &form,
+            b"amount=25"
+        ),
+        None
+    );
+    // The same field twice is unreadable, not the first or the last.
+    let hit = decide(
+        &p,
+        "POST",
+        "api.broker.example",
+        "/v1/orders",
+        &form,
+        b"amount=1&amount=99999",
+    )
+    .expect("decided");
+    assert_eq!(hit.action, Verb::Deny);
+}
+
+#[test]
+fn a_body_too_large_to_hold_is_unreadable_for_a_rule_that_reads_it() {
+    let p = policy(BROKER_RULES);
+    let f = facts(
+        "POST",
+        Some("api.broker.example"),
+        "/v1/orders",
+        &json_headers(),
+        None,
+    );
+    let hit = p.requests().decide(&f).expect("decided");
+    assert_eq!(hit.action, Verb::Deny);
+    // A model call that cannot be read names no model: a model rule decides as on_unparsable.
+    let f = facts(
+        "POST",
+        Some("api.anthropic.com"),
+        "/v1/messages",
+        &json_headers(),
+        None,
+    );
+    let hit = p.requests().decide(&f).expect("decided");
+    assert_eq!((hit.action, hit.rule.as_str()), (Verb::Deny, "model[1]"));
+}
+
+#[test]
+fn model_rules_match_the_model_of_every_provider() {
+    let p = policy(BROKER_RULES);
+    let body = json!({"model": "claude-opus-4", "max_tokens": 10, "messages": []}).to_string();
+    let hit = decide(
+        &p,
+        "POST",
+        "api.anthropic.com",
+        "/v1/messages",
+        &json_headers(),
+        body.as_bytes(),
+    )
+    .expect("decided");
+    assert_eq!((hit.action, hit.rule.as_str()), (Verb::Deny, "model[1]"));
+    let body = json!({"model": "claude-sonnet-4", "max_tokens": 10, "messages": []}).to_string();
+    assert_eq!(
+        decide(
+            &p,
+            "POST",
+            "api.anthropic.com",
+            "/v1/messages",
+            &json_headers(),
+            body.as_bytes()
+        ),
+        None
+    );
+    let body = json!({"model": "gpt-opus-x", "messages": []}).to_string();
+    assert!(decide(
+        &p,
+        "POST",
+        "api.openai.com",
+        "/v1/chat/completions",
+        &json_headers(),
+        body.as_bytes()
+    )
+    .is_some());
+    let body = json!({"contents": []}).to_string();
+    assert!(decide(
+        &p,
+        "POST",
+        "generativelanguage.googleapis.com",
+        "/v1beta/models/gemini-opus-9:generateContent",
+        &json_headers(),
+        body.as_bytes()
+    )
+    .is_some());
+}
+
+#[test]
+fn deny_wins_over_ask_wins_over_allow() {
+    let p = policy(
+        r#"
+default = "allow"
+[[tool]]
+action = "allow"
+name = "*"
+[[tool]]
+action = "ask"
+name = "place_*"
+[[tool]]
+action = "deny"
+name = "place_order"
+args = { "/qty" = { gt = 100 } }
+"#,
+    );
+    let decide_qty = |q| {
+        decide(
+            &p,
+            "POST",
+            "h",
+            "/mcp",
+            &json_headers(),
+            tools_call(1, json!(q)).to_string().as_bytes(),
+        )
+        .map(|h| (h.action, h.rule))
+    };
+    assert_eq!(decide_qty(500), Some((Verb::Deny, "tool[3]".to_owned())));
+    assert_eq!(decide_qty(5), Some((Verb::Ask, "tool[2]".to_owned())));
+}
+
+#[test]
+fn rule_errors_name_file_line_column_and_rule() {
+    let cases = [
+        ("[[tool]]\nname = \"x\"\n", "tool[1]", "missing `action`"),
+        (
+            "[[tool]]\naction = \"maybe\"\n",
+            "p.toml:2:",
+            "must be \"allow\", \"deny\" or \"ask\"",
+        ),
+        (
+            "[[http]]\naction = \"deny\"\npath = \"v1/*\"\n",
+            "p.toml:3:",
+            "must start with `/`",
+        ),
+        (
+            "[[tool]]\naction = \"deny\"\nargs = { \"qty\" = { gt = 1 } }\n",
+            "tool[1]",
+            "not a JSON pointer",
+        ),
+        (
+            "[[tool]]\naction = \"deny\"\nargs = { \"/qty\" = { gt = \"a\" } }\n",
+            "tool[1]",
+            "needs a number",
+        ),
+        (
+            "[[tool]]\naction = \"deny\"\nargs = { \"/s\" = { matches = \"(\" } }\n",
+            "tool[1]",
+            "not a regular expression",
+        ),
+        (
+            "[[tool]]\naction = \"deny\"\nargs = { \"/s\" = { within = 3 } }\n",
+            "p.toml:3:",
+            "within",
+        ),
+        ("[budget]\nusd = -1\n", "budget", "more than 0"),
+        (
+            "[[http]]\naction = \"deny\"\nmethod = \"DE LETE\"\n",
+            "http[1]",
+            "not an HTTP method",
+        ),
+    ];
+    for (text, place, why) in cases {
+        let e = match Policy::parse(text, "p.toml") {
+            Ok(_) => panic!("should not parse:\n{text}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.starts_with("p.toml:"), "{e}");
+        assert!(e.contains(place) && e.contains(why), "{text}\n→ {e}");
+    }
+}
+
+fn mcp_facts(body: &Value) -> RequestFacts {
+    facts(
+        "POST",
+        Some("h"),
+        "/mcp",
+        &json_headers(),
+        Some(body.to_string().as_bytes()),
+    )
+}
+
+#[test]
+fn mcp_refusals_answer_each_request_id_on_the_transport_the_client_reads() {
+    let p = policy(BROKER_RULES);
+    let single = tools_call(42, json!(500));
+    let f = mcp_facts(&single);
+    let hit = p.requests().decide(&f).unwrap();
+    let both = vec![(
+        "accept".to_owned(),
+        "application/json, text/event-stream".to_owned(),
+    )];
+    let r = refusal(
+        &shape(&f, "/mcp", &both),
+        StatusCode::FORBIDDEN,
+        "denied: tool[1]",
+        "tool[1]",
+        Some(&hit),
+    );
+    assert_eq!(
+        (r.status, r.content_type),
+        (StatusCode::OK, "application/json")
+    );
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["id"], 42);
+    assert_eq!(v["error"]["code"], MCP_DENIED);
+    assert_eq!(v["error"]["data"]["rule"], "tool[1]");
+
+    let sse_only = vec![("accept".to_owned(), "text/event-stream".to_owned())];
+    let r = refusal(
+        &shape(&f, "/mcp", &sse_only),
+        StatusCode::FORBIDDEN,
+        "denied",
+        "tool[1]",
+        Some(&hit),
+    );
+    assert_eq!(r.content_type, "text/event-stream");
+    let text = std::str::from_utf8(&r.body).unwrap();
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("an SSE data line");
+    assert_eq!(serde_json::from_str::<Value>(data).unwrap()["id"], 42);
+
+    // A batch: every request gets its error (the notification none), in one array.
+    let batch = json!([tools_call(1, json!(5)), {"jsonrpc": "2.0", "method": "notifications/x"}, tools_call(2, json!(500))]);
+    let f = mcp_facts(&batch);
+    let hit = p.requests().decide(&f).unwrap();
+    let r = refusal(
+        &shape(&f, "/mcp", &both),
+        StatusCode::FORBIDDEN,
+        "denied",
+        "tool[1]",
+        Some(&hit),
+    );
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    let ids: Vec<&Value> = v.as_array().unwrap().iter().map(|e| &e["id"]).collect();
+    assert_eq!(ids, [&json!(1), &json!(2)]);
+    assert!(v[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("another call of this batch"));
+}
+
+#[test]
+fn model_refusals_take_the_providers_own_error_shape() {
+    let body = json!({"model": "m", "messages": []});
+    let cases = [
+        ("/v1/messages", "anthropic"),
+        ("/v1/chat/completions", "openai"),
+        ("/v1/responses", "openai"),
+        ("/v1beta/models/gemini-x:streamGenerateContent", "gemini"),
+    ];
+    for (target, provider) in cases {
+        let f = facts(
+            "POST",
+            Some("h"),
+            target,
+            &json_headers(),
+            Some(body.to_string().as_bytes()),
+        );
+        let r = refusal(
+            &shape(&f, target, &[]),
+            StatusCode::TOO_MANY_REQUESTS,
+            "over budget",
+            "budget.usd",
+            None,
+        );
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        match provider {
+            "anthropic" => {
+                assert_eq!(v["type"], "error");
+                assert_eq!(v["error"]["type"], "rate_limit_error");
+            }
+            "openai" => {
+                assert_eq!(v["error"]["code"], "harness_policy");
+                assert!(v["error"]["message"].is_string());
+            }
+            _ => {
+                assert_eq!(v["error"]["code"], 429);
+                assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED");
+            }
+        }
+    }
+    let f = facts("DELETE", Some("api.example.com"), "/v1/a", &[], Some(b""));
+    let r = refusal(
+        &shape(&f, "/v1/a", &[]),
+        StatusCode::FORBIDDEN,
+        "no",
+        "http[1]",
+        None,
+    );
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (r.status, &v["error"]["rule"]),
+        (StatusCode::FORBIDDEN, &json!("http[1]"))
+    );
+}
+
+#[test]
+fn strict_json_refuses_nested_duplicates_and_trailing_bytes() {
+    assert!(strict_json(br#"{"a":{"b":1,"b":2}}"#).is_err());
+    assert!(strict_json(br#"[{"a":1},{"a":2}]"#).is_ok());
+    assert!(strict_json(br#"{"a":1} x"#).is_err());
+    assert_eq!(
+        strict_json(br#"{"a":[1,2.5,"x",null,true]}"#).unwrap(),
+        json!({"a":[1,2.5,"x",null,true]})
+    );
+}
+
+#[tokio::test]
+async fn asks_are_decided_once_and_listed_while_they_wait() {
+    let asks = Arc::new(Asks::default());
+    let shown = PendingAsk {
+        session: "S".into(),
+        id: 9,
+        conn: 1,
+        exchange: 1,
+        reason: "r".into(),
+        request: "POST https://h/x".into(),
+        waited_seconds: 0,
+        timeout_seconds: 60,
+    };
+    let rx = asks.hold(shown, Duration::from_secs(60));
+    assert_eq!(asks.list().len(), 1);
+    let how = Resolution {
+        allow: true,
+        by: "uid 0".into(),
+        why: Some("fine".into()),
+    };
+    asks.decide("S", 9, how.clone()).unwrap();
+    assert!(rx.await.unwrap().allow);
+    assert!(asks.list().is_empty());
+    let again = asks.decide("S", 9, how).unwrap_err();
+    assert!(again.contains("no request waiting as 9"), "{again}");
+}
