@@ -11,6 +11,18 @@
 //! ```
 //! A client that disconnects without `close` ends its session as if the command had vanished:
 //! what is left in the cgroup is killed and `session_close` is written.
+//!
+//! The same socket answers for requests held by an `ask` rule (`harness pending`, `harness
+//! decide`), on any connection, before or without a session:
+//!
+//! ```text
+//! → {"op":"pending"}
+//! ← {"ok":true,"pending":[{"session":"01J…","id":12,…}]}
+//! → {"op":"decide","session":"01J…","id":12,"allow":false,"why":"too large"}
+//! ← {"ok":true}
+//! ```
+//! An engine embedded in `harness run` serves only these two at
+//! `/run/harness/asks/<engine>.sock` ([`serve_asks`]), so that its asks can be decided too.
 use crate::engine::{Engine, SessionSpec};
 use crate::ledger::SessionClose;
 use serde::{Deserialize, Serialize};
@@ -42,7 +54,24 @@ pub enum Request {
         /// The signal that ended it.
         signal: Option<i32>,
     },
+    /// List the requests waiting for a person.
+    Pending,
+    /// Decide one of them.
+    Decide {
+        /// Its session id.
+        session: String,
+        /// Its id (the seq of its `request_decision` entry).
+        id: u64,
+        /// Allow (else deny).
+        allow: bool,
+        /// Why, in the decider's words (recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
+    },
 }
+
+/// Where the engines embedded in `harness run` serve their asks.
+pub const ASKS_DIR: &str = "/run/harness/asks";
 
 /// A reply on the control socket.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -61,6 +90,9 @@ pub struct Reply {
     /// The trust bundle to give the command (`open`, when TLS is intercepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<PathBuf>,
+    /// What waits for a person (`pending`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Vec<crate::govern::PendingAsk>>,
     /// What went wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -68,6 +100,22 @@ pub struct Reply {
 
 /// Serves the control socket at `path` until the engine stops.
 pub async fn serve(engine: Engine, path: &Path) -> std::io::Result<()> {
+    listen(engine, path, Ops::All).await
+}
+
+/// Serves only `pending` and `decide` at `path` (an engine embedded in `harness run`).
+pub async fn serve_asks(engine: Engine, path: &Path) -> std::io::Result<()> {
+    listen(engine, path, Ops::AsksOnly).await
+}
+
+/// What a socket answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ops {
+    All,
+    AsksOnly,
+}
+
+async fn listen(engine: Engine, path: &Path, ops: Ops) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -78,26 +126,90 @@ pub async fn serve(engine: Engine, path: &Path) -> std::io::Result<()> {
         let (stream, _) = listener.accept().await?;
         let engine = engine.clone();
         tokio::spawn(async move {
-            if let Err(e) = client(engine, stream).await {
+            if let Err(e) = client(engine, stream, ops).await {
                 warn!("control client: {e}");
             }
         });
     }
 }
 
-async fn client(engine: Engine, stream: UnixStream) -> std::io::Result<()> {
-    let root = stream.peer_cred().map(|c| c.uid() == 0).unwrap_or(false);
+/// Who is on the other end of the socket, as recorded when they decide an ask.
+fn decider(cred: Option<tokio::net::unix::UCred>) -> String {
+    match cred {
+        Some(c) => format!(
+            "uid {} pid {} (harness decide)",
+            c.uid(),
+            c.pid().map_or("?".to_owned(), |p| p.to_string())
+        ),
+        None => "an unknown peer (harness decide)".to_owned(),
+    }
+}
+
+/// `pending` and `decide`, on any connection.
+fn asks_op(engine: &Engine, request: &Request, by: &str) -> Option<Reply> {
+    Some(match request {
+        Request::Pending => Reply {
+            ok: true,
+            pending: Some(engine.asks().list()),
+            ..Reply::default()
+        },
+        Request::Decide {
+            session,
+            id,
+            allow,
+            why,
+        } => {
+            let how = crate::govern::Resolution {
+                allow: *allow,
+                by: by.to_owned(),
+                why: why.clone(),
+            };
+            match engine.asks().decide(session, *id, how) {
+                Ok(()) => Reply {
+                    ok: true,
+                    ..Reply::default()
+                },
+                Err(e) => Reply {
+                    error: Some(e),
+                    ..Reply::default()
+                },
+            }
+        }
+        _ => return None,
+    })
+}
+
+async fn client(engine: Engine, stream: UnixStream, ops: Ops) -> std::io::Result<()> {
+    let cred = stream.peer_cred().ok();
+    let root = cred.is_some_and(|c| c.uid() == 0);
+    let by = decider(cred);
     let (rd, mut wr) = stream.into_split();
     let mut lines = BufReader::new(rd).lines();
     let mut session = None;
     while let Some(line) = lines.next_line().await? {
+        let request = serde_json::from_str::<Request>(&line);
+        let asked = request
+            .as_ref()
+            .ok()
+            .filter(|_| root)
+            .and_then(|r| asks_op(&engine, r, &by));
         let reply = if !root {
             Reply {
-                error: Some("only root may open sessions".into()),
+                error: Some("only root may use the control socket".into()),
+                ..Reply::default()
+            }
+        } else if let Some(reply) = asked {
+            reply
+        } else if ops == Ops::AsksOnly {
+            Reply {
+                error: Some(
+                    "this socket (an engine embedded in harness run) only answers pending and decide"
+                        .into(),
+                ),
                 ..Reply::default()
             }
         } else {
-            match (serde_json::from_str::<Request>(&line), &session) {
+            match (request, &session) {
                 (Ok(Request::Open { command, uid, gid }), None) => {
                     let opened = engine.open_session(SessionSpec { command, uid, gid }).await;
                     let mounted = opened.as_ref().map_err(ToString::to_string).and_then(|s| {
@@ -114,7 +226,7 @@ async fn client(engine: Engine, stream: UnixStream) -> std::io::Result<()> {
                                 procs: Some(s.cgroup.procs_file()),
                                 netns: Some(netns),
                                 bundle: engine.trust_bundle().map(|b| b.path().to_owned()),
-                                error: None,
+                                ..Reply::default()
                             };
                             session = Some(s);
                             reply

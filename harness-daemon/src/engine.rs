@@ -350,6 +350,11 @@ impl Engine {
         self.inner.trust.as_ref().map(|(bundle, _)| bundle)
     }
 
+    /// Requests of every session held for a person.
+    pub fn asks(&self) -> &Arc<crate::govern::Asks> {
+        &self.inner.asks
+    }
+
     /// The engine's name.
     pub fn name(&self) -> &str {
         &self.inner.config.name

@@ -36,6 +36,8 @@ use crate::policy::request::{
 use crate::policy::Policy;
 use crate::record::ConnRecorder;
 
+pub mod cli;
+
 /// How long the gate waits for the session's earlier model calls to be counted before it
 /// decides a budget on what is known (the wait is said in `budget.unsettled`).
 pub const SETTLE_WAIT: Duration = Duration::from_secs(15);
@@ -68,11 +70,20 @@ pub fn facts(
 ) -> RequestFacts {
     let host = authority.map(|a| crate::policy::normalize_host(authority_host(a)));
     let path = normalize_path(target);
-    let body = match body {
-        None => BodyFacts::Unreadable("the body is larger than harness holds whole".into()),
-        Some([]) => BodyFacts::Empty,
+    let read = match body {
+        None => Read {
+            facts: BodyFacts::Unreadable("the body is larger than harness holds whole".into()),
+            lenient: None,
+            json_like: declared_json(headers),
+        },
+        Some([]) => Read {
+            facts: BodyFacts::Empty,
+            lenient: None,
+            json_like: false,
+        },
         Some(b) => read_body(headers, b),
     };
+    let body = read.facts;
     let mut tool_calls = Vec::new();
     let mut model = None;
     let mut mcp_unreadable = None;
@@ -90,9 +101,13 @@ pub fn facts(
             }
         }
         BodyFacts::Unreadable(why) => {
-            // Not read, but what it may be matters: a tool or model rule must not be dodged by
-            // a body it cannot read.
-            mcp_unreadable = Some(why.clone());
+            // Not read, but what it may be matters: a tool rule must not be dodged by a
+            // JSON-RPC body it cannot read (malformed, duplicate members, not decodable), nor a
+            // model rule by a model call's. A body that is plainly not JSON (an image upload)
+            // is no tool call.
+            if read.json_like {
+                mcp_unreadable = Some(why.clone());
+            }
             if method.eq_ignore_ascii_case("POST")
                 && crate::semantics::model_request(target, &Value::Null).is_some()
             {
@@ -109,7 +124,36 @@ pub fn facts(
         tool_calls,
         model,
         mcp_unreadable,
+        lenient: read.lenient,
     }
+}
+
+/// A body as read for the rules.
+struct Read {
+    facts: BodyFacts,
+    /// The body as a lenient parser reads it (duplicate members: the last wins), when the
+    /// strict reading refused it: only to address harness's answer (the JSON-RPC ids), never
+    /// to decide.
+    lenient: Option<Value>,
+    /// Whether it is, or may be, JSON: declared so, or beginning as JSON does, or not
+    /// decodable at all (a body that hides what it is counts as one that may be).
+    json_like: bool,
+}
+
+/// Whether the headers say the body is JSON (`application/json`, `…+json`).
+fn declared_json(headers: &[(String, String)]) -> bool {
+    headers
+        .iter()
+        .filter(|(n, _)| n == "content-type")
+        .any(|(_, v)| {
+            let mime = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            mime == "application/json" || mime.ends_with("+json")
+        })
 }
 
 /// The host of an authority (`host:port`, `[v6]:port`).
@@ -125,13 +169,21 @@ fn authority_host(authority: &str) -> &str {
 
 /// The body as the rules read it: decoded (Content-Encoding), then JSON — refusing duplicate
 /// member names, which parsers resolve differently — or a form (an object of strings).
-fn read_body(headers: &[(String, String)], body: &[u8]) -> BodyFacts {
+fn read_body(headers: &[(String, String)], body: &[u8]) -> Read {
     let decoded = crate::semantics::decode::decode(headers, body, crate::http::SEMANTICS_CAP);
+    let unreadable = |why: String, json_like: bool| Read {
+        facts: BodyFacts::Unreadable(why),
+        lenient: None,
+        json_like,
+    };
     if let Some(e) = &decoded.error {
-        return BodyFacts::Unreadable(format!("the body does not decode: {e}"));
+        return unreadable(format!("the body does not decode: {e}"), true);
     }
     if decoded.truncated {
-        return BodyFacts::Unreadable("the decoded body is larger than harness reads".into());
+        return unreadable(
+            "the decoded body is larger than harness reads".into(),
+            declared_json(headers) || starts_as_json(&decoded.body),
+        );
     }
     let content_type = headers
         .iter()
@@ -145,15 +197,34 @@ fn read_body(headers: &[(String, String)], body: &[u8]) -> BodyFacts {
                 .insert(k.to_string(), Value::from(v.to_string()))
                 .is_some()
             {
-                return BodyFacts::Unreadable(format!("form field {k:?} is given twice"));
+                return unreadable(format!("form field {k:?} is given twice"), false);
             }
         }
-        return BodyFacts::Parsed(Value::Object(form));
+        return Read {
+            facts: BodyFacts::Parsed(Value::Object(form)),
+            lenient: None,
+            json_like: false,
+        };
     }
     match strict_json(&decoded.body) {
-        Ok(v) => BodyFacts::Parsed(v),
-        Err(e) => BodyFacts::Unreadable(format!("the body is not JSON: {e}")),
+        Ok(v) => Read {
+            facts: BodyFacts::Parsed(v),
+            lenient: None,
+            json_like: true,
+        },
+        Err(e) => Read {
+            facts: BodyFacts::Unreadable(format!("the body is not JSON: {e}")),
+            lenient: serde_json::from_slice(&decoded.body).ok(),
+            json_like: declared_json(headers) || starts_as_json(&decoded.body),
+        },
     }
+}
+
+/// Whether the first byte that is not white space opens a JSON object or array.
+fn starts_as_json(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'{' | b'['))
 }
 
 /// JSON that names no member twice in any object.
@@ -458,7 +529,11 @@ enum Shape {
 }
 
 fn shape(facts: &RequestFacts, target: &str, headers: &[(String, String)]) -> Shape {
-    if let BodyFacts::Parsed(v) = &facts.body {
+    let body = match &facts.body {
+        BodyFacts::Parsed(v) => Some(v),
+        _ => facts.lenient.as_ref(),
+    };
+    if let Some(v) = body {
         if crate::semantics::mcp_tool_calls(v).is_some() {
             let batch = v.is_array();
             let messages: Vec<&Value> = match v {

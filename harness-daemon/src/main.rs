@@ -32,6 +32,11 @@ enum Command {
     /// Export a session or ledger as HTTP Archive 1.2 (--format har) or Agent Audit Trail
     /// records (--format aat).
     Export(harness::export::ExportArgs),
+    /// List the requests an `ask` rule holds for a person, in every engine (as root).
+    Pending(harness::govern::cli::PendingArgs),
+    /// Allow or deny a request an `ask` rule holds: SESSION ID allow|deny [--why TEXT] (as
+    /// root; who decided is recorded).
+    Decide(harness::govern::cli::DecideArgs),
     /// Print an inclusion proof for one entry, or check one with --verify and --key.
     Prove(cli::ProveArgs),
     /// Run a command inside a new enclosure session (as root). Exit status: the command's
@@ -144,6 +149,8 @@ fn main() {
         Command::Verify(args) => cli::verify(&args),
         Command::Log(args) => cli::log(&args),
         Command::Prove(args) => cli::prove(&args),
+        Command::Pending(args) => harness::govern::cli::pending(&args),
+        Command::Decide(args) => harness::govern::cli::decide(&args),
         Command::Stats(args) => harness::stats::run(&args),
         Command::Export(args) => harness::export::run(&args),
         Command::Run {

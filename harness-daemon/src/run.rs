@@ -212,7 +212,20 @@ pub async fn run(options: RunOptions) -> Result<i32, RunError> {
         require_full_isolation: options.require_full_isolation,
     })
     .await?;
+    // Its `ask` rules' requests are decided over a socket of its own (`harness decide`).
+    let asks_socket =
+        std::path::Path::new(control::ASKS_DIR).join(format!("{}.sock", engine.name()));
+    let asks = tokio::spawn({
+        let (engine, path) = (engine.clone(), asks_socket.clone());
+        async move {
+            if let Err(e) = control::serve_asks(engine, &path).await {
+                tracing::warn!("{}: cannot serve asks: {e}", path.display());
+            }
+        }
+    });
     let result = run_in(&engine, &who, &options.command, home).await;
+    asks.abort();
+    let _ = std::fs::remove_file(&asks_socket);
     let shutdown = engine.shutdown().await;
     let status = result?;
     shutdown?;

@@ -54,6 +54,69 @@ pub struct Row {
     pub sessions: BTreeSet<String>,
     /// Their model calls.
     pub tally: Tally,
+    /// Their policy decisions on requests (`request_decision`, `request_decided`).
+    pub decisions: Decisions,
+}
+
+/// Policy decisions on requests, counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decisions {
+    /// `request_decision` entries by action (`allow`, `ask`, `deny`).
+    pub by_action: BTreeMap<String, u64>,
+    /// Denials by rule (`tool[1]`, `budget.usd`…).
+    pub denied_by_rule: BTreeMap<String, u64>,
+    /// Asks decided, by outcome (`allow`, `deny`; a timeout is a `deny`).
+    pub asks_decided: BTreeMap<String, u64>,
+}
+
+impl Decisions {
+    fn count(&mut self, entry: &crate::ledger::Entry) {
+        match entry {
+            crate::ledger::Entry::RequestDecision(d) => {
+                *self.by_action.entry(d.action.clone()).or_default() += 1;
+                if d.action == "deny" {
+                    *self.denied_by_rule.entry(d.rule.clone()).or_default() += 1;
+                }
+            }
+            crate::ledger::Entry::RequestDecided(d) => {
+                *self.asks_decided.entry(d.action.clone()).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"by_action": self.by_action, "denied_by_rule": self.denied_by_rule,
+               "asks_decided": self.asks_decided})
+    }
+
+    /// `3 denied (tool[1] 2, budget.usd 1) · 2 held for a person (1 allowed, 1 denied) · 1
+    /// allowed by a rule`, or `None` when there were none.
+    fn line(&self) -> Option<String> {
+        let n = |k: &str| self.by_action.get(k).copied().unwrap_or(0);
+        let mut parts = Vec::new();
+        if n("deny") > 0 {
+            let rules: Vec<String> = self
+                .denied_by_rule
+                .iter()
+                .map(|(r, c)| format!("{r} {c}"))
+                .collect();
+            parts.push(format!("{} denied ({})", n("deny"), rules.join(", ")));
+        }
+        if n("ask") > 0 {
+            let d = |k: &str| self.asks_decided.get(k).copied().unwrap_or(0);
+            parts.push(format!(
+                "{} held for a person ({} allowed, {} denied)",
+                n("ask"),
+                d("allow"),
+                d("deny")
+            ));
+        }
+        if n("allow") > 0 {
+            parts.push(format!("{} allowed by a rule", n("allow")));
+        }
+        (!parts.is_empty()).then(|| parts.join(" · "))
+    }
 }
 
 /// The rows (empty without `by`) and the total.
@@ -171,6 +234,29 @@ pub fn gather(
             stats.total.sessions.insert(log.id.clone());
             stats.total.tally.add(call);
         }
+        // Its policy decisions, in the total and in its day's or agent's row.
+        for item in &log.items {
+            if !matches!(
+                item.entry,
+                crate::ledger::Entry::RequestDecision(_) | crate::ledger::Entry::RequestDecided(_)
+            ) || !after(&item.ts)
+            {
+                continue;
+            }
+            any = true;
+            stats.total.sessions.insert(log.id.clone());
+            stats.total.decisions.count(&item.entry);
+            let key = match by {
+                Some(By::Day) => Some(item.ts.get(..10).unwrap_or(&item.ts).to_string()),
+                Some(By::Agent) => Some(agent.clone()),
+                _ => None,
+            };
+            if let Some(k) = key {
+                let row = stats.rows.entry(k).or_default();
+                row.sessions.insert(log.id.clone());
+                row.decisions.count(&item.entry);
+            }
+        }
         // A session without model calls still counts, where it has a place.
         if !any && after(opened) {
             stats.total.sessions.insert(log.id.clone());
@@ -212,6 +298,7 @@ fn row_json(r: &Row) -> Value {
         "unpriced": t.unpriced.iter()
             .map(|(why, n)| json!({"reason": why, "calls": n}))
             .collect::<Vec<_>>(),
+        "decisions": r.decisions.json(),
     })
 }
 
@@ -304,5 +391,8 @@ pub fn table(stats: &Stats, by: Option<By>, ledger: &Path, since: Option<&str>) 
     out.push_str(
         "(input: uncached prompt tokens; output: produced tokens other than reasoning counted apart)\n",
     );
+    if let Some(decided) = stats.total.decisions.line() {
+        out.push_str(&format!("policy decisions on requests: {decided}\n"));
+    }
     crate::timeline::render::terminal_safe(&out).into_owned()
 }

@@ -1,5 +1,5 @@
 //! The project's Python virtualenv, `target/python-venv`: the demo's agent runs in it (the
-//! official Anthropic SDK) and the interception tests use its `requests` and `httpx`, which —
+//! official Anthropic SDK), the governance tests drive MCP with the official MCP SDK (`mcp`), and the interception tests use its `requests` and `httpx`, which —
 //! unlike Debian's packages — read certifi's own copy of the roots unless told otherwise, as
 //! they do on most agents' machines. Created on first use with pip from PyPI; quick after.
 use crate::util::{exec, note, step, target_dir};
@@ -8,13 +8,25 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// What the virtualenv must provide (import names and pip names are the same).
-const PACKAGES: &[&str] = &["anthropic", "httpx", "requests", "certifi"];
+const PACKAGES: &[&str] = &["anthropic", "httpx", "requests", "certifi", "mcp"];
+
+/// Versions pinned where an API the tests use changed between releases: the MCP SDK's 2.x
+/// replaced the 1.x client (`streamablehttp_client`, `McpError`) the governance tests drive.
+const PINNED: &[(&str, &str)] = &[("mcp", "1.30.0")];
 
 /// The virtualenv, created or completed when a package is missing.
 pub fn ensure() -> Result<PathBuf> {
     let venv = target_dir()?.join("python-venv");
     let python = venv.join("bin/python");
-    let import = format!("import {}", PACKAGES.join(", "));
+    let pins: Vec<String> = PINNED
+        .iter()
+        .map(|(name, version)| format!("assert m.version({name:?}) == {version:?}"))
+        .collect();
+    let import = format!(
+        "import {}; import importlib.metadata as m; {}",
+        PACKAGES.join(", "),
+        pins.join("; ")
+    );
     if crate::util::succeeds(Command::new(&python).args(["-c", &import])) {
         note(format!(
             "virtualenv {}: {} present",
@@ -45,7 +57,12 @@ pub fn ensure() -> Result<PathBuf> {
                 "--quiet",
                 "--disable-pip-version-check",
             ])
-            .args(PACKAGES),
+            .args(PACKAGES.iter().map(
+                |name| match PINNED.iter().find(|(pinned, _)| pinned == name) {
+                    Some((_, version)) => format!("{name}=={version}"),
+                    None => (*name).to_owned(),
+                },
+            )),
     )?;
     Ok(venv)
 }

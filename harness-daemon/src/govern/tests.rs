@@ -551,3 +551,52 @@ async fn asks_are_decided_once_and_listed_while_they_wait() {
     let again = asks.decide("S", 9, how).unwrap_err();
     assert!(again.contains("no request waiting as 9"), "{again}");
 }
+
+#[test]
+fn a_body_that_is_plainly_not_json_is_no_tool_call_but_one_that_may_be_is() {
+    let p = policy(BROKER_RULES);
+    let png = vec![("content-type".to_owned(), "image/png".to_owned())];
+    // An upload anywhere is not refused just because a tool rule exists.
+    assert_eq!(
+        decide(
+            &p,
+            "POST",
+            "files.example",
+            "/upload",
+            &png,
+            b"\x89PNG\r\n\x1a\n..."
+        ),
+        None
+    );
+    // JSON sent as text/plain, or JSON-looking bytes that do not parse: may be a tool call.
+    let text = vec![("content-type".to_owned(), "text/plain".to_owned())];
+    let hidden = tools_call(1, json!(500)).to_string();
+    assert_eq!(
+        decide(&p, "POST", "h", "/mcp", &text, hidden.as_bytes()).map(|h| h.action),
+        Some(Verb::Deny)
+    );
+    assert_eq!(
+        decide(&p, "POST", "h", "/mcp", &text, b" {\"jsonrpc\": ").map(|h| h.action),
+        Some(Verb::Deny)
+    );
+}
+
+#[test]
+fn a_refusal_of_an_unreadable_call_still_answers_its_id() {
+    let p = policy(BROKER_RULES);
+    let body = br#"{"jsonrpc":"2.0","id":20,"method":"tools/call","params":{"name":"place_order","arguments":{"qty":900,"qty":1}}}"#;
+    let f = facts("POST", Some("h"), "/mcp", &json_headers(), Some(body));
+    let hit = p.requests().decide(&f).expect("decided");
+    let r = refusal(
+        &shape(&f, "/mcp", &[]),
+        StatusCode::FORBIDDEN,
+        "denied",
+        &hit.rule,
+        Some(&hit),
+    );
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (&v["id"], &v["error"]["code"]),
+        (&json!(20), &json!(MCP_DENIED))
+    );
+}

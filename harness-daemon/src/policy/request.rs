@@ -367,9 +367,12 @@ pub struct RequestFacts {
     pub tool_calls: Vec<ToolCall>,
     /// The model, when the request is a model call harness understands.
     pub model: Option<String>,
-    /// The body looks like MCP JSON-RPC but could not be read (a tool rule then decides as
+    /// The body may be MCP JSON-RPC but could not be read (a tool rule then decides as
     /// `on_unparsable`).
     pub mcp_unreadable: Option<String>,
+    /// The body as a lenient parser reads it when the strict reading refused it: for
+    /// addressing harness's answer (JSON-RPC ids) only, never for deciding.
+    pub lenient: Option<Value>,
 }
 
 /// Which rule decided, and on what.

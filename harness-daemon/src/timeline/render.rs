@@ -293,6 +293,11 @@ pub fn render_priced(log: &SessionLog, limits: Limits, prices: &crate::cost::Pri
                     e.message
                 );
             }
+            Entry::RequestDecision(_) | Entry::RequestDecided(_) => {
+                if let Some(line) = decision_line(&item.entry) {
+                    let _ = writeln!(out, "{}  {line}", clock(&item.ts));
+                }
+            }
             Entry::Recovery(r) => {
                 let _ = writeln!(out, "{}  recovery: {}", clock(&item.ts), r.reason);
             }
@@ -487,6 +492,49 @@ fn tool_processes(
 /// source address an address would be reached from. It sends nothing (the kernel refuses a
 /// datagram to port 0 before the enclosure's hook sees it, so only a connect is recorded at
 /// port 0): a note, not a denial.
+/// A governance decision in one line, the same in the timeline and the live view: what was
+/// decided, by which rule and on what, and (for a budget) the running total.
+fn decision_line(entry: &Entry) -> Option<String> {
+    match entry {
+        Entry::RequestDecision(d) => {
+            // The reason already says the limit and what was spent; a total that may still
+            // grow (calls not yet counted when it decided) is said apart.
+            let budget = d
+                .budget
+                .as_ref()
+                .filter(|b| b.unsettled > 0)
+                .map(|b| format!(" ({} earlier call(s) not yet counted)", b.unsettled))
+                .unwrap_or_default();
+            let word = match d.action.as_str() {
+                "deny" => "DENIED by policy",
+                "ask" => "HELD for a person (harness decide)",
+                _ => "allowed by policy",
+            };
+            Some(format!(
+                "{word}: conn {} request {}: {}{budget}",
+                d.conn, d.exchange, d.reason
+            ))
+        }
+        Entry::RequestDecided(d) => Some(format!(
+            "decided: conn {} request {} (ask #{}) {} by {}{}",
+            d.conn,
+            d.exchange,
+            d.ask,
+            if d.action == "allow" {
+                "allowed"
+            } else {
+                "DENIED"
+            },
+            d.by,
+            d.why
+                .as_deref()
+                .map(|w| format!(": {w}"))
+                .unwrap_or_default()
+        )),
+        _ => None,
+    }
+}
+
 fn is_address_selection(d: &crate::ledger::ConnDenied) -> bool {
     d.by == "kernel" && d.proto == "udp" && d.dst.is_some_and(|a| a.port() == 0)
 }
@@ -513,6 +561,12 @@ fn who(pid: Option<u32>) -> String {
 
 fn status_of(x: &Exchange) -> String {
     match &x.response {
+        // harness's own answer (a policy refusal) must not read as the destination's.
+        Some(r) if r.head.answered_by.is_some() => format!(
+            "{} (answered by {})",
+            r.head.status,
+            r.head.answered_by.as_deref().unwrap_or_default()
+        ),
         Some(r) => r.head.status.to_string(),
         None => "no response".into(),
     }
@@ -1008,9 +1062,13 @@ impl Live {
             Entry::HttpResponse(r) => {
                 let _ = writeln!(
                     out,
-                    "{t}  #{seq:<4} {}  ← {}",
+                    "{t}  #{seq:<4} {}  ← {}{}",
                     conn(r.conn, &self.conns),
-                    r.status
+                    r.status,
+                    r.answered_by
+                        .as_deref()
+                        .map(|by| format!(" (answered by {by})"))
+                        .unwrap_or_default()
                 );
             }
             Entry::Annotation(a) => {
@@ -1147,6 +1205,11 @@ impl Live {
             }
             Entry::Error(e) => {
                 let _ = writeln!(out, "{t}  #{seq:<4} ERROR {}: {}", e.context, e.message);
+            }
+            Entry::RequestDecision(_) | Entry::RequestDecided(_) => {
+                if let Some(line) = decision_line(&item.entry) {
+                    let _ = writeln!(out, "{t}  #{seq:<4} {line}");
+                }
             }
             Entry::SessionClose(c) => {
                 let _ = writeln!(out, "{t}  #{seq:<4} session closed: {}", c.describe());
