@@ -354,3 +354,146 @@ async fn inclusion_proofs_verify_with_only_the_public_key() {
         harness::ledger::cli::check_proof(&serde_json::to_string(&p).unwrap(), &key).unwrap();
     }
 }
+
+/// Governance's entries (SPEC.md §4.9 `answered_by`, §4.18, §4.19) are written by the writer,
+/// read back as written, and verify — by the library and by `harness verify`; a deny edited into
+/// an allow afterwards is caught.
+#[tokio::test]
+async fn governance_entries_verify_and_a_deny_edited_to_allow_is_detected() {
+    let dir = scratch("governance");
+    let ledger = Ledger::open(&dir).unwrap();
+    let (w, _) = ledger.open_session(session_open()).await.unwrap();
+    let policy_sha256 = "c36f5b3edd11ebabb0ab3e1ca44fa1efc6287f7c9bce788d84272eb3bc5ce6dc";
+    w.append(conn_open(1)).await.unwrap();
+    let request = |exchange| {
+        Entry::HttpRequest(HttpRequest {
+            conn: 1,
+            exchange,
+            version: "HTTP/1.1".into(),
+            method: "POST".into(),
+            scheme: "https".into(),
+            authority: Some("mcp.broker.example".into()),
+            target: "/mcp".into(),
+            uri_scheme: None,
+            headers: vec![],
+        })
+    };
+    let refused = |exchange| {
+        Entry::HttpResponse(HttpResponse {
+            conn: 1,
+            exchange,
+            version: "HTTP/1.1".into(),
+            status: 200,
+            reason: None,
+            headers: vec![],
+            answered_by: Some("harness".into()),
+        })
+    };
+    // A tool call refused by a rule (its matched value a non-integer: §3 allows it here).
+    w.append(request(0)).await.unwrap();
+    let deny = w
+        .append(Entry::RequestDecision(RequestDecision {
+            conn: 1,
+            exchange: 0,
+            action: "deny".into(),
+            rule: "tool[1]".into(),
+            reason: "tool[1] deny tool place_order args /qty > 100 (matched /qty = 500.5)".into(),
+            matched: [("/qty".to_owned(), serde_json::json!(500.5))].into(),
+            tool: Some("place_order".into()),
+            call_id: Some(serde_json::json!("call-7")),
+            budget: None,
+            policy_sha256: policy_sha256.into(),
+        }))
+        .await
+        .unwrap();
+    w.append(refused(0)).await.unwrap();
+    // One held by an ask and refused by the timeout.
+    w.append(request(1)).await.unwrap();
+    let ask = w
+        .append(Entry::RequestDecision(RequestDecision {
+            conn: 1,
+            exchange: 1,
+            action: "ask".into(),
+            rule: "tool[2]".into(),
+            reason: "tool[2] ask tool *".into(),
+            matched: Default::default(),
+            tool: Some("get_quote".into()),
+            call_id: Some(serde_json::json!(8)),
+            budget: None,
+            policy_sha256: policy_sha256.into(),
+        }))
+        .await
+        .unwrap();
+    w.append(Entry::RequestDecided(RequestDecided {
+        conn: 1,
+        exchange: 1,
+        ask: ask.seq(),
+        action: "deny".into(),
+        by: "timeout after 300 s".into(),
+        why: None,
+    }))
+    .await
+    .unwrap();
+    w.append(refused(1)).await.unwrap();
+    // One refused by the budget.
+    w.append(request(2)).await.unwrap();
+    w.append(Entry::RequestDecision(RequestDecision {
+        conn: 1,
+        exchange: 2,
+        action: "deny".into(),
+        rule: "budget.requests_per_minute".into(),
+        reason: "mcp.broker.example: at most 60 requests per minute".into(),
+        matched: Default::default(),
+        tool: None,
+        call_id: None,
+        budget: Some(BudgetState {
+            limit: "60".into(),
+            spent: "60".into(),
+            unsettled: 0,
+        }),
+        policy_sha256: policy_sha256.into(),
+    }))
+    .await
+    .unwrap();
+    w.append(refused(2)).await.unwrap();
+    w.close(close()).await.unwrap();
+    let file = ledger.session_path(&w.id());
+
+    let report = verify(&dir);
+    assert!(report.intact(), "{:?}", report.problems);
+    let (code, out, err) = harness(&["verify", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let recs = read_session(&file).unwrap();
+    let kinds: Vec<&str> = recs.iter().map(|r| r.entry.kind()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "request_decision").count(),
+        3
+    );
+    assert!(kinds.contains(&"request_decided"));
+    match &recs[deny.seq() as usize].entry {
+        Entry::RequestDecision(d) => {
+            assert_eq!(d.matched["/qty"], serde_json::json!(500.5));
+            assert_eq!(d.call_id, Some(serde_json::json!("call-7")));
+        }
+        other => panic!("seq {} is {other:?}", deny.seq()),
+    }
+
+    // The deny rewritten as an allow, still canonical: its hash is no longer the next prev.
+    let mut all = lines(&file);
+    let at = deny.seq() as usize;
+    let edited = String::from_utf8(all[at].clone())
+        .unwrap()
+        .replace(r#""action":"deny""#, r#""action":"allow""#);
+    assert_ne!(edited.as_bytes(), &all[at][..]);
+    all[at] = edited.into_bytes();
+    write_lines(&file, &all);
+    let report = verify(&dir);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::Edited && p.seq == Some(deny.seq())),
+        "{:?}",
+        report.problems
+    );
+}

@@ -136,10 +136,28 @@ fn spec_md_vectors() {
     let print = std::env::var_os("HARNESS_PRINT_VECTORS").is_some();
     let vectors = spec_vectors();
     assert!(
-        vectors.len() >= 8,
+        vectors.len() >= 13,
         "SPEC.md has only {} vectors",
         vectors.len()
     );
+    // Every kind governance adds has a vector (§4.9 `answered_by`, §4.18, §4.19).
+    let entries: Vec<&str> = vectors
+        .iter()
+        .filter(|v| one(v, "type") == "entry")
+        .map(|v| one(v, "entry"))
+        .collect();
+    for needle in [
+        r#""kind":"request_decision""#,
+        r#""kind":"request_decided""#,
+        r#""answered_by":"harness""#,
+        r#""budget":{"#,
+        r#""call_id":"#,
+    ] {
+        assert!(
+            entries.iter().any(|e| e.contains(needle)),
+            "SPEC.md §14.3 has no entry vector with {needle}"
+        );
+    }
     let mut entry_hashes: HashMap<String, String> = HashMap::new();
     let b64 = base64::engine::general_purpose::STANDARD;
     for v in &vectors {

@@ -600,3 +600,104 @@ fn a_refusal_of_an_unreadable_call_still_answers_its_id() {
         (&json!(20), &json!(MCP_DENIED))
     );
 }
+
+/// The README's governance example, read out of README.md (as SPEC.md's vectors are), so the
+/// documentation and the code cannot drift apart: it parses, its SHA-256 is the one SPEC.md's
+/// §14.3 vectors name, and it decides as the README and SPEC.md say.
+#[test]
+fn the_readme_governance_example_parses_and_decides_as_documented() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md at the repository root");
+    let section = readme
+        .split_once("### Governance")
+        .expect("README.md has a Governance section")
+        .1;
+    let text = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```\n"))
+        .expect("a toml block in the Governance section")
+        .0;
+    let p = policy(text);
+    assert_eq!(
+        p.sha256_hex(),
+        "c36f5b3edd11ebabb0ab3e1ca44fa1efc6287f7c9bce788d84272eb3bc5ce6dc",
+        "the policy_sha256 of SPEC.md §14.3's governance vectors"
+    );
+    let rules = p.requests();
+    assert_eq!(rules.on_unparsable, Verb::Deny);
+    assert_eq!(rules.ask_timeout, Duration::from_secs(300));
+    assert_eq!(
+        rules.budget.usd.as_ref().map(Usd::exact).as_deref(),
+        Some("5")
+    );
+    assert_eq!(rules.budget.tokens, Some(2_000_000));
+    let rpm: Vec<(String, u32)> = rules
+        .budget
+        .requests_per_minute
+        .iter()
+        .map(|(g, n)| (g.to_string(), *n))
+        .collect();
+    assert_eq!(rpm, [("api.broker.example".to_owned(), 60)]);
+
+    let order = |qty: Value, side: &str| {
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+               "params": {"name": "place_order", "arguments": {"qty": qty, "side": side}}})
+        .to_string()
+    };
+    let on_broker = |body: &str| {
+        decide(
+            &p,
+            "POST",
+            "mcp.broker.example",
+            "/mcp",
+            &json_headers(),
+            body.as_bytes(),
+        )
+    };
+    let hit = on_broker(&order(json!(500), "buy")).expect("a buy of 500 is refused");
+    assert_eq!((hit.action, hit.rule.as_str()), (Verb::Deny, "tool[1]"));
+    // SPEC.md §14.3 vector e8 records this decision.
+    assert_eq!(
+        hit.reason(),
+        r#"tool[1] deny tool place_order on mcp.broker.example args /qty > 100, /side in ["buy","sell"] (matched /qty = 500, /side = "buy")"#
+    );
+    assert_eq!(on_broker(&order(json!(50), "buy")), None);
+    assert_eq!(on_broker(&order(json!(500), "hold")), None);
+    assert_eq!(
+        on_broker(&order(json!("500"), "sell")).map(|h| h.action),
+        Some(Verb::Deny),
+        "a quoted number is a number"
+    );
+
+    let pay = |amount: u64| {
+        decide(
+            &p,
+            "POST",
+            "api.broker.example",
+            "/v1/payments",
+            &json_headers(),
+            json!({"amount": amount}).to_string().as_bytes(),
+        )
+        .map(|h| (h.action, h.rule))
+    };
+    assert_eq!(pay(25_000), Some((Verb::Ask, "http[1]".to_owned())));
+    assert_eq!(pay(100), None);
+
+    let model = |name: &str| {
+        let body = json!({"model": name, "max_tokens": 1, "messages": []}).to_string();
+        decide(
+            &p,
+            "POST",
+            "api.anthropic.com",
+            "/v1/messages",
+            &json_headers(),
+            body.as_bytes(),
+        )
+        .map(|h| (h.action, h.rule))
+    };
+    assert_eq!(
+        model("claude-opus-4-1"),
+        Some((Verb::Deny, "model[1]".to_owned()))
+    );
+    assert_eq!(model("claude-sonnet-4-5"), None);
+}
