@@ -96,7 +96,7 @@ pub fn facts(
                     .collect();
             }
             if method.eq_ignore_ascii_case("POST") {
-                model = crate::semantics::model_request(target, v)
+                model = crate::semantics::model_request(&path, v)
                     .map(|req| req["model"].as_str().unwrap_or("").to_owned());
             }
         }
@@ -109,7 +109,7 @@ pub fn facts(
                 mcp_unreadable = Some(why.clone());
             }
             if method.eq_ignore_ascii_case("POST")
-                && crate::semantics::model_request(target, &Value::Null).is_some()
+                && crate::semantics::model_request(&path, &Value::Null).is_some()
             {
                 model = Some(String::new());
             }
@@ -190,7 +190,10 @@ fn read_body(headers: &[(String, String)], body: &[u8]) -> Read {
         .find(|(n, _)| n == "content-type")
         .map(|(_, v)| v.to_ascii_lowercase())
         .unwrap_or_default();
-    if content_type.starts_with("application/x-www-form-urlencoded") {
+    // JSON first, whatever the content type says: a server may read JSON from a body
+    // declared a form (or declared twice), so a rule must read it as JSON too.
+    let json = strict_json(&decoded.body);
+    if json.is_err() && content_type.starts_with("application/x-www-form-urlencoded") {
         let mut form = serde_json::Map::new();
         for (k, v) in form_urlencoded::parse(&decoded.body) {
             if form
@@ -206,7 +209,7 @@ fn read_body(headers: &[(String, String)], body: &[u8]) -> Read {
             json_like: false,
         };
     }
-    match strict_json(&decoded.body) {
+    match json {
         Ok(v) => Read {
             facts: BodyFacts::Parsed(v),
             lenient: None,
@@ -528,7 +531,7 @@ enum Shape {
     Http,
 }
 
-fn shape(facts: &RequestFacts, target: &str, headers: &[(String, String)]) -> Shape {
+fn shape(facts: &RequestFacts, headers: &[(String, String)]) -> Shape {
     let body = match &facts.body {
         BodyFacts::Parsed(v) => Some(v),
         _ => facts.lenient.as_ref(),
@@ -557,7 +560,7 @@ fn shape(facts: &RequestFacts, target: &str, headers: &[(String, String)]) -> Sh
         }
     }
     if facts.model.is_some() {
-        let path = target.split('?').next().unwrap_or("");
+        let path = facts.path.as_str();
         let provider = if path.ends_with("/v1/messages") {
             "anthropic"
         } else if path.contains(":generateContent") || path.contains(":streamGenerateContent") {
@@ -660,6 +663,19 @@ async fn budget(
     facts: &RequestFacts,
     provider: Option<&str>,
 ) -> Option<OverBudget> {
+    if let Some(over) = spending(gov, rules, facts, provider).await {
+        return Some(over);
+    }
+    rate(gov, rules, facts)
+}
+
+/// Whether the session's dollar or token budget is spent (for a model call).
+async fn spending(
+    gov: &Governor,
+    rules: &RequestRules,
+    facts: &RequestFacts,
+    provider: Option<&str>,
+) -> Option<OverBudget> {
     let b = &rules.budget;
     if facts.model.is_some() && (b.usd.is_some() || b.tokens.is_some()) {
         let unsettled = gov.settled(SETTLE_WAIT).await;
@@ -720,6 +736,12 @@ async fn budget(
             }
         }
     }
+    None
+}
+
+/// Whether a `requests_per_minute` window is full; counts the request in its windows when not.
+fn rate(gov: &Governor, rules: &RequestRules, facts: &RequestFacts) -> Option<OverBudget> {
+    let b = &rules.budget;
     let host = facts.host.as_deref().unwrap_or("");
     let mut windows = gov.windows.lock().unwrap_or_else(|e| e.into_inner());
     let now = Instant::now();
@@ -788,7 +810,7 @@ pub async fn gate(
     facts: &RequestFacts,
 ) -> Gate {
     let rules = policy.requests();
-    let shape = shape(facts, line.target, line.headers);
+    let shape = shape(facts, line.headers);
     let provider = match &shape {
         Shape::Model(p) => Some(*p),
         _ => None,
@@ -800,10 +822,15 @@ pub async fn gate(
         rule: rule.into(),
         reason: reason.into(),
         matched: hit
-            .map(|h| h.matched.iter().cloned().collect())
+            .map(|h| {
+                h.matched
+                    .iter()
+                    .map(|(k, v)| (k.clone(), recordable(v)))
+                    .collect()
+            })
             .unwrap_or_default(),
         tool: hit.and_then(|h| h.tool.clone()),
-        call_id: hit.and_then(|h| h.call_id.clone()),
+        call_id: hit.and_then(|h| h.call_id.as_ref().map(recordable)),
         budget: None,
         policy_sha256: policy.sha256_hex(),
     };
@@ -845,16 +872,20 @@ pub async fn gate(
             timeout_seconds: timeout.as_secs(),
         };
         let answer = gov.asks.hold(shown, timeout);
+        // Whichever way this ends — decided, timed out, or the request gone (the client reset,
+        // the session closed) —, it no longer waits.
+        let _listed = Listed {
+            asks: &gov.asks,
+            session: &gov.session,
+            id: ask,
+        };
         let resolution = match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(r)) => r,
-            _ => {
-                gov.asks.forget(&gov.session, ask);
-                Resolution {
-                    allow: false,
-                    by: format!("timeout after {} s", timeout.as_secs()),
-                    why: None,
-                }
-            }
+            _ => Resolution {
+                allow: false,
+                by: format!("timeout after {} s", timeout.as_secs()),
+                why: None,
+            },
         };
         let decided = RequestDecided {
             conn: rec.conn(),
@@ -881,6 +912,12 @@ pub async fn gate(
                 Some(h),
             ));
         }
+        // The wait may have been long: what the session spent meanwhile counts.
+        if let Some(over) = spending(gov, rules, facts, provider).await {
+            let mut entry = decision(Verb::Deny, over.rule, &over.reason, None);
+            entry.budget = Some(over.state);
+            return deny(rec, entry, &shape, over.status, over.retry_after, None).await;
+        }
     } else if let Some(h) = hit.as_ref().filter(|h| h.action == Verb::Allow) {
         // Recorded, but the request need not wait for it: nothing is refused.
         rec.queue_lazy(Entry::RequestDecision(decision(
@@ -894,6 +931,38 @@ pub async fn gate(
         && (rules.budget.usd.is_some() || rules.budget.tokens.is_some()))
     .then(|| gov.unsettled());
     Gate::Pass(guard)
+}
+
+/// An ask's place in `harness pending`, given up when dropped.
+struct Listed<'a> {
+    asks: &'a Asks,
+    session: &'a str,
+    id: u64,
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        self.asks.forget(self.session, self.id);
+    }
+}
+
+/// A request's value as the ledger can hold it: an integer beyond ±(2^53−1) (which canonical
+/// JSON cannot carry exactly) as its decimal text, everywhere inside.
+fn recordable(v: &Value) -> Value {
+    const MAX_SAFE: u64 = (1 << 53) - 1;
+    match v {
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) if i.unsigned_abs() <= MAX_SAFE => v.clone(),
+            (_, Some(u)) if u <= MAX_SAFE => v.clone(),
+            (None, None) => v.clone(),
+            _ => Value::String(n.to_string()),
+        },
+        Value::Array(a) => Value::Array(a.iter().map(recordable).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), recordable(v))).collect())
+        }
+        other => other.clone(),
+    }
 }
 
 async fn deny(

@@ -898,6 +898,11 @@ fn stream_through(
         };
         let mut index = 0u64;
         let mut pending = first;
+        // A model call the session's budget counts is read to its end even when the client
+        // stops reading: an agent must not dodge its budget by closing a stream before the
+        // usage arrives (the provider bills the call all the same).
+        let counted = annotation.as_ref().is_some_and(|p| p.settle.is_some());
+        let mut client_gone = false;
         loop {
             let (data, trailers, fin) = match pending.take() {
                 Some(data) => (data, None, false),
@@ -946,10 +951,13 @@ fn stream_through(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(&data);
-            if !data.is_empty() && tx.send(Ok(Frame::data(data))).await.is_err() {
-                return;
+            if !data.is_empty() && !client_gone && tx.send(Ok(Frame::data(data))).await.is_err() {
+                if !counted {
+                    return;
+                }
+                client_gone = true;
             }
-            if let Some(t) = trailers {
+            if let Some(t) = trailers.filter(|_| !client_gone) {
                 let _ = tx.send(Ok(Frame::trailers(t))).await;
             }
             if fin {

@@ -407,7 +407,7 @@ fn mcp_refusals_answer_each_request_id_on_the_transport_the_client_reads() {
         "application/json, text/event-stream".to_owned(),
     )];
     let r = refusal(
-        &shape(&f, "/mcp", &both),
+        &shape(&f, &both),
         StatusCode::FORBIDDEN,
         "denied: tool[1]",
         "tool[1]",
@@ -424,7 +424,7 @@ fn mcp_refusals_answer_each_request_id_on_the_transport_the_client_reads() {
 
     let sse_only = vec![("accept".to_owned(), "text/event-stream".to_owned())];
     let r = refusal(
-        &shape(&f, "/mcp", &sse_only),
+        &shape(&f, &sse_only),
         StatusCode::FORBIDDEN,
         "denied",
         "tool[1]",
@@ -443,7 +443,7 @@ fn mcp_refusals_answer_each_request_id_on_the_transport_the_client_reads() {
     let f = mcp_facts(&batch);
     let hit = p.requests().decide(&f).unwrap();
     let r = refusal(
-        &shape(&f, "/mcp", &both),
+        &shape(&f, &both),
         StatusCode::FORBIDDEN,
         "denied",
         "tool[1]",
@@ -476,7 +476,7 @@ fn model_refusals_take_the_providers_own_error_shape() {
             Some(body.to_string().as_bytes()),
         );
         let r = refusal(
-            &shape(&f, target, &[]),
+            &shape(&f, &[]),
             StatusCode::TOO_MANY_REQUESTS,
             "over budget",
             "budget.usd",
@@ -501,7 +501,7 @@ fn model_refusals_take_the_providers_own_error_shape() {
     }
     let f = facts("DELETE", Some("api.example.com"), "/v1/a", &[], Some(b""));
     let r = refusal(
-        &shape(&f, "/v1/a", &[]),
+        &shape(&f, &[]),
         StatusCode::FORBIDDEN,
         "no",
         "http[1]",
@@ -588,7 +588,7 @@ fn a_refusal_of_an_unreadable_call_still_answers_its_id() {
     let f = facts("POST", Some("h"), "/mcp", &json_headers(), Some(body));
     let hit = p.requests().decide(&f).expect("decided");
     let r = refusal(
-        &shape(&f, "/mcp", &[]),
+        &shape(&f, &[]),
         StatusCode::FORBIDDEN,
         "denied",
         &hit.rule,
@@ -700,4 +700,90 @@ fn the_readme_governance_example_parses_and_decides_as_documented() {
         Some((Verb::Deny, "model[1]".to_owned()))
     );
     assert_eq!(model("claude-sonnet-4-5"), None);
+}
+
+#[test]
+fn leaving_the_host_out_does_not_dodge_a_deny_but_earns_no_allow() {
+    let p = policy(
+        r#"
+default = "allow"
+[[http]]
+action = "deny"
+method = "DELETE"
+host = "api.example.com"
+[[http]]
+action = "allow"
+host = "api.example.com"
+"#,
+    );
+    let f = facts("DELETE", None, "/v1/accounts/9", &[], Some(b""));
+    assert_eq!(
+        p.requests().decide(&f).map(|h| (h.action, h.rule)),
+        Some((Verb::Deny, "http[1]".to_owned()))
+    );
+    let f = facts("GET", None, "/v1/accounts/9", &[], Some(b""));
+    assert_eq!(p.requests().decide(&f), None);
+}
+
+#[test]
+fn json_declared_a_form_is_read_as_json() {
+    let p = policy(BROKER_RULES);
+    let form = vec![(
+        "content-type".to_owned(),
+        "application/x-www-form-urlencoded, application/json".to_owned(),
+    )];
+    let body = tools_call(1, json!(500)).to_string();
+    assert_eq!(
+        decide(&p, "POST", "h", "/mcp", &form, body.as_bytes()).map(|h| h.action),
+        Some(Verb::Deny)
+    );
+}
+
+#[test]
+fn a_model_call_on_a_dressed_up_path_is_still_a_model_call() {
+    let p = policy(BROKER_RULES);
+    let body = json!({"model": "claude-opus-4", "max_tokens": 1, "messages": []}).to_string();
+    for target in ["/v1//messages", "/v1/./messages", "/%761/messages"] {
+        let hit = decide(
+            &p,
+            "POST",
+            "api.anthropic.com",
+            target,
+            &json_headers(),
+            body.as_bytes(),
+        );
+        assert_eq!(hit.map(|h| h.rule), Some("model[1]".to_owned()), "{target}");
+    }
+    let gemini = json!({"contents": []}).to_string();
+    let hit = decide(
+        &p,
+        "POST",
+        "g",
+        "/v1beta/models/gemini%2Dopus%2D1:generateContent",
+        &json_headers(),
+        gemini.as_bytes(),
+    );
+    assert_eq!(hit.map(|h| h.rule), Some("model[1]".to_owned()));
+}
+
+#[test]
+fn a_percent_sign_before_a_signed_number_is_not_an_escape() {
+    assert_eq!(normalize_path("/a%+6b"), "/a%+6b");
+    assert_eq!(normalize_path("/a%2fb"), "/a/b");
+}
+
+#[test]
+fn values_beyond_what_canonical_json_holds_are_recorded_as_text() {
+    assert_eq!(
+        recordable(&json!(18446744073709551615u64)),
+        json!("18446744073709551615")
+    );
+    assert_eq!(
+        recordable(&json!(-9007199254740993i64)),
+        json!("-9007199254740993")
+    );
+    assert_eq!(
+        recordable(&json!({"a": [9007199254740991u64, 1.5]})),
+        json!({"a": [9007199254740991u64, 1.5]})
+    );
 }

@@ -499,10 +499,17 @@ fn glob_ok(g: &Option<Glob>, text: Option<&str>) -> bool {
     match (g, text) {
         (None, _) => true,
         (Some(g), Some(t)) => g.matches(t),
-        // A rule on a host cannot match a request that names none… except that a deny must
-        // not be dodged by leaving the host out: matched against the empty name, which only
-        // `*` matches.
         (Some(g), None) => g.matches(""),
+    }
+}
+
+/// Whether a rule's host glob admits the request's host. A request that names no host (an
+/// HTTP/1.0 request without `Host`) could be for any: a deny or an ask meets it — leaving the
+/// host out must not dodge one —, an allow does not.
+fn host_ok(g: &Option<Glob>, host: Option<&str>, action: Verb) -> bool {
+    match (g, host) {
+        (Some(_), None) => action != Verb::Allow,
+        _ => glob_ok(g, host),
     }
 }
 
@@ -517,6 +524,9 @@ impl RequestRules {
         !self.tools.is_empty()
             || !self.models.is_empty()
             || self.http.iter().any(|r| !r.body.is_empty())
+            // A dollar or token budget must know the model of every model call.
+            || self.budget.usd.is_some()
+            || self.budget.tokens.is_some()
     }
 
     /// The rules' verdict on one request: `None` when no rule applies.
@@ -533,7 +543,7 @@ impl RequestRules {
                     .methods
                     .iter()
                     .any(|m| m.eq_ignore_ascii_case(&facts.method)))
-                && glob_ok(&rule.host, facts.host.as_deref())
+                && host_ok(&rule.host, facts.host.as_deref(), rule.action)
                 && glob_ok(&rule.path, Some(&facts.path));
             if !head {
                 continue;
@@ -551,7 +561,7 @@ impl RequestRules {
                 _ => None,
             };
             for (i, rule) in self.models.iter().enumerate() {
-                if !glob_ok(&rule.host, facts.host.as_deref()) {
+                if !host_ok(&rule.host, facts.host.as_deref(), rule.action) {
                     continue;
                 }
                 if let Some(why) = &unread {
@@ -575,7 +585,7 @@ impl RequestRules {
             }
         }
         for (i, rule) in self.tools.iter().enumerate() {
-            if !glob_ok(&rule.server, facts.host.as_deref()) {
+            if !host_ok(&rule.server, facts.host.as_deref(), rule.action) {
                 continue;
             }
             if let Some(why) = &facts.mcp_unreadable {
@@ -645,7 +655,10 @@ pub fn normalize_path(target: &str) -> String {
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && bytes[i + 1..i + 3].iter().all(u8::is_ascii_hexdigit)
+        {
             let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
             if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 decoded.push(b);

@@ -71,7 +71,7 @@ fn syntax_and_shape_errors_name_line_and_column() {
     );
     assert_eq!(
         error("defualt = \"deny\"\n"),
-        "p.toml:1:1: unknown field `defualt`, expected one of `default`, `rule`, `limits`"
+        "p.toml:1:1: unknown field `defualt`, expected one of `default`, `rule`, `limits`, `on_unparsable`, `ask_timeout_seconds`, `tool`, `http`, `model`, `budget`"
     );
     assert_eq!(
         error("default = \"maybe\"\n"),
