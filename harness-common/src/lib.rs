@@ -18,6 +18,13 @@ pub const AF_UNIX: u16 = 1;
 pub const MAX_CONNECTIONS: u32 = 65_536;
 /// Capacity of the policy rule array evaluated in the kernel on every connect.
 pub const MAX_RULES: u32 = 64;
+/// Slots of the kernel's rule array: [`MAX_RULES`] for a policy, and one more, so that a
+/// policy reload always has a free slot above the rules in use for [`RELOAD_GATE`] (the rule
+/// that refuses every connect while the others are rewritten).
+pub const RULE_SLOTS: u32 = MAX_RULES + 1;
+/// `rule_index` of the gate a reload puts in the rule array while it rewrites the rules: a
+/// connect refused with it was refused because it came while the policy was being replaced.
+pub const RELOAD_GATE: u32 = u32::MAX - 1;
 /// Capacity of the map of addresses learned from DNS answers for host-name rules.
 pub const MAX_LEARNED: u32 = 16_384;
 

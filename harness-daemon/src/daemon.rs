@@ -1,12 +1,13 @@
 //! `harness daemon`: the engine as a long-lived service. `harness run` finds it through the
 //! control socket and asks it for sessions instead of embedding an engine of its own.
 use crate::control;
-use crate::engine::{Engine, EngineConfig, EngineError, TlsSetup};
+use crate::engine::{Engine, EngineConfig, EngineError, Reloaded, TlsSetup};
 use crate::ledger::{Ledger, LedgerError};
 use crate::policy::{Policy, PolicyError};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::signal::unix::SignalKind;
 
 /// What `harness daemon` was asked to do.
 #[derive(Debug, Clone)]
@@ -53,11 +54,21 @@ pub enum DaemonError {
     },
 }
 
-/// Runs until SIGINT or SIGTERM, then closes every session and detaches.
+/// Runs until SIGINT or SIGTERM, then closes every session and detaches. SIGHUP reloads the
+/// policy file ([`reload`]).
 pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(DaemonError::NotRoot);
     }
+    let signal = |kind: SignalKind| {
+        tokio::signal::unix::signal(kind).map_err(|source| DaemonError::Control {
+            path: options.control.clone(),
+            source,
+        })
+    };
+    // Before anything is served: from the first session on, a SIGHUP reloads, never kills.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
     let policy = match &options.policy {
         Some(path) => Policy::load(path)?,
         None => Policy::allow_all(),
@@ -75,15 +86,21 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         require_full_isolation: options.require_full_isolation,
     })
     .await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|source| DaemonError::Control {
-            path: options.control.clone(),
-            source,
-        })?;
-    let served = tokio::select! {
-        served = control::serve(engine.clone(), &options.control) => served,
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = term.recv() => Ok(()),
+    let served = {
+        let serving = control::serve(engine.clone(), &options.control);
+        tokio::pin!(serving);
+        loop {
+            tokio::select! {
+                served = &mut serving => break served,
+                _ = tokio::signal::ctrl_c() => break Ok(()),
+                _ = term.recv() => break Ok(()),
+                _ = hup.recv() => {
+                    for line in reload(&engine, options.policy.as_deref()).await {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+        }
     };
     let _ = std::fs::remove_file(&options.control);
     engine.shutdown().await?;
@@ -91,4 +108,49 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         path: options.control,
         source,
     })
+}
+
+/// What a SIGHUP does: reads the policy file the daemon was started with again and puts it in
+/// force ([`Engine::reload_policy`]). A file that cannot be read or does not parse leaves the
+/// policy in force as it is, and nothing is recorded. Returns what to say on stderr: one line,
+/// and one more for each session whose ledger refused the `policy_change`.
+pub async fn reload(engine: &Engine, path: Option<&Path>) -> Vec<String> {
+    let old = engine.policy();
+    let Some(path) = path else {
+        return vec![format!(
+            "policy not reloaded: the daemon was started without --policy (it allows \
+             everything, sha256 {}); restart it with --policy FILE",
+            old.sha256_hex()
+        )];
+    };
+    let new = match Policy::load(path) {
+        Ok(new) => new,
+        Err(e) => {
+            return vec![format!(
+                "policy not reloaded, the one in force stays (sha256 {}): {e}",
+                old.sha256_hex()
+            )]
+        }
+    };
+    let origin = new.origin().to_owned();
+    match engine.reload_policy(new).await {
+        Ok(Reloaded::Unchanged { sha256 }) => vec![format!(
+            "policy unchanged: {origin} sha256 {sha256} (the same bytes; nothing recorded)"
+        )],
+        Ok(Reloaded::Changed {
+            sha256,
+            previous_sha256,
+            unrecorded,
+            ..
+        }) => std::iter::once(format!(
+            "policy reloaded: {origin} sha256 {sha256} (was {previous_sha256})"
+        ))
+        .chain(
+            unrecorded
+                .into_iter()
+                .map(|failed| format!("policy_change not recorded: {failed}")),
+        )
+        .collect(),
+        Err(e) => vec![format!("policy not reloaded: {e}")],
+    }
 }

@@ -7,19 +7,19 @@ use crate::hook::{ip_words, Hook, HookError};
 use crate::http::Version;
 use crate::intercept::{self, InterceptError, Interceptor};
 use crate::ledger::{
-    ConnClose, ConnDenied, ConnOpen, Entry, ErrorEntry, Ledger, LedgerError, SessionClose,
-    SessionOpen,
+    ConnClose, ConnDenied, ConnOpen, Entry, ErrorEntry, Ledger, LedgerError, PolicyChange,
+    SessionClose, SessionOpen,
 };
 use crate::limits::{self, Limits};
 use crate::netns::{self, Dialer, NetnsError, NetnsListeners, Reach, SessionNetns};
-use crate::policy::{Action, ConnPolicy, Policy, PolicyError};
+use crate::policy::{Action, ConnPolicy, Policy, PolicyError, PolicyHandle};
 use crate::record::{recording_relay, ConnRecorder, Counted, Counts};
 use crate::resolver;
 use crate::session::{Names, Session, Sessions};
 use crate::sniff::{self, Kind, Sniffed};
 use crate::tls::{CaError, HarnessCa, LeafMinter, ServerConfigs, TrustBundle, TrustError};
 use harness_common::{
-    event, EnclosureConfig, KernelEvent, DAEMON_DNS_PORT, DAEMON_TCP_PORT, NO_RULE,
+    event, EnclosureConfig, KernelEvent, DAEMON_DNS_PORT, DAEMON_TCP_PORT, NO_RULE, RELOAD_GATE,
 };
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -66,6 +66,30 @@ pub enum EngineError {
     /// A session's network namespace could not be made.
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    /// A new policy could not be put in force.
+    #[error("reloading the policy: {0}")]
+    Reload(String),
+}
+
+/// What [`Engine::reload_policy`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The new policy has the bytes of the one in force: nothing changed, nothing recorded.
+    Unchanged {
+        /// SHA-256 (hex) of the policy in force.
+        sha256: String,
+    },
+    /// The new policy is in force, and open sessions recorded `policy_change`.
+    Changed {
+        /// SHA-256 (hex) of the policy now in force.
+        sha256: String,
+        /// SHA-256 (hex) of the policy it replaced.
+        previous_sha256: String,
+        /// Sessions whose `policy_change` is durable.
+        sessions: usize,
+        /// Sessions whose ledger refused it, each `session <id>: <reason>`.
+        unrecorded: Vec<String>,
+    },
 }
 
 /// What an engine needs to start.
@@ -75,7 +99,8 @@ pub struct EngineConfig {
     pub name: String,
     /// Where sessions are recorded.
     pub ledger: Ledger,
-    /// What may be reached.
+    /// What may be reached, when the engine starts ([`Engine::reload_policy`] replaces it; the
+    /// policy in force is [`Engine::policy`]).
     pub policy: Arc<Policy>,
     /// Send every DNS question here instead of to the server the enclosed process addressed.
     pub dns_upstream: Option<SocketAddr>,
@@ -182,6 +207,11 @@ pub(crate) struct Inner {
     pub(crate) enclosure: Enclosure,
     pub(crate) hook: Hook,
     pub(crate) sessions: Sessions,
+    /// The policy in force, read at each decision.
+    pub(crate) policy: Arc<PolicyHandle>,
+    /// Held to open a session, and exclusively to reload the policy: a session is either open
+    /// when a reload records `policy_change` in it, or opens under the new policy.
+    reloading: tokio::sync::RwLock<()>,
     pub(crate) names: Names,
     pub(crate) daemon_addrs: [SocketAddr; 4],
     /// Resolvers whose answers are believed (they teach host rules addresses): the host's own
@@ -319,6 +349,8 @@ impl Engine {
             inner: Arc::new(Inner {
                 _lock: lock,
                 trusted_resolvers,
+                policy: Arc::new(PolicyHandle::new(config.policy.clone())),
+                reloading: tokio::sync::RwLock::new(()),
                 config,
                 enclosure,
                 hook,
@@ -365,10 +397,83 @@ impl Engine {
         &self.inner.enclosure
     }
 
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.inner.policy.current()
+    }
+
+    /// Puts `new` in force: in the kernel (rules, default and the verdicts learned from DNS,
+    /// decided again by the new rules: [`Hook::reload`] says in which order, and why no connect
+    /// gets through that neither policy lets through), then for every decision the daemon
+    /// makes — the next request of a connection already open included. Each open session then
+    /// records a durable `policy_change`; a session opened meanwhile waits, and opens under
+    /// `new`. A policy with the same bytes as the one in force changes nothing and records
+    /// nothing.
+    pub async fn reload_policy(&self, new: Policy) -> Result<Reloaded, EngineError> {
+        let _no_session_opens = self.inner.reloading.write().await;
+        let old = self.inner.policy.current();
+        if old.sha256_hex() == new.sha256_hex() {
+            return Ok(Reloaded::Unchanged {
+                sha256: old.sha256_hex(),
+            });
+        }
+        let program = new.kernel_rules()?;
+        let new = Arc::new(new);
+        let inner = self.inner.clone();
+        let put = new.clone();
+        // The kernel waits out running eBPF programs (an RCU grace period): off the runtime.
+        let reloaded = tokio::task::spawn_blocking(move || {
+            let decide = |name: &str, addrs: &[std::net::IpAddr]| put.learned_for(name, addrs);
+            let swap = || {
+                inner.policy.replace(put.clone());
+            };
+            inner.hook.reload(&program, decide, swap)
+        })
+        .await
+        .map_err(|e| EngineError::Reload(format!("the reload task failed: {e}")))?;
+        reloaded.map_err(|e| {
+            EngineError::Reload(format!(
+                "{}: {e}; the kernel refuses every connection of the enclosure until a reload \
+                 succeeds",
+                new.origin()
+            ))
+        })?;
+        let change = PolicyChange {
+            sha256: new.sha256_hex(),
+            previous_sha256: old.sha256_hex(),
+            origin: new.origin().to_owned(),
+        };
+        let sessions = self.inner.sessions.all();
+        let appended = futures_util::future::join_all(sessions.iter().map(|session| {
+            let entry = Entry::PolicyChange(change.clone());
+            async move {
+                (
+                    session.writer.id().to_string(),
+                    session.writer.append(entry).await,
+                )
+            }
+        }))
+        .await;
+        let mut unrecorded = Vec::new();
+        for (id, result) in appended {
+            if let Err(e) = result {
+                unrecorded.push(format!("session {id}: {e}"));
+            }
+        }
+        Ok(Reloaded::Changed {
+            sha256: change.sha256,
+            previous_sha256: change.previous_sha256,
+            sessions: sessions.len() - unrecorded.len(),
+            unrecorded,
+        })
+    }
+
     /// Creates a session: its cgroup under the enclosure and its ledger file, whose first entry
     /// (`session_open`) is durable before this returns.
     pub async fn open_session(&self, spec: SessionSpec) -> Result<Arc<Session>, EngineError> {
         let name = ulid::Ulid::new().to_string();
+        let _not_reloading = self.inner.reloading.read().await;
+        let policy = self.inner.policy.current();
         let (netns, listeners) = SessionNetns::create()?;
         let cgroup = self.inner.enclosure.create_session(&name)?;
         let ledger = &self.inner.config.ledger;
@@ -377,7 +482,7 @@ impl Engine {
             uid: spec.uid,
             gid: spec.gid,
             cgroup: cgroup.path().display().to_string(),
-            policy_sha256: self.inner.config.policy.sha256_hex(),
+            policy_sha256: policy.sha256_hex(),
             ca_fingerprint: self.inner.trust.as_ref().map(|(_, fp)| fp.clone()),
             software: format!("harness {}", env!("CARGO_PKG_VERSION")),
             hostname: nix::unistd::gethostname()
@@ -395,7 +500,7 @@ impl Engine {
             writer,
             cgroup,
             netns,
-            self.inner.config.policy.limits().connections,
+            policy.limits().connections,
             self.inner.asks.clone(),
         ));
         self.inner.sessions.insert(session.clone());
@@ -561,7 +666,7 @@ impl Engine {
             (Err(_), _) => {
                 let reason = format!(
                     "the session already has {} connections open (limits.connections)",
-                    self.inner.config.policy.limits().connections
+                    session.connections_limit()
                 );
                 return self.refuse_over_limit(session, conn, reason);
             }
@@ -623,7 +728,11 @@ impl Engine {
                 conn.dst.ip()
             ))
         } else {
-            let d = self.inner.config.policy.decide(conn.dst, host.as_deref());
+            let d = self
+                .inner
+                .policy
+                .current()
+                .decide(conn.dst, host.as_deref());
             match d.action {
                 Action::Allow => Ok(d.rule),
                 Action::Deny => Err(d.reason),
@@ -675,7 +784,7 @@ impl Engine {
             Reach::Session => Dialer::inside(session.netns.clone()),
             _ => Dialer::host(),
         };
-        let limits = *self.inner.config.policy.limits();
+        let limits = *self.inner.policy.current().limits();
         let forwarded = async {
             let result = self
                 .forward(client, conn.dst, &dialer, rec.clone(), &limits, session)
@@ -763,8 +872,8 @@ impl Engine {
             }
             Err(e) => return Err(e.to_string()),
         };
-        let policy = ConnPolicy::new(self.inner.config.policy.clone(), dst)
-            .governed(session.governor.clone());
+        let policy =
+            ConnPolicy::current(self.inner.policy.clone(), dst).governed(session.governor.clone());
         if let (Kind::Tls, Some(interceptor)) = (kind, &self.inner.interceptor) {
             // Connected only after the SNI is checked, unless the client's silence already
             // made us connect.
@@ -925,7 +1034,11 @@ impl Engine {
         let (proto, reason) = match ev.kind {
             event::CONNECT_DENIED => (
                 proto_name(ev.sock_type, ev.protocol),
-                if ev.rule_index == NO_RULE {
+                if ev.rule_index == RELOAD_GATE {
+                    "denied while the policy was being reloaded (every connect is refused for \
+                     the moment the kernel's rules are rewritten)"
+                        .to_owned()
+                } else if ev.rule_index == NO_RULE {
                     "denied by the policy's default".to_owned()
                 } else {
                     format!("denied by policy rule {}", ev.rule_index)
@@ -968,7 +1081,8 @@ impl Engine {
             caller: Some(accept::caller(&ev.dst)),
             by: "kernel".into(),
             reason,
-            rule: (ev.rule_index != NO_RULE).then_some(ev.rule_index),
+            rule: (ev.rule_index != NO_RULE && ev.rule_index != RELOAD_GATE)
+                .then_some(ev.rule_index),
         });
         let writer = session.writer.clone();
         session.tasks.spawn(async move {

@@ -388,7 +388,7 @@ fn total_tokens(t: &Tokens) -> u64 {
 pub struct Resolution {
     /// Allow (else deny).
     pub allow: bool,
-    /// Who: `uid 0 (root) pid 42 via harness decide`.
+    /// Who: `uid 0 pid 42 (harness decide)`.
     pub by: String,
     /// Why, as they said it.
     pub why: Option<String>,

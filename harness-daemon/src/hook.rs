@@ -15,8 +15,9 @@ use aya::programs::{
 use aya::{Ebpf, EbpfLoader};
 use harness_common::{
     EnclosureConfig, KernelRule, LearnedKey, LearnedVerdict, OrigDst, PeerKey, ProcessConfig,
-    CONFIG_INDEX,
+    ACTION_DENY, CONFIG_INDEX, MAX_RULES, RELOAD_GATE,
 };
+use std::collections::{BTreeSet, HashMap as StdHashMap};
 use std::fs;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -141,9 +142,23 @@ pub struct Hook {
     links: Vec<PinnedLink>,
     by_peer: Mutex<HashMap<MapData, PeerKey, OrigDst>>,
     dns_peers: Mutex<HashMap<MapData, PeerKey, OrigDst>>,
-    learned: Mutex<HashMap<MapData, LearnedKey, LearnedVerdict>>,
+    policy: Mutex<KernelPolicy>,
     events: Option<RingBuf<MapData>>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+/// What the kernel enforces of the policy, behind one lock: a reload and a DNS answer that
+/// teaches addresses never interleave.
+struct KernelPolicy {
+    /// `CONFIG`: `rule_count` and `default_action` are the policy's.
+    config: Array<MapData, EnclosureConfig>,
+    /// `RULES`: the CIDR rules, `rule_count` of them in use.
+    rules: Array<MapData, KernelRule>,
+    /// `LEARNED`: what host rules decided for addresses DNS gave.
+    learned: HashMap<MapData, LearnedKey, LearnedVerdict>,
+    /// Every address DNS gave for each name (normalised), whether a rule spoke of the name or
+    /// not, so that a reload can decide them all again under the new rules.
+    taught: StdHashMap<String, BTreeSet<IpAddr>>,
 }
 
 impl std::fmt::Debug for Hook {
@@ -276,6 +291,8 @@ impl Hook {
         let by_peer = take_hash(&mut ebpf, "BY_PEER")?;
         let dns_peers = take_hash(&mut ebpf, "DNS_PEERS")?;
         let learned = take_hash(&mut ebpf, "LEARNED")?;
+        let config = take_array(&mut ebpf, "CONFIG")?;
+        let rules = take_array(&mut ebpf, "RULES")?;
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(HookError::Missing {
             kind: "map",
             name: "EVENTS",
@@ -291,7 +308,12 @@ impl Hook {
             links,
             by_peer: Mutex::new(by_peer),
             dns_peers: Mutex::new(dns_peers),
-            learned: Mutex::new(learned),
+            policy: Mutex::new(KernelPolicy {
+                config,
+                rules,
+                learned,
+                taught: StdHashMap::new(),
+            }),
             events: Some(events),
             logger,
         })
@@ -321,16 +343,135 @@ impl Hook {
         map.get(&peer_key(peer, netns), 0).ok()
     }
 
-    /// Tells the kernel what host-name rules decided for addresses DNS just gave.
-    pub fn learn(&self, entries: &[(LearnedKey, LearnedVerdict)]) -> Result<(), HookError> {
-        let mut map = self.learned.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, verdict) in entries {
-            map.insert(key, verdict, 0)
+    /// Tells the kernel what host-name rules decide for `addrs`, which DNS just gave for
+    /// `name`. `decide` (the policy in force's [`crate::policy::Policy::learned_for`]) is asked
+    /// under the same lock as [`Hook::reload`] takes, so verdicts of a policy that a reload has
+    /// replaced are never written after it. The addresses are remembered for the next reload.
+    pub fn learn<F>(&self, name: &str, addrs: &[IpAddr], decide: F) -> Result<(), HookError>
+    where
+        F: FnOnce(&str, &[IpAddr]) -> Vec<(LearnedKey, LearnedVerdict)>,
+    {
+        let mut kernel = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        kernel
+            .taught
+            .entry(crate::policy::normalize_host(name))
+            .or_default()
+            .extend(addrs.iter().map(IpAddr::to_canonical));
+        for (key, verdict) in decide(name, addrs) {
+            kernel
+                .learned
+                .insert(key, verdict, 0)
                 .map_err(|source| HookError::Map {
                     map: "LEARNED",
                     source,
                 })?;
         }
+        Ok(())
+    }
+
+    /// Puts a new policy in force in the kernel: `program` (its CIDR rules and default) in
+    /// `RULES` and `CONFIG`, and what `relearn` (its `learned_for`) decides for every name and
+    /// address DNS taught so far in `LEARNED`, replacing what the old rules decided. `swap`
+    /// puts the policy in force in userspace; it runs under the lock [`Hook::learn`] takes,
+    /// once the kernel's maps hold the new verdicts.
+    ///
+    /// The order makes sure that no connect is ever let through that neither policy lets
+    /// through — not even by a program that reads a map while it is being written (an array
+    /// or hash update is a plain copy, and a reader may see half of it):
+    ///
+    /// 1. a gate — deny every address on every port — goes into the slot `gate` = max(old
+    ///    count, new count), which no program reads (each reads the slots below the
+    ///    `rule_count` it read, the old count);
+    /// 2. `rule_count` becomes `gate + 1`, and we wait until every program run that began
+    ///    before has ended: from then on every run meets the gate, and any deny refuses;
+    /// 3. behind the gate, the rules below it and every learned verdict are rewritten (torn
+    ///    reads of them can only add a deny or an allow that the gate overrides);
+    /// 4. `default_action` becomes the new one, still behind the gate;
+    /// 5. `rule_count` becomes the new count: only that word changes, so a run reads either
+    ///    the gated count or the finished new policy; we wait again, so that no run still
+    ///    reads the old count when the next reload writes its gate.
+    ///
+    /// A connect that comes during the few milliseconds of steps 2–5 is refused (EPERM), and
+    /// recorded with the rule index [`RELOAD_GATE`]. If a map write fails after step 2, the
+    /// gate stays: every connect is refused until a reload succeeds (fail closed).
+    pub fn reload<R, S>(
+        &self,
+        program: &crate::policy::KernelProgram,
+        relearn: R,
+        swap: S,
+    ) -> Result<(), HookError>
+    where
+        R: Fn(&str, &[IpAddr]) -> Vec<(LearnedKey, LearnedVerdict)>,
+        S: FnOnce(),
+    {
+        let map_err = |map: &'static str| move |source| HookError::Map { map, source };
+        let mut kernel = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        let kernel = &mut *kernel;
+        let mut config = kernel
+            .config
+            .get(&CONFIG_INDEX, 0)
+            .map_err(map_err("CONFIG"))?;
+        // At most MAX_RULES: `Policy::kernel_rules` checks it.
+        let new_count = program.rules.len() as u32;
+        // A failed reload may have left the gate in force at MAX_RULES: it is written there
+        // again with the same bytes, which no reader can see half-changed.
+        let gate = config.rule_count.max(new_count).min(MAX_RULES);
+        // 1.
+        let deny_all = KernelRule {
+            addr: [0; 4],
+            prefix: 0,
+            port: 0,
+            action: ACTION_DENY,
+            rule_index: RELOAD_GATE,
+        };
+        kernel
+            .rules
+            .set(gate, deny_all, 0)
+            .map_err(map_err("RULES"))?;
+        // 2.
+        config.rule_count = gate + 1;
+        kernel
+            .config
+            .set(CONFIG_INDEX, config, 0)
+            .map_err(map_err("CONFIG"))?;
+        wait_for_running_programs();
+        // 3.
+        for (i, rule) in program.rules.iter().enumerate() {
+            kernel
+                .rules
+                .set(i as u32, *rule, 0)
+                .map_err(map_err("RULES"))?;
+        }
+        let stale: Vec<LearnedKey> = kernel.learned.keys().filter_map(Result::ok).collect();
+        for key in &stale {
+            // Gone already is as good as removed.
+            let _ = kernel.learned.remove(key);
+        }
+        for (name, addrs) in &kernel.taught {
+            let addrs: Vec<IpAddr> = addrs.iter().copied().collect();
+            for (key, verdict) in relearn(name, &addrs) {
+                // As when DNS teaches (resolver.rs): an address the full map cannot take is
+                // decided by the CIDR rules and the default, and the daemon still checks its
+                // name.
+                if let Err(e) = kernel.learned.insert(key, verdict, 0) {
+                    tracing::warn!("eBPF map LEARNED: {name}: {e}");
+                }
+            }
+        }
+        swap();
+        // 4.
+        config.default_action = program.default_action;
+        kernel
+            .config
+            .set(CONFIG_INDEX, config, 0)
+            .map_err(map_err("CONFIG"))?;
+        // 5.
+        config.rule_count = new_count;
+        kernel
+            .config
+            .set(CONFIG_INDEX, config, 0)
+            .map_err(map_err("CONFIG"))?;
+        wait_for_running_programs();
         Ok(())
     }
 
@@ -465,6 +606,30 @@ fn fd_link_err(program: &'static str) -> impl Fn(aya::programs::links::LinkError
     move |e| HookError::Pin {
         path: PathBuf::from(program),
         message: format!("link of {program} is not an fd link (kernel too old for bpf_link?): {e}"),
+    }
+}
+
+fn take_array<V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<Array<MapData, V>, HookError> {
+    Array::try_from(
+        ebpf.take_map(name)
+            .ok_or(HookError::Missing { kind: "map", name })?,
+    )
+    .map_err(|source| HookError::Map { map: name, source })
+}
+
+/// Returns once every eBPF program run that began before the call has ended. The enclosure's
+/// programs run inside an RCU read-side section, and `membarrier(MEMBARRIER_CMD_GLOBAL)`
+/// returns only after `synchronize_rcu()`. Where the kernel refuses it (`nohz_full` CPUs), a
+/// pause a thousand times longer than a program run (microseconds) stands in for it.
+fn wait_for_running_programs() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+    // SAFETY: membarrier takes two integers and no memory; it only waits.
+    let done = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if done != 0 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

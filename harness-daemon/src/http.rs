@@ -394,7 +394,7 @@ async fn exchange(
     let governance = policy.governance();
     // A rule that reads bodies needs the body whole before it decides: held up to what the
     // semantics stage reads (beyond that it is unreadable, and `on_unparsable` decides).
-    let hold = match governance {
+    let hold = match &governance {
         Some((p, _)) if p.requests().reads_bodies() => SEMANTICS_CAP,
         _ => WHOLE_BODY_MAX,
     };
@@ -422,7 +422,7 @@ async fn exchange(
             target: &target,
             headers: &request_headers,
         };
-        match crate::govern::gate(&rec, governor, governing, n, &line, &facts).await {
+        match crate::govern::gate(&rec, governor, &governing, n, &line, &facts).await {
             crate::govern::Gate::Pass(guard) => settle = guard,
             crate::govern::Gate::Refuse(refused) => {
                 let answered = Answered {

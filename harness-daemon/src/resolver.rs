@@ -76,8 +76,8 @@ pub(crate) async fn serve(engine: Arc<Inner>, session: Arc<Session>, socket: Arc
                 // Only DNS goes out on port 53: anything else would be a tunnel.
                 Err(e) => Some(format!("not a DNS query ({e}): not forwarded")),
                 Ok(_) => engine
-                    .config
                     .policy
+                    .current()
                     .decide_name(&qname, None)
                     .filter(|d| d.action == Action::Deny)
                     .map(|d| d.reason)
@@ -159,7 +159,7 @@ fn refuse_resolver(engine: &Inner, upstream: SocketAddr, trusted: bool) -> Optio
             "resolver {upstream} is on this host but not one it uses (/etc/resolv.conf): not forwarded"
         ));
     }
-    let decision = engine.config.policy.decide(upstream, None);
+    let decision = engine.policy.current().decide(upstream, None);
     (decision.action == Action::Deny).then(|| format!("resolver {upstream}: {}", decision.reason))
 }
 
@@ -188,8 +188,11 @@ fn learn(engine: &Inner, qname: &str, answer: &dns::Answer) {
     }
     for name in answer.chain() {
         let addrs = answer.addresses_for(&name);
-        let entries = engine.config.policy.learned_for(&name, &addrs);
-        if let Err(e) = engine.hook.learn(&entries) {
+        // Decided under the hook's lock, by the policy in force then (see `Hook::reload`).
+        let decide = |name: &str, addrs: &[std::net::IpAddr]| {
+            engine.policy.current().learned_for(name, addrs)
+        };
+        if let Err(e) = engine.hook.learn(&name, &addrs, decide) {
             warn!("teaching the kernel addresses of {name}: {e}");
         }
     }

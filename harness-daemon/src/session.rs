@@ -25,6 +25,9 @@ pub struct Session {
     pub closing: CancellationToken,
     /// One permit per connection it may have open (`limits.connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// How many that is: `limits.connections` of the policy in force when the session opened
+    /// (a reload does not change it for sessions already open).
+    connections_limit: usize,
     /// What it spent against its budget, and its requests waiting for a person.
     pub governor: Arc<crate::govern::Governor>,
 }
@@ -58,7 +61,13 @@ impl Session {
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
             connections: Arc::new(tokio::sync::Semaphore::new(connections)),
+            connections_limit: connections,
         }
+    }
+
+    /// How many connections it may have open at once.
+    pub fn connections_limit(&self) -> usize {
+        self.connections_limit
     }
 
     /// The next connection or exchange number.

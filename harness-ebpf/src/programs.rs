@@ -20,7 +20,7 @@ use aya_log_ebpf::debug;
 use harness_common::{
     event, is_mapped_v4, mapped_v4, prefix_matches, EnclosureConfig, KernelEvent, KernelRule,
     LearnedKey, LearnedVerdict, OrigDst, PeerKey, ACTION_ALLOW, ACTION_DENY, AF_INET, AF_INET6,
-    AF_UNIX, CONFIG_INDEX, MAX_CONNECTIONS, MAX_LEARNED, MAX_RULES, NO_RULE,
+    AF_UNIX, CONFIG_INDEX, MAX_CONNECTIONS, MAX_LEARNED, NO_RULE, RULE_SLOTS,
 };
 
 /// Return values of cgroup socket programs: 1 lets the call go on, 0 makes it fail with EPERM.
@@ -54,7 +54,7 @@ static BY_PEER: LruHashMap<PeerKey, OrigDst> = LruHashMap::with_max_entries(MAX_
 static DNS_PEERS: LruHashMap<PeerKey, OrigDst> = LruHashMap::with_max_entries(MAX_CONNECTIONS, 0);
 
 #[map]
-static RULES: Array<KernelRule> = Array::with_max_entries(MAX_RULES, 0);
+static RULES: Array<KernelRule> = Array::with_max_entries(RULE_SLOTS, 0);
 
 /// Addresses DNS gave for host names that rules mention.
 #[map]
@@ -621,13 +621,13 @@ fn decide(config: &EnclosureConfig, addr: &[u32; 4], port: u16) -> (u32, u32) {
             allow_rule = v.rule_index;
         }
     }
-    let count = if config.rule_count > MAX_RULES {
-        MAX_RULES
+    let count = if config.rule_count > RULE_SLOTS {
+        RULE_SLOTS
     } else {
         config.rule_count
     };
     let mut i = 0;
-    while i < MAX_RULES {
+    while i < RULE_SLOTS {
         if i >= count {
             break;
         }

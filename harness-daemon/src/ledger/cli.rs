@@ -356,6 +356,10 @@ fn summary(e: &Entry) -> String {
             (_, Some(sig)) => format!("signal {sig}"),
             _ => String::new(),
         },
+        Entry::PolicyChange(p) => format!(
+            "{} sha256 {} (was {})",
+            p.origin, p.sha256, p.previous_sha256
+        ),
         Entry::ConnOpen(c) => format!(
             "conn {} → {} {}",
             c.conn,

@@ -13,6 +13,8 @@ pub enum Entry {
     SessionOpen(SessionOpen),
     /// Last entry of a cleanly closed session.
     SessionClose(SessionClose),
+    /// The engine put another policy in force while the session was open (a reload).
+    PolicyChange(PolicyChange),
     /// A redirected connection was accepted and is being forwarded.
     ConnOpen(ConnOpen),
     /// A connection, datagram or socket was refused (by the kernel or the daemon).
@@ -63,6 +65,7 @@ impl Entry {
         match self {
             Entry::SessionOpen(_) => "session_open",
             Entry::SessionClose(_) => "session_close",
+            Entry::PolicyChange(_) => "policy_change",
             Entry::ConnOpen(_) => "conn_open",
             Entry::ConnDenied(_) => "conn_denied",
             Entry::ConnClose(_) => "conn_close",
@@ -370,7 +373,7 @@ pub struct RequestDecided {
     pub ask: u64,
     /// `allow` or `deny`.
     pub action: String,
-    /// Who decided: `uid 0 (root) pid 4242 via harness decide`, or `timeout after 300 s`.
+    /// Who decided: `uid 0 pid 4242 (harness decide)`, or `timeout after 300 s`.
     pub by: String,
     /// What they said (`harness decide --why`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -558,6 +561,21 @@ impl SessionClose {
             reason: Some(reason.into()),
         }
     }
+}
+
+/// `policy_change`: from this entry on, the session runs under another policy — the daemon
+/// reloaded its policy file (SIGHUP) while the session was open. Decisions recorded after it
+/// were made by the new policy; a decision in flight when it came may still have been made by
+/// the old one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PolicyChange {
+    /// SHA-256 (hex) of the exact bytes of the policy now in force.
+    pub sha256: String,
+    /// SHA-256 (hex) of the policy it replaced: `session_open`'s `policy_sha256`, or the
+    /// `sha256` of the session's previous `policy_change`.
+    pub previous_sha256: String,
+    /// Where the new policy came from: the policy file's path as the daemon was given it.
+    pub origin: String,
 }
 
 /// `conn_open`.

@@ -32,6 +32,7 @@
 //! assert_eq!(policy.decide(dst, None).action, Action::Deny);
 //! ```
 
+mod current;
 mod file;
 mod kernel;
 pub mod request;
@@ -46,6 +47,7 @@ use harness_common::{LearnedKey, LearnedVerdict, ACTION_ALLOW, ACTION_DENY};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
+pub use current::PolicyHandle;
 pub use kernel::{ip_words, KernelProgram};
 
 /// What a policy decides for a destination. Serialises as `"allow"` / `"deny"`, the words of
@@ -293,9 +295,12 @@ fn cidr_contains(net: &IpNet, ip: IpAddr) -> bool {
 /// connection reveals after it was allowed — the TLS server name, then each HTTP request's
 /// `Host` / `:authority` — so that a connection allowed for one name cannot carry requests for
 /// a name the policy denies (domain fronting, a forged Host).
+///
+/// Each question is put to the policy in force when it is asked ([`PolicyHandle::current`]):
+/// after a reload, the next request of a connection already open is decided by the new policy.
 #[derive(Clone)]
 pub struct ConnPolicy {
-    policy: std::sync::Arc<Policy>,
+    policy: std::sync::Arc<PolicyHandle>,
     dst: SocketAddr,
     /// The session's governance state (budget, asks), when the connection belongs to one.
     governor: Option<std::sync::Arc<crate::govern::Governor>>,
@@ -304,17 +309,23 @@ pub struct ConnPolicy {
 impl std::fmt::Debug for ConnPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnPolicy")
-            .field("policy", &self.policy.origin())
+            .field("policy", &self.policy.current().origin())
             .field("dst", &self.dst)
             .finish()
     }
 }
 
 impl ConnPolicy {
-    /// The policy for a connection to `dst`.
+    /// A fixed policy for a connection to `dst` (one that no reload replaces).
     pub fn new(policy: std::sync::Arc<Policy>, dst: SocketAddr) -> ConnPolicy {
+        ConnPolicy::current(std::sync::Arc::new(PolicyHandle::new(policy)), dst)
+    }
+
+    /// The policy in force in `handle`, whatever it is when each question is asked, for a
+    /// connection to `dst`.
+    pub fn current(handle: std::sync::Arc<PolicyHandle>, dst: SocketAddr) -> ConnPolicy {
         ConnPolicy {
-            policy,
+            policy: handle,
             dst,
             governor: None,
         }
@@ -326,12 +337,21 @@ impl ConnPolicy {
         self
     }
 
-    /// The policy, and the session's governor, when requests on this connection are governed
-    /// (the policy has request rules or a budget).
-    pub fn governance(&self) -> Option<(&Policy, &std::sync::Arc<crate::govern::Governor>)> {
+    /// The policy in force, and the session's governor, when requests on this connection are
+    /// governed (the policy in force has request rules or a budget). The policy is returned
+    /// owned: the one that decides a request is the one asked here, even if a reload replaces
+    /// it while the request is decided.
+    pub fn governance(
+        &self,
+    ) -> Option<(
+        std::sync::Arc<Policy>,
+        &std::sync::Arc<crate::govern::Governor>,
+    )> {
         let gov = self.governor.as_ref()?;
-        let rules = self.policy.requests();
-        (!rules.is_empty() || rules.budget.is_set()).then_some((&*self.policy, gov))
+        let policy = self.policy.current();
+        let rules = policy.requests();
+        let governed = !rules.is_empty() || rules.budget.is_set();
+        governed.then_some((policy, gov))
     }
 
     /// The connection's destination.
@@ -360,7 +380,7 @@ impl ConnPolicy {
                 reason: format!("{host:?} is not a plain host name"),
             });
         }
-        let decision = self.policy.decide(self.dst, Some(name));
+        let decision = self.policy.current().decide(self.dst, Some(name));
         match decision.action {
             Action::Allow => Ok(()),
             Action::Deny => Err(decision),

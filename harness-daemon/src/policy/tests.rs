@@ -869,3 +869,43 @@ host = "*.evil.test"
     let other = conn.check("other.example.test").unwrap_err();
     assert_eq!(other.rule, None);
 }
+
+#[test]
+fn an_open_connection_follows_the_policy_in_force_at_each_question() {
+    let before = std::sync::Arc::new(policy(
+        r#"
+default = "allow"
+[[rule]]
+action = "deny"
+host = "api.example.test"
+"#,
+    ));
+    let after = std::sync::Arc::new(policy(
+        r#"
+default = "allow"
+[[http]]
+action = "deny"
+method = "DELETE"
+host = "api.example.test"
+path = "/*"
+"#,
+    ));
+    let handle = std::sync::Arc::new(PolicyHandle::new(before.clone()));
+    let governor = crate::govern::Governor::new("s".into(), std::sync::Arc::default());
+    let conn =
+        ConnPolicy::current(handle.clone(), "10.1.2.3:443".parse().unwrap()).governed(governor);
+    assert!(conn.check("api.example.test").is_err());
+    // No request rules: not governed.
+    assert!(conn.governance().is_none());
+
+    handle.replace(after.clone());
+    // The same connection, its next request: the new policy decides.
+    assert!(conn.check("api.example.test").is_ok());
+    let (governing, _) = conn.governance().expect("the new policy has request rules");
+    assert_eq!(governing.sha256_hex(), after.sha256_hex());
+
+    // Owned: a reload while a request is decided leaves its deciding policy as it was.
+    handle.replace(before);
+    assert_eq!(governing.sha256_hex(), after.sha256_hex());
+    assert!(conn.governance().is_none());
+}

@@ -301,6 +301,16 @@ pub fn render_priced(log: &SessionLog, limits: Limits, prices: &crate::cost::Pri
             Entry::Recovery(r) => {
                 let _ = writeln!(out, "{}  recovery: {}", clock(&item.ts), r.reason);
             }
+            Entry::PolicyChange(p) => {
+                let _ = writeln!(
+                    out,
+                    "{}  policy changed: {} sha256 {} (was {})",
+                    clock(&item.ts),
+                    p.origin,
+                    p.sha256,
+                    p.previous_sha256
+                );
+            }
             // A connection that did not end cleanly (a limit fired, the ledger cut it): said,
             // as a reader looking for why a call hung or failed needs it.
             Entry::ConnClose(c) if c.error.is_some() => {
@@ -1210,6 +1220,13 @@ impl Live {
                 if let Some(line) = decision_line(&item.entry) {
                     let _ = writeln!(out, "{t}  #{seq:<4} {line}");
                 }
+            }
+            Entry::PolicyChange(p) => {
+                let _ = writeln!(
+                    out,
+                    "{t}  #{seq:<4} policy changed: {} sha256 {} (was {})",
+                    p.origin, p.sha256, p.previous_sha256
+                );
             }
             Entry::SessionClose(c) => {
                 let _ = writeln!(out, "{t}  #{seq:<4} session closed: {}", c.describe());
