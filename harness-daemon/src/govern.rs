@@ -796,6 +796,8 @@ pub struct RequestLine<'a> {
     pub target: &'a str,
     /// Request headers (lower-case names, secrets fingerprinted).
     pub headers: &'a [(String, String)],
+    /// Whether it asks to upgrade the connection (WebSocket).
+    pub upgrade: bool,
 }
 
 /// Decides request `exchange` of the connection `rec` records under `policy`; see the module
@@ -834,6 +836,35 @@ pub async fn gate(
         budget: None,
         policy_sha256: policy.sha256_hex(),
     };
+    // Model calls over a WebSocket (the Responses API's WebSocket mode) travel as messages
+    // after the upgrade, where no rule can hold them: under rules or a budget that look at model
+    // calls, the upgrade itself is refused (clients fall back to HTTP, where each call is
+    // decided), so that the transport cannot be a way around them.
+    let models_governed =
+        !rules.models.is_empty() || rules.budget.usd.is_some() || rules.budget.tokens.is_some();
+    if line.upgrade && models_governed {
+        if let Some(api) = crate::semantics::model_request(&facts.path, &Value::Null) {
+            let provider = match api["provider"].as_str() {
+                Some("anthropic") => "anthropic",
+                Some("gemini") => "gemini",
+                _ => "openai",
+            };
+            let reason = format!(
+                "{} {}: model calls over a WebSocket cannot be held for the policy's model rules and budget; the upgrade is refused (use HTTP)",
+                line.method, facts.path
+            );
+            let entry = decision(Verb::Deny, "model.websocket", &reason, None);
+            return deny(
+                rec,
+                entry,
+                &Shape::Model(provider),
+                StatusCode::FORBIDDEN,
+                None,
+                None,
+            )
+            .await;
+        }
+    }
     let hit = rules.decide(facts);
     if let Some(h) = hit.as_ref().filter(|h| h.action == Verb::Deny) {
         let reason = h.reason();
@@ -874,6 +905,7 @@ pub async fn gate(
         let answer = gov.asks.hold(shown, timeout);
         // Whichever way this ends — decided, timed out, or the request gone (the client reset,
         // the session closed) —, it no longer waits.
+        let _held = rec.hold();
         let _listed = Listed {
             asks: &gov.asks,
             session: &gov.session,

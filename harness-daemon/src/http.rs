@@ -421,6 +421,7 @@ async fn exchange(
             authority: authority.as_deref(),
             target: &target,
             headers: &request_headers,
+            upgrade: client_upgrade.is_some(),
         };
         match crate::govern::gate(&rec, governor, &governing, n, &line, &facts).await {
             crate::govern::Gate::Pass(guard) => settle = guard,

@@ -84,6 +84,12 @@ pub async fn idle(counts: &Counts, limit: Duration) {
     while quiet < limit {
         tokio::time::sleep(step).await;
         let now = moved();
+        // A request held for a person (an `ask`) is the connection waiting on harness, not
+        // the client gone quiet.
+        if counts.held.load(Ordering::Relaxed) > 0 {
+            quiet = Duration::ZERO;
+            continue;
+        }
         if now == seen {
             quiet += step;
         } else {
@@ -270,6 +276,28 @@ pub fn raise_fd_limit() -> Result<(u64, u64), (std::io::Error, u64)> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_held_for_a_person_keeps_its_connection_from_idling() {
+        let counts = Arc::new(Counts::default());
+        let limit = Duration::from_secs(10);
+        let started = tokio::time::Instant::now();
+        counts.held.fetch_add(1, Ordering::Relaxed);
+        let decided = {
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                counts.held.fetch_sub(1, Ordering::Relaxed);
+            })
+        };
+        idle(&counts, limit).await;
+        decided.await.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_secs(3600) + limit,
+            "fired after {:?} while a request waited for a decision",
+            started.elapsed()
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn idle_fires_only_after_the_limit_of_silence() {

@@ -125,6 +125,13 @@ impl ConnRecorder {
         });
     }
 
+    /// Marks a request of this connection as held for a person until the guard drops: the idle
+    /// limit does not end a connection whose request waits for a decision.
+    pub fn hold(&self) -> Held {
+        self.counts.held.fetch_add(1, Ordering::Relaxed);
+        Held(self.counts.clone())
+    }
+
     /// Where the TLS stage notes how each side ended its TLS.
     pub fn tls_ends(&self) -> Arc<crate::tls::ending::TlsEnds> {
         self.counts.tls.clone()
@@ -233,6 +240,18 @@ pub struct Counts {
     pub said_cut: std::sync::atomic::AtomicBool,
     /// How each side ended its TLS, for an intercepted connection.
     pub tls: Arc<crate::tls::ending::TlsEnds>,
+    /// Requests of this connection held for a person (`ask`): while one waits, the connection
+    /// is not idle, whatever passes.
+    pub held: AtomicU64,
+}
+
+/// A request held for a person on a connection; see [`Counts::held`].
+pub struct Held(Arc<Counts>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A stream that counts what passes through it into [`Counts`] (reads as `up`, writes as

@@ -559,3 +559,60 @@ print(json.dumps({"first": json.loads(first[2]), "second": json.loads(second[2])
         assert!(d.by.starts_with("uid 0 pid "), "who decided: {}", d.by);
     }
 }
+
+#[test]
+fn a_model_rule_holds_whichever_transport_the_agent_picks() {
+    let Some(scene) = scene("governance-model") else {
+        return;
+    };
+    let policy = "default = \"allow\"\n\n[[model]]\naction = \"deny\"\nmodel = \"*-opus-*\"\n";
+    let script = r#"
+import http.client, ssl, base64
+out = {}
+try:
+    model.messages.create(model="claude-opus-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    out["opus"] = "answered"
+except anthropic.PermissionDeniedError as e:
+    out["opus"] = e.body
+reply = model.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+out["sonnet"] = reply.model
+# The Responses API's WebSocket mode, where calls would travel as messages after the upgrade.
+conn = http.client.HTTPSConnection("api.anthropic.test", @PORT@, context=ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"]))
+conn.request("GET", "/v1/responses", headers={"Upgrade": "websocket", "Connection": "Upgrade",
+    "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(), "Sec-WebSocket-Version": "13",
+    "Authorization": "Bearer " + key})
+r = conn.getresponse()
+out["websocket"] = {"status": r.status, "body": json.loads(r.read() or b"null")}
+print(json.dumps(out), flush=True)
+"#
+    .replace("@PORT@", &scene.provider.addr().port().to_string());
+    let (out, run) = scene.run(policy, &script);
+    assert_eq!(out["opus"]["error"]["type"], "permission_error", "{out:#}");
+    assert!(out["opus"]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("model[1]"));
+    assert_eq!(out["sonnet"], "claude-sonnet-4-5");
+    assert_eq!(out["websocket"]["status"], 403, "{out:#}");
+    assert_eq!(out["websocket"]["body"]["error"]["code"], "harness_policy");
+    let upgrades = scene
+        .provider
+        .requests()
+        .iter()
+        .filter(|r| r.uri.ends_with("/v1/responses"))
+        .count();
+    assert_eq!(upgrades, 0, "the upgrade never reached the provider");
+    let models: Vec<usize> = scene
+        .provider
+        .requests()
+        .iter()
+        .filter(|r| r.uri.ends_with("/v1/messages"))
+        .map(|r| r.body.len as usize)
+        .collect();
+    assert_eq!(models.len(), 1, "only the allowed model call went upstream");
+    let rules: Vec<String> = decisions(&run.entries)
+        .into_iter()
+        .map(|(_, d)| format!("{} {}", d.action, d.rule))
+        .collect();
+    assert_eq!(rules, ["deny model[1]", "deny model.websocket"]);
+}

@@ -323,7 +323,8 @@ pub struct RequestDecision {
     /// `allow`, `deny` or `ask`.
     pub action: String,
     /// The deciding rule: `tool[N]`, `http[N]`, `model[N]` (1-based within its kind),
-    /// `budget.usd`, `budget.tokens` or `budget.requests_per_minute`.
+    /// `budget.usd`, `budget.tokens` or `budget.requests_per_minute`; `model.websocket` for a
+    /// refused WebSocket upgrade of a model API.
     pub rule: String,
     /// The rule and what it met, in words (the agent's error message says the same).
     pub reason: String,
