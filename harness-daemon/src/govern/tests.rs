@@ -787,3 +787,24 @@ fn values_beyond_what_canonical_json_holds_are_recorded_as_text() {
         json!({"a": [9007199254740991u64, 1.5]})
     );
 }
+
+#[test]
+fn arguments_that_are_not_an_object_cannot_be_read_by_a_rule_on_them() {
+    let p = policy(BROKER_RULES);
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "place_order", "arguments": "{\"qty\": 500}"}});
+    let hit = decide(
+        &p,
+        "POST",
+        "h",
+        "/mcp",
+        &json_headers(),
+        call.to_string().as_bytes(),
+    )
+    .expect("decided");
+    assert_eq!(hit.action, Verb::Deny);
+    assert!(
+        hit.unparsable.as_deref().unwrap_or("").contains("a string"),
+        "{hit:?}"
+    );
+}

@@ -486,6 +486,17 @@ impl fmt::Display for ModelRule {
     }
 }
 
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 fn opt(g: &Option<Glob>) -> String {
     g.as_ref().map_or("*".to_owned(), Glob::to_string)
 }
@@ -599,7 +610,17 @@ impl RequestRules {
                 if !glob_ok(&rule.name, Some(&call.name)) {
                     continue;
                 }
-                let found = conditions(&rule.args, Ok(&call.args));
+                // Arguments that are not an object (a JSON string holding one, say) have no
+                // members a pointer can reach, yet a lenient server might unpack them: a rule
+                // on them cannot read them.
+                let found = match &call.args {
+                    Value::Object(_) | Value::Null => conditions(&rule.args, Ok(&call.args)),
+                    _ if rule.args.is_empty() => Matched::Yes(Vec::new()),
+                    other => Matched::Unreadable(format!(
+                        "the call's arguments are {}, not an object",
+                        kind_of(other)
+                    )),
+                };
                 if let Some(mut hit) =
                     self.hit(format!("tool[{}]", i + 1), rule.action, rule, found)
                 {
