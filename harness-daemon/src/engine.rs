@@ -872,8 +872,11 @@ impl Engine {
             }
             Err(e) => return Err(e.to_string()),
         };
-        let policy =
+        let mut policy =
             ConnPolicy::current(self.inner.policy.clone(), dst).governed(session.governor.clone());
+        if let Some(name) = self.inner.names.name_of(dst.ip()) {
+            policy = policy.with_name(&name);
+        }
         if let (Kind::Tls, Some(interceptor)) = (kind, &self.inner.interceptor) {
             // Connected only after the SNI is checked, unless the client's silence already
             // made us connect.

@@ -68,7 +68,37 @@ pub fn facts(
     headers: &[(String, String)],
     body: Option<&[u8]>,
 ) -> RequestFacts {
-    let host = authority.map(|a| crate::policy::normalize_host(authority_host(a)));
+    facts_with_names(method, authority, target, headers, body, &[])
+}
+
+/// [`facts`], with the other names the request and its connection go by (further `Host`
+/// headers, the TLS server name, the name DNS gave the destination), which rules on hosts
+/// see too: a request must not pick the host the rules see.
+pub fn facts_with_names(
+    method: &str,
+    authority: Option<&str>,
+    target: &str,
+    headers: &[(String, String)],
+    body: Option<&[u8]>,
+    names: &[String],
+) -> RequestFacts {
+    // An address or an empty name names no host: rules on hosts then see the connection's
+    // names, or none (which every deny and ask on a host meets).
+    let named = |a: &str| {
+        let h = crate::policy::normalize_host(authority_host(a));
+        (!h.is_empty()
+            && h.trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_err())
+        .then_some(h)
+    };
+    let host = authority.and_then(named);
+    let mut other_hosts: Vec<String> = Vec::new();
+    for name in names.iter().filter_map(|n| named(n)) {
+        if Some(&name) != host.as_ref() && !other_hosts.contains(&name) {
+            other_hosts.push(name);
+        }
+    }
     let path = normalize_path(target);
     let read = match body {
         None => Read {
@@ -116,9 +146,12 @@ pub fn facts(
         }
         BodyFacts::Empty => {}
     }
+    let other_methods = other_methods(method, target, headers, &body);
     RequestFacts {
         method: method.to_ascii_uppercase(),
         host,
+        other_hosts,
+        other_methods,
         path,
         body,
         tool_calls,
@@ -126,6 +159,47 @@ pub fn facts(
         mcp_unreadable,
         lenient: read.lenient,
     }
+}
+
+/// The methods a server may take the request for besides its own: GET for HEAD, a
+/// method-override header, a `_method` query parameter or body member.
+fn other_methods(
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: &BodyFacts,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |m: &str| {
+        let m = m.trim().to_ascii_uppercase();
+        if !m.is_empty() && !m.eq_ignore_ascii_case(method) && !out.contains(&m) {
+            out.push(m);
+        }
+    };
+    if method.eq_ignore_ascii_case("HEAD") {
+        add("GET");
+    }
+    for (name, value) in headers {
+        if matches!(
+            name.as_str(),
+            "x-http-method-override" | "x-http-method" | "x-method-override"
+        ) {
+            add(value);
+        }
+    }
+    if let Some((_, query)) = target.split_once('?') {
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            if k == "_method" {
+                add(&v);
+            }
+        }
+    }
+    if let BodyFacts::Parsed(v) = body {
+        if let Some(m) = v.get("_method").and_then(Value::as_str) {
+            add(m);
+        }
+    }
+    out
 }
 
 /// A body as read for the rules.
@@ -142,11 +216,13 @@ struct Read {
 
 /// Whether the headers say the body is JSON (`application/json`, `…+json`).
 fn declared_json(headers: &[(String, String)]) -> bool {
+    // A header may list several types (`text/plain, application/json`): some servers take any.
     headers
         .iter()
         .filter(|(n, _)| n == "content-type")
-        .any(|(_, v)| {
-            let mime = v
+        .flat_map(|(_, v)| v.split(','))
+        .any(|part| {
+            let mime = part
                 .split(';')
                 .next()
                 .unwrap_or("")
@@ -154,6 +230,22 @@ fn declared_json(headers: &[(String, String)]) -> bool {
                 .to_ascii_lowercase();
             mime == "application/json" || mime.ends_with("+json")
         })
+}
+
+/// A `charset` the content type names other than UTF-8 (or its subset ASCII): a server that
+/// decodes by it reads other characters than harness does.
+fn foreign_charset(headers: &[(String, String)]) -> Option<String> {
+    headers
+        .iter()
+        .filter(|(n, _)| n == "content-type")
+        .flat_map(|(_, v)| v.split([';', ',']))
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("charset")
+                .then(|| v.trim().trim_matches('"').to_ascii_lowercase())
+        })
+        .find(|c| !matches!(c.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii"))
 }
 
 /// The host of an authority (`host:port`, `[v6]:port`).
@@ -179,6 +271,15 @@ fn read_body(headers: &[(String, String)], body: &[u8]) -> Read {
     if let Some(e) = &decoded.error {
         return unreadable(format!("the body does not decode: {e}"), true);
     }
+    if let Some(charset) = foreign_charset(headers) {
+        return unreadable(
+            format!("the body is declared in charset {charset:?}, which harness does not read"),
+            true,
+        );
+    }
+    // What the bytes look like before decoding counts too: a server that ignores the
+    // request's Content-Encoding reads the raw bytes.
+    let raw_json_like = starts_as_json(body);
     if decoded.truncated {
         return unreadable(
             "the decoded body is larger than harness reads".into(),
@@ -195,7 +296,21 @@ fn read_body(headers: &[(String, String)], body: &[u8]) -> Read {
     let json = strict_json(&decoded.body);
     if json.is_err() && content_type.starts_with("application/x-www-form-urlencoded") {
         let mut form = serde_json::Map::new();
+        // `;` separates fields for some parsers and `[…]` nests them for others: a form that
+        // reads differently to them cannot be read for sure.
+        if decoded.body.contains(&b';') {
+            return unreadable(
+                "the form holds `;`, a separator to some servers".into(),
+                false,
+            );
+        }
         for (k, v) in form_urlencoded::parse(&decoded.body) {
+            if k.contains(['[', ']']) {
+                return unreadable(
+                    format!("form field {k:?} nests, as some servers read it"),
+                    false,
+                );
+            }
             if form
                 .insert(k.to_string(), Value::from(v.to_string()))
                 .is_some()
@@ -218,7 +333,7 @@ fn read_body(headers: &[(String, String)], body: &[u8]) -> Read {
         Err(e) => Read {
             facts: BodyFacts::Unreadable(format!("the body is not JSON: {e}")),
             lenient: serde_json::from_slice(&decoded.body).ok(),
-            json_like: declared_json(headers) || starts_as_json(&decoded.body),
+            json_like: declared_json(headers) || starts_as_json(&decoded.body) || raw_json_like,
         },
     }
 }
@@ -313,6 +428,9 @@ pub struct Governor {
     in_flight: tokio::sync::watch::Sender<u64>,
     /// Per `requests_per_minute` host glob: when its admitted requests were.
     windows: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// Held while a model call is checked against the budget and counted in flight: calls that
+    /// come together are admitted one after the other, each seeing the ones before it.
+    admission: tokio::sync::Mutex<()>,
     asks: Arc<Asks>,
 }
 
@@ -324,6 +442,7 @@ impl Governor {
             spent: Mutex::new(Spent::default()),
             in_flight: tokio::sync::watch::Sender::new(0),
             windows: Mutex::new(HashMap::new()),
+            admission: tokio::sync::Mutex::new(()),
             asks,
         })
     }
@@ -333,11 +452,13 @@ impl Governor {
     }
 
     /// Waits until every earlier model call is counted, or `limit` passes; how many were not.
-    async fn settled(&self, limit: Duration) -> u64 {
+    /// Waits until every model call in flight but the caller's own `own` is counted, or
+    /// `limit` passes; how many were not.
+    async fn settled(&self, limit: Duration, own: u64) -> u64 {
         let mut rx = self.in_flight.subscribe();
-        let _ = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await;
+        let _ = tokio::time::timeout(limit, rx.wait_for(|n| *n <= own)).await;
         let n = *rx.borrow();
-        n
+        n.saturating_sub(own)
     }
 
     fn unsettled(self: &Arc<Self>) -> Unsettled {
@@ -656,30 +777,59 @@ struct OverBudget {
     retry_after: Option<u64>,
 }
 
-/// Whether the budget refuses this request; counts it in its rate windows when not.
-async fn budget(
-    gov: &Governor,
-    rules: &RequestRules,
-    facts: &RequestFacts,
-    provider: Option<&str>,
-) -> Option<OverBudget> {
-    if let Some(over) = spending(gov, rules, facts, provider).await {
-        return Some(over);
+/// Why a model call's usage would never reach harness, if it would not: a Chat Completions
+/// stream that does not ask for usage (`stream_options.include_usage`), a Responses call run
+/// in the background (its answer is fetched later, by another request).
+fn uncountable(facts: &RequestFacts) -> Option<&'static str> {
+    let BodyFacts::Parsed(body) = &facts.body else {
+        return None;
+    };
+    if facts.path.ends_with("/chat/completions")
+        && body["stream"] == Value::Bool(true)
+        && body["stream_options"]["include_usage"] != Value::Bool(true)
+    {
+        return Some("a streamed chat completion that does not ask for usage (stream_options.include_usage) reports none");
     }
-    rate(gov, rules, facts)
+    if body["background"] == Value::Bool(true) {
+        return Some("a model call run in the background reports its usage to another request");
+    }
+    None
 }
 
-/// Whether the session's dollar or token budget is spent (for a model call).
+/// Whether the session's dollar or token budget is spent (for a model call); `own` is how
+/// many of the calls in flight are this one (its reservation, once admitted).
 async fn spending(
     gov: &Governor,
     rules: &RequestRules,
     facts: &RequestFacts,
     provider: Option<&str>,
+    own: u64,
 ) -> Option<OverBudget> {
     let b = &rules.budget;
     if facts.model.is_some() && (b.usd.is_some() || b.tokens.is_some()) {
-        let unsettled = gov.settled(SETTLE_WAIT).await;
+        let unsettled = gov.settled(SETTLE_WAIT, own).await;
         let spent = gov.spent();
+        if let Some(why) = uncountable(facts) {
+            let (rule, limit, spent) = match b.usd {
+                Some(limit) => ("budget.usd", limit.exact(), spent.usd.exact()),
+                None => (
+                    "budget.tokens",
+                    b.tokens.unwrap_or(0).to_string(),
+                    spent.tokens.to_string(),
+                ),
+            };
+            return Some(OverBudget {
+                rule,
+                reason: format!("{why}, so a budget cannot count it"),
+                state: BudgetState {
+                    limit,
+                    spent,
+                    unsettled,
+                },
+                status: StatusCode::FORBIDDEN,
+                retry_after: None,
+            });
+        }
         if let Some(limit) = b.usd {
             if spent.usd >= limit {
                 return Some(OverBudget {
@@ -742,14 +892,20 @@ async fn spending(
 /// Whether a `requests_per_minute` window is full; counts the request in its windows when not.
 fn rate(gov: &Governor, rules: &RequestRules, facts: &RequestFacts) -> Option<OverBudget> {
     let b = &rules.budget;
-    let host = facts.host.as_deref().unwrap_or("");
+    let names: Vec<&str> = facts
+        .host
+        .as_deref()
+        .into_iter()
+        .chain(facts.other_hosts.iter().map(String::as_str))
+        .collect();
+    let host = names.first().copied().unwrap_or("");
     let mut windows = gov.windows.lock().unwrap_or_else(|e| e.into_inner());
     let now = Instant::now();
     let minute = Duration::from_secs(60);
     let matching: Vec<_> = b
         .requests_per_minute
         .iter()
-        .filter(|(glob, _)| glob.matches(host))
+        .filter(|(glob, _)| names.iter().any(|n| glob.matches(n)) || names.is_empty())
         .collect();
     for (glob, limit) in &matching {
         let window = windows.entry(glob.to_string()).or_default();
@@ -865,13 +1021,50 @@ pub async fn gate(
             .await;
         }
     }
+    // Other upgrades: HTTP/2 over cleartext (`h2c`) would carry further requests past every
+    // rule; a WebSocket to a host a tool rule names, tool calls as messages.
+    if line.upgrade {
+        let to = line
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "upgrade")
+            .map(|(_, v)| v.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join(",");
+        let h2c = to.contains("h2c") && !(rules.tools.is_empty() && rules.http.is_empty());
+        let tool_socket = !h2c && rules.names_a_tool_server(facts);
+        if h2c || tool_socket {
+            let reason = if h2c {
+                format!("{} {}: an upgrade to h2c would carry requests past the policy's request rules; refused", line.method, facts.path)
+            } else {
+                format!("{} {}: an upgrade to {to} on a host a [[tool]] rule names would carry tool calls past it; refused", line.method, facts.path)
+            };
+            let entry = decision(Verb::Deny, "upgrade", &reason, None);
+            return deny(rec, entry, &Shape::Http, StatusCode::FORBIDDEN, None, None).await;
+        }
+    }
     let hit = rules.decide(facts);
     if let Some(h) = hit.as_ref().filter(|h| h.action == Verb::Deny) {
         let reason = h.reason();
         let entry = decision(Verb::Deny, &h.rule, &reason, Some(h));
         return deny(rec, entry, &shape, StatusCode::FORBIDDEN, None, Some(h)).await;
     }
-    if let Some(over) = budget(gov, rules, facts, provider).await {
+    // A model call under a dollar or token budget is checked and counted in flight under one
+    // lock, so that calls sent together cannot all pass on the same total; its reservation
+    // goes with it to its response (or is given back if it goes no further).
+    let budgeted =
+        facts.model.is_some() && (rules.budget.usd.is_some() || rules.budget.tokens.is_some());
+    let mut guard = None;
+    if budgeted {
+        let _admission = gov.admission.lock().await;
+        if let Some(over) = spending(gov, rules, facts, provider, 0).await {
+            let mut entry = decision(Verb::Deny, over.rule, &over.reason, None);
+            entry.budget = Some(over.state);
+            return deny(rec, entry, &shape, over.status, over.retry_after, None).await;
+        }
+        guard = Some(gov.unsettled());
+    }
+    if let Some(over) = rate(gov, rules, facts) {
         let mut entry = decision(Verb::Deny, over.rule, &over.reason, None);
         entry.budget = Some(over.state);
         return deny(rec, entry, &shape, over.status, over.retry_after, None).await;
@@ -945,7 +1138,7 @@ pub async fn gate(
             ));
         }
         // The wait may have been long: what the session spent meanwhile counts.
-        if let Some(over) = spending(gov, rules, facts, provider).await {
+        if let Some(over) = spending(gov, rules, facts, provider, u64::from(budgeted)).await {
             let mut entry = decision(Verb::Deny, over.rule, &over.reason, None);
             entry.budget = Some(over.state);
             return deny(rec, entry, &shape, over.status, over.retry_after, None).await;
@@ -959,9 +1152,6 @@ pub async fn gate(
             Some(h),
         )));
     }
-    let guard = (facts.model.is_some()
-        && (rules.budget.usd.is_some() || rules.budget.tokens.is_some()))
-    .then(|| gov.unsettled());
     Gate::Pass(guard)
 }
 

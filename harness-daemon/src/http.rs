@@ -408,12 +408,20 @@ async fn exchange(
             Forward::Whole(bytes, _) => Some(&bytes[..]),
             Forward::Streamed(_) => None,
         };
-        let facts = crate::govern::facts(
+        // Every name the request goes by: each Host header, and the connection's own names.
+        let names: Vec<String> = request_headers
+            .iter()
+            .filter(|(n, _)| n == "host")
+            .map(|(_, v)| v.clone())
+            .chain(policy.names().iter().cloned())
+            .collect();
+        let facts = crate::govern::facts_with_names(
             &method,
             authority.as_deref(),
             &target,
             &request_headers,
             whole,
+            &names,
         );
         let line = crate::govern::RequestLine {
             method: &method,

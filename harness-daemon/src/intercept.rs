@@ -147,6 +147,10 @@ where
         })
         .unwrap_or_default();
     let dst = policy.dst();
+    let policy = match info.sni.as_deref() {
+        Some(sni) => policy.with_name(sni),
+        None => policy,
+    };
     let denied = info
         .sni
         .as_deref()

@@ -327,9 +327,17 @@ out["gzip"] = post(mcp_url, None, {**sid, "content-encoding": "gzip"}, raw=gzip.
 out["sse_only"] = post(mcp_url, tools_call(50, 900), {**sid, "accept": "text/event-stream"})
 # A DELETE the http rule forbids, its path dressed up.
 out["delete"] = post("https://api.anthropic.test:@PORT@/v1//%6Frders/./x/../ord-1", None, method="DELETE", raw=b"")
+# The same, naming an address as its Host (the connection's own name still counts) and in
+# another case (servers route /V1/ORDERS as /v1/orders).
+out["ip_host"] = post("https://api.anthropic.test:@PORT@/V1/ORDERS/ord-2", None, {"Host": "@IP@"}, method="DELETE", raw=b"")
+# A POST that asks to be taken for a DELETE.
+out["override"] = post("https://api.anthropic.test:@PORT@/v1/orders/ord-3", None, {"X-HTTP-Method-Override": "DELETE"}, raw=b"")
+# An upgrade to cleartext HTTP/2 would carry requests past every rule.
+out["h2c"] = post("https://api.anthropic.test:@PORT@/v1/quotes/ACME", None, {"Upgrade": "h2c", "HTTP2-Settings": "AAMAAABkAAQAAP__"}, method="GET", raw=b"")
 print(json.dumps(out), flush=True)
 "#
-    .replace("@PORT@", &scene.provider.addr().port().to_string());
+    .replace("@PORT@", &scene.provider.addr().port().to_string())
+    .replace("@IP@", &scene.provider.addr().ip().to_string());
     let (out, run) = scene.run(&policy, &script);
     let body = |k: &str| -> Value {
         let text = out[k][2].as_str().unwrap_or_else(|| panic!("{k}: {out:#}"));
@@ -372,6 +380,12 @@ print(json.dumps(out), flush=True)
     // The DELETE: a 403 with harness's JSON, naming the rule.
     assert_eq!(out["delete"][0], 403, "{:#}", out["delete"]);
     assert_eq!(body("delete")["error"]["rule"], "http[1]");
+    for k in ["ip_host", "override"] {
+        assert_eq!(out[k][0], 403, "{k}: {:#}", out[k]);
+        assert_eq!(body(k)["error"]["rule"], "http[1]", "{k}");
+    }
+    assert_eq!(out["h2c"][0], 403, "{:#}", out["h2c"]);
+    assert_eq!(body("h2c")["error"]["rule"], "upgrade");
 
     assert!(
         orders(&scene.provider).is_empty(),
@@ -382,8 +396,10 @@ print(json.dumps(out), flush=True)
             .provider
             .requests()
             .iter()
-            .any(|r| r.method == "DELETE"),
-        "the DELETE never reached the API"
+            .any(|r| r.method == "DELETE"
+                || r.uri.contains("/v1/orders/ord-")
+                || r.uri.contains("/v1/quotes")),
+        "no refused request reached the API"
     );
     let rules: Vec<String> = decisions(&run.entries)
         .into_iter()
@@ -397,7 +413,10 @@ print(json.dumps(out), flush=True)
             "deny tool[1]",
             "deny tool[1]",
             "deny tool[1]",
-            "deny http[1]"
+            "deny http[1]",
+            "deny http[1]",
+            "deny http[1]",
+            "deny upgrade"
         ],
         "each attempt decided on the record"
     );
@@ -615,4 +634,45 @@ print(json.dumps(out), flush=True)
         .map(|(_, d)| format!("{} {}", d.action, d.rule))
         .collect();
     assert_eq!(rules, ["deny model[1]", "deny model.websocket"]);
+}
+
+#[test]
+fn model_calls_sent_together_cannot_outrun_the_budget() {
+    let Some(scene) = scene("governance-race") else {
+        return;
+    };
+    // As above, $3 a call under $5; four calls sent at once. Admitted one after the other,
+    // each seeing what the ones before it spent: two go through, two are refused.
+    let policy = "default = \"allow\"\n\n[budget]\nusd = 5.0\n";
+    let script = r#"
+from concurrent.futures import ThreadPoolExecutor
+def call(i):
+    try:
+        model.messages.create(model="claude-opus-4-5", max_tokens=100,
+            messages=[{"role": "user", "content": f"step {i}"}],
+            extra_headers={"x-peer-reply": json.dumps({"texts": ["again"], "input_tokens": 400000, "output_tokens": 40000})})
+        return "ok"
+    except anthropic.APIStatusError as e:
+        return e.status_code
+with ThreadPoolExecutor(4) as pool:
+    out = list(pool.map(call, range(4)))
+print(json.dumps(out), flush=True)
+"#;
+    let (out, run) = scene.run(policy, script);
+    let mut out: Vec<String> = out
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    out.sort();
+    assert_eq!(out, ["\"ok\"", "\"ok\"", "403", "403"]);
+    let model_calls = scene
+        .provider
+        .requests()
+        .iter()
+        .filter(|r| r.uri.ends_with("/v1/messages"))
+        .count();
+    assert_eq!(model_calls, 2);
+    assert_eq!(decisions(&run.entries).len(), 2);
 }

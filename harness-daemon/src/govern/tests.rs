@@ -808,3 +808,249 @@ fn arguments_that_are_not_an_object_cannot_be_read_by_a_rule_on_them() {
         "{hit:?}"
     );
 }
+
+fn decide_named(
+    p: &Policy,
+    method: &str,
+    host: Option<&str>,
+    target: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    names: &[&str],
+) -> Option<Hit> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    p.requests().decide(&facts_with_names(
+        method,
+        host,
+        target,
+        headers,
+        Some(body),
+        &names,
+    ))
+}
+
+#[test]
+fn the_request_cannot_pick_the_host_the_rules_see() {
+    let p = policy(BROKER_RULES_WITH_SERVER);
+    let call = tools_call(1, json!(5000)).to_string();
+    // An address, an empty name or another name in Host: the connection's own name counts.
+    for host in [Some("203.0.113.7"), Some(""), Some("other.example"), None] {
+        let hit = decide_named(
+            &p,
+            "POST",
+            host,
+            "/mcp",
+            &json_headers(),
+            call.as_bytes(),
+            &["mcp.broker.example"],
+        );
+        assert_eq!(hit.map(|h| h.action), Some(Verb::Deny), "Host {host:?}");
+    }
+    // A second Host header naming the server.
+    let hit = decide_named(
+        &p,
+        "POST",
+        Some("other.example"),
+        "/mcp",
+        &json_headers(),
+        call.as_bytes(),
+        &["mcp.broker.example"],
+    );
+    assert!(hit.is_some());
+    // An allow needs every name to match.
+    let allow =
+        policy("default = \"allow\"\n[[http]]\naction = \"allow\"\nhost = \"api.example.com\"\n");
+    assert!(decide_named(
+        &allow,
+        "GET",
+        Some("api.example.com"),
+        "/",
+        &[],
+        b"",
+        &["api.example.com"]
+    )
+    .is_some());
+    assert!(decide_named(
+        &allow,
+        "GET",
+        Some("api.example.com"),
+        "/",
+        &[],
+        b"",
+        &["evil.example"]
+    )
+    .is_none());
+}
+
+const BROKER_RULES_WITH_SERVER: &str = r#"
+default = "allow"
+[[tool]]
+action = "deny"
+name = "place_order"
+server = "mcp.broker.example"
+args = { "/qty" = { gt = 100 } }
+"#;
+
+#[test]
+fn a_body_in_another_charset_or_under_a_listed_json_type_is_not_read_as_harness_reads_it() {
+    let p = policy(BROKER_RULES);
+    let utf7 = vec![(
+        "content-type".to_owned(),
+        "application/json; charset=utf-7".to_owned(),
+    )];
+    let benign = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+    let hit = decide(&p, "POST", "h", "/mcp", &utf7, benign.as_bytes()).expect("decided");
+    assert_eq!(hit.action, Verb::Deny);
+    assert!(
+        hit.unparsable.as_deref().unwrap_or("").contains("utf-7"),
+        "{hit:?}"
+    );
+    let listed = vec![(
+        "content-type".to_owned(),
+        "text/plain, application/json".to_owned(),
+    )];
+    assert_eq!(
+        decide(&p, "POST", "h", "/mcp", &listed, b"{\"jsonrpc\": \"2.0\"").map(|h| h.action),
+        Some(Verb::Deny)
+    );
+}
+
+#[test]
+fn forms_that_parsers_split_differently_are_unreadable() {
+    let p = policy(BROKER_RULES);
+    let form = vec![(
+        "content-type".to_owned(),
+        "application/x-www-form-urlencoded".to_owned(),
+    )];
+    for body in [
+        &b"to=acct-9;amount=50000"[..],
+        b"to=acct-9&payment[amount]=50000",
+    ] {
+        let hit =
+            decide(&p, "POST", "api.broker.example", "/v1/orders", &form, body).expect("decided");
+        assert_eq!(hit.action, Verb::Deny, "{}", String::from_utf8_lossy(body));
+    }
+}
+
+#[test]
+fn a_deny_on_a_path_covers_every_case() {
+    let p = policy(BROKER_RULES);
+    assert_eq!(
+        decide(&p, "DELETE", "api.example.com", "/V1/ACCOUNTS/9", &[], b"").map(|h| h.action),
+        Some(Verb::Deny)
+    );
+}
+
+#[test]
+fn booleans_compare_as_lenient_servers_read_them() {
+    let p = policy(
+        "default = \"allow\"\n[[http]]\naction = \"deny\"\nbody = { \"/force\" = { eq = true } }\n",
+    );
+    for force in [
+        json!(true),
+        json!("yes"),
+        json!("on"),
+        json!("1"),
+        json!("True"),
+    ] {
+        let body = json!({"force": force}).to_string();
+        assert_eq!(
+            decide(&p, "POST", "h", "/x", &json_headers(), body.as_bytes()).map(|h| h.action),
+            Some(Verb::Deny),
+            "{force}"
+        );
+    }
+    let body = json!({"force": "no"}).to_string();
+    assert_eq!(
+        decide(&p, "POST", "h", "/x", &json_headers(), body.as_bytes()),
+        None
+    );
+}
+
+#[test]
+fn a_pointer_through_a_string_holding_json_cannot_be_read() {
+    let p = policy("default = \"allow\"\n[[tool]]\naction = \"deny\"\nname = \"place_order\"\nargs = { \"/order/qty\" = { gt = 100 } }\n");
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "place_order", "arguments": {"order": "{\"qty\": 5000}"}}});
+    let hit = decide(
+        &p,
+        "POST",
+        "h",
+        "/mcp",
+        &json_headers(),
+        call.to_string().as_bytes(),
+    )
+    .expect("decided");
+    assert_eq!(hit.action, Verb::Deny);
+    assert!(
+        hit.unparsable.as_deref().unwrap_or("").contains("/order"),
+        "{hit:?}"
+    );
+}
+
+#[test]
+fn a_method_rule_meets_head_and_method_overrides() {
+    let p = policy("default = \"allow\"\n[[http]]\naction = \"deny\"\nmethod = \"DELETE\"\n[[http]]\naction = \"deny\"\nmethod = \"GET\"\npath = \"/admin/*\"\n");
+    let overridden = vec![("x-http-method-override".to_owned(), "delete".to_owned())];
+    assert!(decide(&p, "POST", "h", "/repos/x", &overridden, b"").is_some());
+    assert!(decide(&p, "POST", "h", "/repos/x?_method=DELETE", &[], b"").is_some());
+    let body = json!({"_method": "DELETE"}).to_string();
+    assert!(decide(
+        &p,
+        "POST",
+        "h",
+        "/repos/x",
+        &json_headers(),
+        body.as_bytes()
+    )
+    .is_some());
+    assert!(decide(&p, "HEAD", "h", "/admin/reset", &[], b"").is_some());
+    assert!(decide(&p, "POST", "h", "/repos/x", &[], b"").is_none());
+}
+
+#[test]
+fn a_model_call_that_names_no_model_decides_as_on_unparsable() {
+    let p = policy(BROKER_RULES);
+    let body = json!({"messages": [], "max_tokens": 1}).to_string();
+    let hit = decide(
+        &p,
+        "POST",
+        "api.anthropic.com",
+        "/v1/messages",
+        &json_headers(),
+        body.as_bytes(),
+    )
+    .expect("decided");
+    assert_eq!((hit.action, hit.rule.as_str()), (Verb::Deny, "model[1]"));
+}
+
+#[test]
+fn a_model_call_whose_usage_would_never_come_cannot_be_budgeted() {
+    let chat = |body: Value| {
+        facts(
+            "POST",
+            Some("api.openai.com"),
+            "/v1/chat/completions",
+            &json_headers(),
+            Some(body.to_string().as_bytes()),
+        )
+    };
+    assert!(uncountable(&chat(
+        json!({"model": "gpt-5", "stream": true, "messages": []})
+    ))
+    .is_some());
+    assert!(uncountable(&chat(json!({"model": "gpt-5", "stream": true, "stream_options": {"include_usage": true}, "messages": []}))).is_none());
+    assert!(uncountable(&chat(json!({"model": "gpt-5", "messages": []}))).is_none());
+    let background = facts(
+        "POST",
+        Some("api.openai.com"),
+        "/v1/responses",
+        &json_headers(),
+        Some(
+            json!({"model": "gpt-5", "background": true, "input": "x"})
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    assert!(uncountable(&background).is_some());
+}

@@ -320,6 +320,7 @@ fn parse_requests(raw: &RawPolicy, text: &str, origin: &str) -> Result<RequestRu
     for (i, rule) in raw.http.iter().enumerate() {
         let name = format!("http[{}]", i + 1);
         let (start, r) = (rule.span().start, rule.get_ref());
+        let verb = action(&name, start, &r.action)?;
         let methods = match &r.method {
             None => Vec::new(),
             Some(m) => parse_methods(m.get_ref())
@@ -334,11 +335,13 @@ fn parse_requests(raw: &RawPolicy, text: &str, origin: &str) -> Result<RequestRu
                     format!("path {:?} must start with `/`", p.get_ref()),
                 ))
             }
-            // Normalised as request paths are (a `*` survives: it is not a separator).
-            Some(p) => Some(Glob::new(&normalize_path(p.get_ref()), false)),
+            // Normalised as request paths are (a `*` survives: it is not a separator). Many
+            // servers route paths without regard to case: a deny or ask covers every case, an
+            // allow only the one written.
+            Some(p) => Some(Glob::new(&normalize_path(p.get_ref()), verb != Verb::Allow)),
         };
         out.http.push(HttpRule {
-            action: action(&name, start, &r.action)?,
+            action: verb,
             methods,
             host: glob(&name, &r.host, "host", true)?,
             path,

@@ -304,6 +304,8 @@ pub struct ConnPolicy {
     dst: SocketAddr,
     /// The session's governance state (budget, asks), when the connection belongs to one.
     governor: Option<std::sync::Arc<crate::govern::Governor>>,
+    /// Names the connection goes by, lower case (TLS server name, DNS-learned name).
+    names: Vec<String>,
 }
 
 impl std::fmt::Debug for ConnPolicy {
@@ -328,7 +330,24 @@ impl ConnPolicy {
             policy: handle,
             dst,
             governor: None,
+            names: Vec::new(),
         }
+    }
+
+    /// The same, knowing one more name the connection goes by (the TLS server name, the name
+    /// DNS gave its address): request rules on hosts see it beside each request's own, so a
+    /// request cannot pick the host the rules see.
+    pub fn with_name(mut self, name: &str) -> ConnPolicy {
+        let name = normalize_host(name);
+        if !name.is_empty() && !self.names.contains(&name) {
+            self.names.push(name);
+        }
+        self
+    }
+
+    /// The names the connection goes by ([`ConnPolicy::with_name`]).
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// The same, with the request rules and budget applied through `governor`.

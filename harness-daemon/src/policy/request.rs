@@ -189,13 +189,67 @@ fn same(a: &Value, b: &Value) -> bool {
         (Value::Number(_), _) | (_, Value::Number(_)) => {
             matches!((as_number(a), as_number(b)), (Some(x), Some(y)) if x == y)
         }
+        // Servers coerce booleans leniently (pydantic takes "yes", "on", "1" for true).
+        (Value::Bool(_), _) | (_, Value::Bool(_)) => {
+            matches!((as_bool(a), as_bool(b)), (Some(x), Some(y)) if x == y)
+        }
         _ => a == b,
     }
+}
+
+/// A boolean, or a string a lenient server reads as one.
+fn as_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" | "t" | "y" => Some(true),
+            "false" | "0" | "no" | "off" | "f" | "n" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// When `pointer` finds nothing in `doc` because its way passes through a string that holds
+/// JSON (`{"order": "{\"qty\": 5000}"}`, which some servers unpack), the member it passes
+/// through.
+fn through_a_string(doc: &Value, pointer: &str) -> Option<String> {
+    let mut at = String::new();
+    let mut node = doc;
+    for token in pointer.split('/').skip(1) {
+        if let Value::String(s) = node {
+            let t = s.trim_start();
+            return (t.starts_with('{') || t.starts_with('[')).then(|| {
+                if at.is_empty() {
+                    "/".to_owned()
+                } else {
+                    at
+                }
+            });
+        }
+        at.push('/');
+        at.push_str(token);
+        let key = token.replace("~1", "/").replace("~0", "~");
+        node = match node {
+            Value::Object(o) => o.get(&key)?,
+            Value::Array(a) => a.get(key.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    None
 }
 
 impl Condition {
     fn check(&self, doc: &Value) -> Outcome {
         let value = doc.pointer(&self.pointer);
+        if value.is_none() {
+            if let Some(at) = through_a_string(doc, &self.pointer) {
+                return Outcome::Unreadable(format!(
+                    "{} passes through {at}, a string holding JSON, which a server may unpack",
+                    self.pointer
+                ));
+            }
+        }
         for op in &self.ops {
             let holds = match (op, value) {
                 (Op::Exists(want), v) => v.is_some() == *want,
@@ -357,8 +411,17 @@ pub struct ToolCall {
 pub struct RequestFacts {
     /// Method, upper case.
     pub method: String,
-    /// Host (normalised: lower case, no port, no trailing dot), when the request names one.
+    /// Host (normalised: lower case, no port, no trailing dot), when the request names one
+    /// (an address or an empty name is none).
     pub host: Option<String>,
+    /// Every other name the request or its connection goes by: further `Host` headers, the TLS
+    /// server name, the name DNS gave the destination. A deny or ask on a host meets the request
+    /// when any name matches; an allow only when all do.
+    pub other_hosts: Vec<String>,
+    /// Every other method the request may be read as: `GET` for `HEAD` (servers run the GET
+    /// handler), a method-override header or `_method` field. A deny or ask on a method meets
+    /// any of them.
+    pub other_methods: Vec<String>,
     /// Path, normalised ([`normalize_path`]), without the query.
     pub path: String,
     /// The body.
@@ -514,13 +577,24 @@ fn glob_ok(g: &Option<Glob>, text: Option<&str>) -> bool {
     }
 }
 
-/// Whether a rule's host glob admits the request's host. A request that names no host (an
-/// HTTP/1.0 request without `Host`) could be for any: a deny or an ask meets it — leaving the
-/// host out must not dodge one —, an allow does not.
-fn host_ok(g: &Option<Glob>, host: Option<&str>, action: Verb) -> bool {
-    match (g, host) {
-        (Some(_), None) => action != Verb::Allow,
-        _ => glob_ok(g, host),
+/// Whether a rule's host glob admits every name a request goes by: a deny or ask meets it
+/// when any name matches, or when it names none (leaving the host out must not dodge one); an
+/// allow only when every name does.
+fn hosts_ok(g: &Option<Glob>, facts: &RequestFacts, action: Verb) -> bool {
+    let Some(glob) = g else { return true };
+    let names: Vec<&str> = facts
+        .host
+        .as_deref()
+        .into_iter()
+        .chain(facts.other_hosts.iter().map(String::as_str))
+        .collect();
+    if names.is_empty() {
+        return action != Verb::Allow;
+    }
+    if action == Verb::Allow {
+        names.iter().all(|n| glob.matches(n))
+    } else {
+        names.iter().any(|n| glob.matches(n))
     }
 }
 
@@ -528,6 +602,14 @@ impl RequestRules {
     /// Whether the file has any request rule or budget (else nothing here needs a body).
     pub fn is_empty(&self) -> bool {
         self.tools.is_empty() && self.http.is_empty() && self.models.is_empty()
+    }
+
+    /// Whether a `[[tool]]` rule names, by its `server`, a host this request goes by (a
+    /// connection upgraded there could carry tool calls as messages no rule could hold).
+    pub fn names_a_tool_server(&self, facts: &RequestFacts) -> bool {
+        self.tools
+            .iter()
+            .any(|r| r.server.is_some() && hosts_ok(&r.server, facts, Verb::Deny))
     }
 
     /// Whether any rule looks into bodies, so that a body must be read before forwarding.
@@ -550,11 +632,15 @@ impl RequestRules {
         };
         for (i, rule) in self.http.iter().enumerate() {
             let head = (rule.methods.is_empty()
-                || rule
-                    .methods
-                    .iter()
-                    .any(|m| m.eq_ignore_ascii_case(&facts.method)))
-                && host_ok(&rule.host, facts.host.as_deref(), rule.action)
+                || rule.methods.iter().any(|m| {
+                    m.eq_ignore_ascii_case(&facts.method)
+                        || (rule.action != Verb::Allow
+                            && facts
+                                .other_methods
+                                .iter()
+                                .any(|o| m.eq_ignore_ascii_case(o)))
+                }))
+                && hosts_ok(&rule.host, facts, rule.action)
                 && glob_ok(&rule.path, Some(&facts.path));
             if !head {
                 continue;
@@ -569,10 +655,11 @@ impl RequestRules {
             // cannot be dodged that way (it decides as `on_unparsable`).
             let unread = match (&facts.body, model.is_empty()) {
                 (BodyFacts::Unreadable(why), true) => Some(why.clone()),
+                (_, true) => Some("the model call names no model".to_owned()),
                 _ => None,
             };
             for (i, rule) in self.models.iter().enumerate() {
-                if !host_ok(&rule.host, facts.host.as_deref(), rule.action) {
+                if !hosts_ok(&rule.host, facts, rule.action) {
                     continue;
                 }
                 if let Some(why) = &unread {
@@ -596,7 +683,7 @@ impl RequestRules {
             }
         }
         for (i, rule) in self.tools.iter().enumerate() {
-            if !host_ok(&rule.server, facts.host.as_deref(), rule.action) {
+            if !hosts_ok(&rule.server, facts, rule.action) {
                 continue;
             }
             if let Some(why) = &facts.mcp_unreadable {
