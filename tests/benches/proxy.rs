@@ -1,15 +1,17 @@
-//! Through harness vs direct, in the same run, against the same test peer (in the world, the
-//! bench's own network namespace over a veth, which both paths cross): requests/s and p50/p99
-//! latency of small JSON calls over TLS at 1 and 64 concurrent clients, added time to the first
-//! SSE byte, and harness's resident memory while 100 MB pass each way. Beside them, the cost of
-//! one fdatasync on the ledger's file system, measured now: the target is added p50 latency of
-//! at most one fdatasync + 0.3 ms; since an exchange has two durable points (the request before
-//! forwarding, the response before release), the bench also prints what is added beyond two
-//! fdatasyncs. Needs root (it runs `harness run`).
+//! Through harness vs direct, in the same run, against the same test peers (in the world, the
+//! bench's own network namespace over a veth, which both paths cross), beside the cost of one
+//! fdatasync on the ledger's file system, measured now. Needs root (it runs `harness run`).
 //!
-//! Sizes: HARNESS_BENCH_REQUESTS (default 2000 per concurrency level), HARNESS_BENCH_SSE_ROUNDS
-//! (default 50), HARNESS_BENCH_MB (default 100).
-use harness_tests::peers::{Peer, TestCa};
+//! Plain HTTP and TLS, each at 1 and 64 clients; SSE first-byte and per-event release
+//! (events the peer stamps with the time it sent them); harness's peak RSS with many
+//! connections open while a large body passes. Ends with issue 13's goals, each measured
+//! against its baseline in this run, met or NOT met.
+//!
+//! Sizes: HARNESS_BENCH_REQUESTS (default 2000 per run), HARNESS_BENCH_SSE_ROUNDS (default 50),
+//! HARNESS_BENCH_SSE_EVENTS (default 20 per stamped stream), HARNESS_BENCH_CONNECTIONS
+//! (default 1000 held), HARNESS_BENCH_MB (default 1024 MiB passing while they are held),
+//! HARNESS_BENCH_UPLOAD_MB (default 100 each way over TLS).
+use harness_tests::peers::{Peer, TestCa, DEFAULT_EVENT_DELAY};
 use harness_tests::{dns_server, harness_bin, temp_dir, world};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -154,6 +156,32 @@ fn f(v: &serde_json::Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or(f64::NAN)
 }
 
+/// One of issue 13's goals: what was measured against what is asked.
+struct Goal {
+    what: String,
+    measured: String,
+    target: String,
+    met: bool,
+}
+
+/// Direct and enclosed runs of `loadgen json` at one concurrency, and harness's CPU per
+/// request beyond start-up.
+struct Exchanges {
+    direct: serde_json::Value,
+    through: serde_json::Value,
+    cpu_us: f64,
+}
+
+impl Exchanges {
+    fn added_p50_ms(&self) -> f64 {
+        f(&self.through, "p50_ms") - f(&self.direct, "p50_ms")
+    }
+
+    fn ratio(&self) -> f64 {
+        f(&self.through, "rps") / f(&self.direct, "rps")
+    }
+}
+
 fn main() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -166,18 +194,23 @@ fn main() {
     let dir = temp_dir("bench");
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let ca = TestCa::create(dir.join("test-ca")).expect("test CA");
-    let peer = Peer::builder(&ca)
+    let tls_peer = Peer::builder(&ca)
         .names(["api.example.test"])
         .ip(world::addr(2))
         .spawn_in_thread()
         .expect("peer");
+    let plain_peer = Peer::builder(&ca)
+        .names(["plain.example.test"])
+        .ip(world::addr(2))
+        .plaintext()
+        .spawn_in_thread()
+        .expect("plaintext peer");
     let bench = Bench {
         ca: ca.cert_path(),
         dns: dns_server(world::addr(2)).to_string(),
         dir: dir.clone(),
     };
-    let addr = peer.addr().to_string();
-    let requests = env_or("HARNESS_BENCH_REQUESTS", 2000).to_string();
+    let requests = env_or("HARNESS_BENCH_REQUESTS", 2000);
     let fsync = fdatasync_p50_ms(&dir);
     println!("proxy bench: one write+fdatasync on the ledger's file system: p50 {fsync:.3} ms");
     // What `harness run` costs with no traffic at all (engine start: eBPF load, CA, session
@@ -188,67 +221,91 @@ fn main() {
         idle.as_secs_f64() * 1000.0
     );
     println!(
-        "{:<28} {:>10} {:>10} {:>9} {:>9} {:>9}",
-        "", "req/s", "ratio", "p50 ms", "p99 ms", "+p50 ms"
+        "{:<34} {:>10} {:>8} {:>9} {:>9} {:>9} {:>10}",
+        "small JSON POSTs", "req/s", "ratio", "p50 ms", "p99 ms", "+p50 ms", "CPU µs/req"
     );
-    for concurrency in ["1", "64"] {
-        let url = peer.url("/v1/orders");
-        let args = [
-            "json",
-            url.as_str(),
-            addr.as_str(),
-            concurrency,
-            requests.as_str(),
-        ];
-        let direct = bench.direct(&args);
-        let (through, cpu) = bench.enclosed(&args);
-        let added = f(&through, "p50_ms") - f(&direct, "p50_ms");
-        for (label, v) in [
-            (format!("direct, {concurrency} client(s)"), &direct),
-            (format!("harness, {concurrency} client(s)"), &through),
-        ] {
+    let mut runs = std::collections::HashMap::new();
+    for (scheme, peer) in [("http", &plain_peer), ("https", &tls_peer)] {
+        for concurrency in [1u64, 64] {
+            let url = peer.url("/v1/orders");
+            let addr = peer.addr().to_string();
+            let (c, n) = (concurrency.to_string(), requests.to_string());
+            let args = ["json", url.as_str(), addr.as_str(), c.as_str(), n.as_str()];
+            let direct = bench.direct(&args);
+            let (through, cpu) = bench.enclosed(&args);
+            let run = Exchanges {
+                direct,
+                through,
+                cpu_us: cpu.saturating_sub(idle).as_secs_f64() * 1e6 / requests as f64,
+            };
             println!(
-                "{label:<28} {:>10.0} {:>10} {:>9.3} {:>9.3} {:>9}",
-                f(v, "rps"),
-                if std::ptr::eq(v, &through) {
-                    format!("{:.2}x", f(&through, "rps") / f(&direct, "rps"))
-                } else {
-                    "1.00x".into()
-                },
-                f(v, "p50_ms"),
-                f(v, "p99_ms"),
-                if std::ptr::eq(v, &through) {
-                    format!("{added:.3}")
-                } else {
-                    String::new()
-                },
+                "{:<34} {:>10.0} {:>8} {:>9.3} {:>9.3} {:>9} {:>10}",
+                format!("{scheme} direct, {concurrency} client(s)"),
+                f(&run.direct, "rps"),
+                "1.00x",
+                f(&run.direct, "p50_ms"),
+                f(&run.direct, "p99_ms"),
+                "",
+                ""
             );
+            println!(
+                "{:<34} {:>10.0} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>10.0}",
+                format!("{scheme} through harness, {concurrency}"),
+                f(&run.through, "rps"),
+                format!("{:.2}x", run.ratio()),
+                f(&run.through, "p50_ms"),
+                f(&run.through, "p99_ms"),
+                run.added_p50_ms(),
+                run.cpu_us,
+            );
+            runs.insert((scheme, concurrency), run);
         }
-        println!(
-            "  added p50 at {concurrency} client(s): {added:.3} ms; target ≤ fdatasync + 0.3 = {:.3} ms: {}",
-            fsync + 0.3,
-            if added <= fsync + 0.3 { "met" } else { "NOT met" }
-        );
-        // A recorded exchange needs two durable points by design — the request before it is
-        // forwarded, the response before it is released — so two fdatasyncs are its floor;
-        // what harness adds beyond them is its own cost.
-        let beyond = added - 2.0 * fsync;
-        println!(
-            "  beyond the two fdatasyncs an exchange needs (request, response): {beyond:.3} ms; ≤ 0.3 ms: {}",
-            if beyond <= 0.3 { "met" } else { "NOT met" }
-        );
-        // With every client always waiting on its answer, latency is concurrency / throughput
-        // (Little's law) once a resource saturates: this says how much CPU harness needs.
-        let n: f64 = requests.parse().unwrap_or(f64::NAN);
-        println!(
-            "  harness CPU beyond start-up: {:.0} µs per request ({:.2} s for {n:.0}); {concurrency} / req/s = {:.3} ms",
-            cpu.saturating_sub(idle).as_secs_f64() * 1e6 / n,
-            cpu.saturating_sub(idle).as_secs_f64(),
-            concurrency.parse::<f64>().unwrap_or(f64::NAN) / f(&through, "rps") * 1000.0,
-        );
     }
+    let mut goals = Vec::new();
+    for (concurrency, limit) in [(64, 40.0), (1, 60.0)] {
+        let cpu = runs[&("http", concurrency)].cpu_us;
+        goals.push(Goal {
+            what: format!("harness CPU per plain-HTTP exchange, c={concurrency}"),
+            measured: format!("{cpu:.0} µs"),
+            target: format!("≤ {limit:.0} µs"),
+            met: cpu <= limit,
+        });
+    }
+    let ratio = runs[&("http", 64)].ratio();
+    goals.push(Goal {
+        what: "plain-HTTP throughput at c=64, of direct".into(),
+        measured: format!("{ratio:.2}x"),
+        target: "≥ 0.30x".into(),
+        met: ratio >= 0.3,
+    });
+    // An exchange has two durable points — the request before it is forwarded, the response
+    // before it is released — so two fdatasyncs are its floor.
+    let added = runs[&("http", 1)].added_p50_ms();
+    let floor = 2.0 * fsync + 0.1;
+    goals.push(Goal {
+        what: "added p50 latency, plain HTTP, c=1".into(),
+        measured: format!("{added:.3} ms"),
+        target: format!("≤ 2 × fdatasync + 0.1 = {floor:.3} ms"),
+        met: added <= floor,
+    });
+    for concurrency in [1, 64] {
+        let (tls, plain) = (
+            runs[&("https", concurrency)].cpu_us,
+            runs[&("http", concurrency)].cpu_us,
+        );
+        goals.push(Goal {
+            what: format!("harness CPU with TLS on both sides, c={concurrency}"),
+            measured: format!("{tls:.0} µs ({:.2}x plain)", tls / plain),
+            target: format!("≤ 2 × plain = {:.0} µs", 2.0 * plain),
+            met: tls <= 2.0 * plain,
+        });
+    }
+
+    // Model streams: time to the first byte of an Anthropic SSE reply, then each event of a
+    // stamped stream — how long after the peer sent it the client had it, and the spacing.
     let rounds = env_or("HARNESS_BENCH_SSE_ROUNDS", 50).to_string();
-    let url = peer.url("/v1/messages");
+    let url = tls_peer.url("/v1/messages");
+    let addr = tls_peer.addr().to_string();
     let args = ["sse", url.as_str(), addr.as_str(), rounds.as_str()];
     let direct = bench.direct(&args);
     let (through, _) = bench.enclosed(&args);
@@ -259,7 +316,72 @@ fn main() {
         f(&through, "ttfb_p50_ms") - f(&direct, "ttfb_p50_ms"),
         f(&through, "ttfb_p50_ms") / f(&direct, "ttfb_p50_ms"),
     );
-    let mb = env_or("HARNESS_BENCH_MB", 100);
+    let events = env_or("HARNESS_BENCH_SSE_EVENTS", 20);
+    let url = tls_peer.url(&format!("/stamped/{events}"));
+    let rounds = (env_or("HARNESS_BENCH_SSE_ROUNDS", 50) / 5)
+        .max(1)
+        .to_string();
+    let args = ["events", url.as_str(), addr.as_str(), rounds.as_str()];
+    let direct = bench.direct(&args);
+    let (through, _) = bench.enclosed(&args);
+    let release = f(&through, "latency_p50_ms") - f(&direct, "latency_p50_ms");
+    println!(
+        "SSE events {} ms apart (p50): sent → received direct {:.3} ms, harness {:.3} ms; spacing direct {:.3} ms, harness {:.3} ms (p99 {:.3})",
+        DEFAULT_EVENT_DELAY.as_millis(),
+        f(&direct, "latency_p50_ms"),
+        f(&through, "latency_p50_ms"),
+        f(&direct, "gap_p50_ms"),
+        f(&through, "gap_p50_ms"),
+        f(&through, "gap_p99_ms"),
+    );
+    goals.push(Goal {
+        what: "SSE event released after it arrives (p50)".into(),
+        measured: format!("{release:.3} ms"),
+        target: format!("≤ fdatasync + 0.2 = {:.3} ms", fsync + 0.2),
+        met: release <= fsync + 0.2,
+    });
+    // Kept: the median spacing within a tenth of a millisecond of the peer's.
+    let spacing = f(&through, "gap_p50_ms") - f(&direct, "gap_p50_ms");
+    goals.push(Goal {
+        what: "SSE inter-event spacing kept (p50, vs direct)".into(),
+        measured: format!("{spacing:+.3} ms"),
+        target: "within ±0.1 ms".into(),
+        met: spacing.abs() <= 0.1,
+    });
+
+    // Memory: many open connections while a large body passes.
+    let connections = env_or("HARNESS_BENCH_CONNECTIONS", 1000);
+    let mb = env_or("HARNESS_BENCH_MB", 1024);
+    let url = plain_peer.url("/health");
+    let addr = plain_peer.addr().to_string();
+    let (c, b) = (connections.to_string(), (mb << 20).to_string());
+    let loadgen = bin("loadgen");
+    let command = [
+        loadgen.to_str().unwrap(),
+        "hold",
+        url.as_str(),
+        addr.as_str(),
+        c.as_str(),
+        b.as_str(),
+    ];
+    let t = Instant::now();
+    let out = bench.harness(&command, true);
+    let held: serde_json::Value = serde_json::from_slice(&out.stdout).expect("loadgen JSON");
+    let rss = out.peak_kib as f64 / 1024.0;
+    println!(
+        "{} connections held while {mb} MiB passed through harness ({:.1} s): harness peak RSS {rss:.0} MiB",
+        held["held"],
+        t.elapsed().as_secs_f64(),
+    );
+    goals.push(Goal {
+        what: format!("harness peak RSS, {connections} connections open, {mb} MiB passing"),
+        measured: format!("{rss:.0} MiB"),
+        target: "≤ 64 MiB".into(),
+        met: rss <= 64.0,
+    });
+
+    // The upload path (100 MB each way by default) as before, for its time.
+    let mb = env_or("HARNESS_BENCH_UPLOAD_MB", 100);
     let size = mb * 1024 * 1024;
     let upload = dir.join("upload.bin");
     {
@@ -271,17 +393,28 @@ fn main() {
     }
     let script = format!(
         "/usr/bin/curl -sS -o /dev/null {} && /usr/bin/curl -sS -o /dev/null --data-binary @{} {}",
-        peer.url(&format!("/bytes/{size}")),
+        tls_peer.url(&format!("/bytes/{size}")),
         upload.display(),
-        peer.url("/upload")
+        tls_peer.url("/upload")
     );
     let t = Instant::now();
     let out = bench.harness(&["/bin/sh", "-c", &script], true);
     println!(
-        "{mb} MB down + {mb} MB up through harness: {:.1} s, harness peak RSS {} MiB",
+        "{mb} MB down + {mb} MB up over TLS through harness: {:.1} s, harness peak RSS {} MiB",
         t.elapsed().as_secs_f64(),
         out.peak_kib / 1024
     );
-    drop(peer);
+
+    println!("\nissue 13 goals (proxy):");
+    for g in &goals {
+        println!(
+            "  {:<62} {:>22}  {:<34} {}",
+            g.what,
+            g.measured,
+            g.target,
+            if g.met { "met" } else { "NOT met" }
+        );
+    }
+    drop((tls_peer, plain_peer));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -126,7 +126,9 @@ pub fn seal(
     object.insert("seq".into(), Value::from(seq));
     object.insert("ts".into(), Value::from(ts));
     object.insert("prev".into(), Value::from(hex::encode(prev)));
-    Ok(serde_jcs::to_vec(&Value::Object(object))?)
+    let mut out = Vec::with_capacity(512);
+    jcs(&Value::Object(object), &mut out)?;
+    Ok(out)
 }
 
 /// One line of a session file, parsed and checked on its own (not yet against its neighbours).
@@ -150,9 +152,7 @@ pub struct Line {
 pub fn parse_line(bytes: &[u8]) -> Result<Line, String> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
-    let mut canonical = Vec::with_capacity(bytes.len());
-    jcs(&value, &mut canonical).map_err(|e| format!("not canonical ({e})"))?;
-    if canonical != bytes {
+    if !is_canonical(bytes) {
         return Err("not in canonical form (RFC 8785)".into());
     }
     let Value::Object(mut map) = value else {
@@ -192,9 +192,211 @@ pub fn parse_line(bytes: &[u8]) -> Result<Line, String> {
     })
 }
 
+/// Whether `bytes` (valid JSON) are exactly what [`jcs`] writes for the value they hold: no
+/// whitespace, object members in strictly increasing UTF-16 order of their names, strings
+/// escaped as RFC 8785 escapes them, numbers as it formats them. Reads the bytes once without
+/// building the value, which is what makes `verify` fast; it agrees with re-serializing and
+/// comparing (a test holds the two equal).
+pub fn is_canonical(bytes: &[u8]) -> bool {
+    let mut c = Canonical { b: bytes, i: 0 };
+    c.value(0) && c.i == bytes.len()
+}
+
+/// Deepest nesting [`is_canonical`] follows (serde_json refuses deeper input anyway).
+const MAX_DEPTH: usize = 128;
+
+/// A cursor over bytes that are checked to be canonical as they are read.
+struct Canonical<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Canonical<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, lit: &[u8]) -> bool {
+        if self.b[self.i..].starts_with(lit) {
+            self.i += lit.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> bool {
+        if depth > MAX_DEPTH {
+            return false;
+        }
+        match self.peek() {
+            Some(b'{') => self.object(depth),
+            Some(b'[') => self.array(depth),
+            Some(b'"') => self.string().is_some(),
+            Some(b't') => self.eat(b"true"),
+            Some(b'f') => self.eat(b"false"),
+            Some(b'n') => self.eat(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => false,
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> bool {
+        self.i += 1;
+        if self.eat(b"]") {
+            return true;
+        }
+        loop {
+            if !self.value(depth + 1) {
+                return false;
+            }
+            if self.eat(b"]") {
+                return true;
+            }
+            if !self.eat(b",") {
+                return false;
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> bool {
+        self.i += 1;
+        if self.eat(b"}") {
+            return true;
+        }
+        let mut last: Option<std::borrow::Cow<'a, str>> = None;
+        loop {
+            let Some(key) = self.string() else {
+                return false;
+            };
+            let Some(key) = key_text(key) else {
+                return false;
+            };
+            if let Some(last) = &last {
+                if !utf16_less(last, &key) {
+                    return false; // out of order, or a duplicate
+                }
+            }
+            last = Some(key);
+            if !self.eat(b":") || !self.value(depth + 1) {
+                return false;
+            }
+            if self.eat(b"}") {
+                return true;
+            }
+            if !self.eat(b",") {
+                return false;
+            }
+        }
+    }
+
+    /// A canonically escaped string; returns its raw contents (between the quotes).
+    fn string(&mut self) -> Option<&'a [u8]> {
+        let b = self.b;
+        if b.get(self.i) != Some(&b'"') {
+            return None;
+        }
+        let start = self.i + 1;
+        let mut i = start;
+        loop {
+            match *b.get(i)? {
+                b'"' => {
+                    self.i = i + 1;
+                    return Some(&b[start..i]);
+                }
+                b'\\' => match *b.get(i + 1)? {
+                    b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                    // Only a control character without a short escape is written `\u00xx`
+                    // (lower-case hex).
+                    b'u' => {
+                        let hex = b.get(i + 2..i + 6)?;
+                        let lower = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+                        if hex[0] != b'0' || hex[1] != b'0' || !lower(hex[2]) || !lower(hex[3]) {
+                            return None;
+                        }
+                        let code = u8::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16)
+                            .ok()?;
+                        if code >= 0x20 || matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                            return None;
+                        }
+                        i += 6;
+                    }
+                    _ => return None,
+                },
+                0..=0x1f => return None,
+                _ => i += 1,
+            }
+        }
+    }
+
+    fn number(&mut self) -> bool {
+        let start = self.i;
+        let b = self.b;
+        let mut i = start;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        let digits = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let simple = !matches!(b.get(i), Some(b'.' | b'e' | b'E'));
+        while b
+            .get(i)
+            .is_some_and(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'))
+        {
+            i += 1;
+        }
+        self.i = i;
+        let token = &b[start..i];
+        let int = &b[digits..i];
+        // The common case: a safe integer, written without leading zeros and not as `-0`.
+        if simple && !int.is_empty() && int.len() <= 16 {
+            let leading_zero = int.len() > 1 && int[0] == b'0';
+            let minus_zero = int == b"0" && digits > start;
+            let magnitude: u64 = std::str::from_utf8(int)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u64::MAX);
+            if magnitude <= MAX_SAFE_INTEGER {
+                return !leading_zero && !minus_zero;
+            }
+        }
+        // Anything else is formatted as the writer would and compared.
+        let Ok(value) = serde_json::from_slice::<Value>(token) else {
+            return false;
+        };
+        let mut canonical = Vec::new();
+        jcs(&value, &mut canonical).is_ok() && canonical == token
+    }
+}
+
+/// The text of a member name read by [`Canonical::string`] (escapes undone).
+fn key_text(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    if !raw.contains(&b'\\') {
+        return std::str::from_utf8(raw).ok().map(std::borrow::Cow::Borrowed);
+    }
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
+    serde_json::from_slice::<String>(&quoted)
+        .ok()
+        .map(std::borrow::Cow::Owned)
+}
+
+/// `a < b` in UTF-16 code-unit order (RFC 8785 §3.2.3); byte order when both are ASCII.
+fn utf16_less(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        a < b
+    } else {
+        a.encode_utf16().lt(b.encode_utf16())
+    }
+}
+
 /// Appends the RFC 8785 serialization of `v` to `out`. Byte-for-byte the same as
-/// `serde_jcs::to_vec(v)` (the writer's serializer; a test holds them equal), but several times
-/// faster, which matters to the verifier. Numbers other than safe integers are formatted by
+/// `serde_jcs::to_vec(v)` (a test holds them equal), but several times faster, which matters to
+/// the writer and the verifier. Numbers other than safe integers are formatted by
 /// serde_jcs itself.
 pub fn jcs(v: &Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     match v {
@@ -202,11 +404,12 @@ pub fn jcs(v: &Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            // Written into `out` as they are formatted: no string per number.
             (Some(u), _) if u <= MAX_SAFE_INTEGER => {
-                out.extend_from_slice(u.to_string().as_bytes())
+                let _ = std::io::Write::write_fmt(out, format_args!("{u}"));
             }
             (None, Some(i)) if i.unsigned_abs() <= MAX_SAFE_INTEGER => {
-                out.extend_from_slice(i.to_string().as_bytes())
+                let _ = std::io::Write::write_fmt(out, format_args!("{i}"));
             }
             _ => out.extend_from_slice(&serde_jcs::to_vec(n)?),
         },
@@ -318,6 +521,93 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    /// What `is_canonical` must agree with: re-serializing and comparing.
+    fn canonical_by_roundtrip(bytes: &[u8]) -> bool {
+        let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+            return false;
+        };
+        let mut out = Vec::new();
+        jcs(&v, &mut out).is_ok() && out == bytes
+    }
+
+    #[test]
+    fn canonical_check_agrees_with_reserializing() {
+        let texts = [
+            r#"{"a":1,"b":[true,false,null]}"#,
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":1}"#,
+            r#"{ "a":1}"#,
+            r#"{"a":1}  "#,
+            r#"{"a":"\/"}"#,
+            r#"{"a":"\u0041"}"#,
+            r#"{"a":"\u001f"}"#,
+            r#"{"a":"\u001F"}"#,
+            r#"{"a":"\u000a"}"#,
+            r#"{"a":"\n\t\"\\\b\f\r"}"#,
+            r#"{"a":"\u007f"}"#,
+            "{\"a\":\"\u{7f}é€😀\"}",
+            r#"{"a":-0}"#,
+            r#"{"a":0}"#,
+            r#"{"a":-7}"#,
+            r#"{"a":1.0}"#,
+            r#"{"a":1.5}"#,
+            r#"{"a":1e3}"#,
+            r#"{"a":1E3}"#,
+            r#"{"a":1e30}"#,
+            r#"{"a":9007199254740991}"#,
+            r#"{"a":9007199254740992}"#,
+            r#"{"a":9007199254740993}"#,
+            r#"{"a":1152921504606846976}"#,
+            r#"{"a":18446744073709551616}"#,
+            r#"{"a":0.000001}"#,
+            r#"{"a":1e-7}"#,
+            r#"{"\u20ac":1,"\ud83d\ude00":2}"#,
+            "{\"\u{20ac}\":1,\"\u{1f600}\":2}",
+            "{\"\u{1f600}\":1,\"\u{ffff}\":2}",
+            "{\"\u{ffff}\":1,\"\u{1f600}\":2}",
+            r#"{"\n":1,"a":2}"#,
+            r#"[]"#,
+            r#"{}"#,
+            r#"[{},[],"",0]"#,
+            r#""x""#,
+        ];
+        for t in texts {
+            assert_eq!(
+                is_canonical(t.as_bytes()),
+                canonical_by_roundtrip(t.as_bytes()),
+                "{t}"
+            );
+        }
+        // Every single-byte edit of canonical lines that still parses as JSON.
+        let line = br#"{"a":[1,-2,30,"x\n\u0001\"y",{"k":true,"l":null}],"b":"\u00e9","c":12.5,"d":-0.25,"\u20ac":0}"#;
+        let alphabet = b" \t\n{}[]\":,.-+0123456789eEabkuxl\\/";
+        let mut edits = 0;
+        for pos in 0..=line.len() {
+            for &c in alphabet {
+                for insert in [false, true] {
+                    let mut t = line.to_vec();
+                    if insert {
+                        t.insert(pos, c);
+                    } else if pos < t.len() {
+                        t[pos] = c;
+                    } else {
+                        continue;
+                    }
+                    if serde_json::from_slice::<Value>(&t).is_ok() {
+                        edits += 1;
+                        assert_eq!(
+                            is_canonical(&t),
+                            canonical_by_roundtrip(&t),
+                            "{}",
+                            String::from_utf8_lossy(&t)
+                        );
+                    }
+                }
+            }
+        }
+        assert!(edits > 100, "only {edits} edits parsed");
     }
 
     #[test]

@@ -350,13 +350,16 @@ async fn produce(
     tx: mpsc::Sender<Bytes>,
 ) {
     let cut_after = if reset { chunks.count / 2 } else { usize::MAX };
-    for (i, chunk) in chunks.iter.enumerate() {
+    let mut iter = chunks.iter;
+    for i in 0.. {
         if i == cut_after {
             break;
         }
         if i > 0 && !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        // Pulled after the wait: a chunk made on the fly (a stamped event) is made when sent.
+        let Some(chunk) = iter.next() else { break };
         if tx.send(chunk).await.is_err() {
             return; // the client went away
         }

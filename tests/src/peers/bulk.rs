@@ -1,5 +1,7 @@
 //! Large bodies in bounded memory: `GET /bytes/{n}` streams n deterministic pseudo-random
-//! bytes; `POST /upload` hashes a body of any size (the server reads it without keeping it).
+//! bytes; `POST /upload` hashes a body of any size (the server reads it without keeping it);
+//! `GET /stamped/{n}` streams n SSE events, the peer's event delay apart, each holding the
+//! wall-clock time it was sent (for the benchmark's per-event release latency).
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -124,4 +126,29 @@ mod tests {
         assert_eq!(parse_size("12"), Some(12));
         assert_eq!(parse_size("x"), None);
     }
+}
+
+/// `GET /stamped/{n}`: n SSE events `data: {"sent_ns":T}`, the peer's event delay apart, T the
+/// wall-clock nanoseconds at which the event was handed to the connection.
+pub(crate) fn stamped(ctx: &Ctx) -> Plan {
+    let Some(n) = ctx
+        .path
+        .strip_prefix("/stamped/")
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return error_plan(Kind::Plain, StatusCode::BAD_REQUEST, "bad event count");
+    };
+    let events = (0..n).map(|_| {
+        let sent = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        Bytes::from(format!("data: {{\"sent_ns\":{sent}}}\n\n"))
+    });
+    let mut plan = Plan::sse(Vec::new(), ctx.event_delay());
+    plan.chunks = Chunks {
+        count: n,
+        iter: Box::new(events),
+    };
+    plan
 }

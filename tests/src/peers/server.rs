@@ -679,6 +679,7 @@ async fn route(ctx: &Ctx, kind: Kind) -> Plan {
         (&Method::POST, "/v1/orders") => broker::order(ctx),
         (&Method::GET, _) if path.starts_with("/v1/orders/") => broker::get_order(ctx),
         (&Method::GET, _) if path.starts_with("/bytes/") => bulk::bytes(ctx),
+        (&Method::GET, _) if path.starts_with("/stamped/") => bulk::stamped(ctx),
         (&Method::POST | &Method::PUT, "/upload") => bulk::upload(ctx),
         (&Method::GET, "/" | "/health") => Plan::bytes(StatusCode::OK, "text/plain", "ok\n"),
         _ if kind != Kind::Plain && !known_path(path) => {
