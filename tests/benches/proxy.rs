@@ -53,10 +53,10 @@ impl Bench {
 
     /// Runs `loadgen ARGS` inside `harness run` (trusting what harness gives it); also the CPU
     /// time harness itself (daemon and recorder, not the enclosed loadgen) spent.
-    fn enclosed(&self, args: &[&str]) -> (serde_json::Value, Duration) {
+    fn enclosed(&self, args: &[&str]) -> (serde_json::Value, Duration, u64) {
         let out = self.harness(&[&[bin("loadgen").to_str().unwrap()], args].concat(), false);
         let v = serde_json::from_slice(&out.stdout).expect("loadgen JSON");
-        (v, out.cpu)
+        (v, out.cpu, out.switches)
     }
 
     fn harness(&self, command: &[&str], measure_rss: bool) -> Output {
@@ -78,11 +78,13 @@ impl Bench {
             .expect("harness run");
         let mut peak_kib = 0;
         let mut cpu = Duration::ZERO;
+        let mut switches = 0;
         while child.try_wait().expect("wait").is_none() {
             if measure_rss {
                 peak_kib = peak_kib.max(harness_tests::vm_hwm_kib(child.id()));
             }
             cpu = cpu.max(cpu_time(child.id()));
+            switches = switches.max(context_switches(child.id()));
             std::thread::sleep(Duration::from_millis(10));
         }
         let out = child.wait_with_output().expect("harness run");
@@ -95,6 +97,7 @@ impl Bench {
             stdout: out.stdout,
             peak_kib,
             cpu,
+            switches,
         }
     }
 }
@@ -105,6 +108,29 @@ struct Output {
     /// User + system CPU time of the `harness run` process (its own threads, not the command),
     /// as last seen before it exited.
     cpu: Duration,
+    /// Context switches of all its threads (voluntary and not), as last seen.
+    switches: u64,
+}
+
+/// Context switches so far of every thread of process `pid` (each a sleep or a preemption: a
+/// thread hop costs one on each side).
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter_map(|l| {
+                    let (key, value) = l.split_once(':')?;
+                    key.ends_with("ctxt_switches")
+                        .then(|| value.trim().parse::<u64>().ok())?
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 /// User + system CPU time of process `pid` so far (`/proc/PID/stat` fields 14 and 15).
@@ -170,6 +196,8 @@ struct Exchanges {
     direct: serde_json::Value,
     through: serde_json::Value,
     cpu_us: f64,
+    /// harness's context switches per exchange, beyond start-up.
+    switches: f64,
 }
 
 impl Exchanges {
@@ -215,14 +243,15 @@ fn main() {
     println!("proxy bench: one write+fdatasync on the ledger's file system: p50 {fsync:.3} ms");
     // What `harness run` costs with no traffic at all (engine start: eBPF load, CA, session
     // open and close), subtracted from the CPU per request below.
-    let idle = bench.harness(&["/bin/true"], false).cpu;
+    let idle_run = bench.harness(&["/bin/true"], false);
+    let (idle, idle_switches) = (idle_run.cpu, idle_run.switches);
     println!(
         "harness run of /bin/true (start, enclose, close): {:.0} ms CPU",
         idle.as_secs_f64() * 1000.0
     );
     println!(
-        "{:<34} {:>10} {:>8} {:>9} {:>9} {:>9} {:>10}",
-        "small JSON POSTs", "req/s", "ratio", "p50 ms", "p99 ms", "+p50 ms", "CPU µs/req"
+        "{:<34} {:>10} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "small JSON POSTs", "req/s", "ratio", "p50 ms", "p99 ms", "+p50 ms", "CPU µs/req", "cs/req"
     );
     let mut runs = std::collections::HashMap::new();
     for (scheme, peer) in [("http", &plain_peer), ("https", &tls_peer)] {
@@ -232,24 +261,26 @@ fn main() {
             let (c, n) = (concurrency.to_string(), requests.to_string());
             let args = ["json", url.as_str(), addr.as_str(), c.as_str(), n.as_str()];
             let direct = bench.direct(&args);
-            let (through, cpu) = bench.enclosed(&args);
+            let (through, cpu, switches) = bench.enclosed(&args);
             let run = Exchanges {
                 direct,
                 through,
                 cpu_us: cpu.saturating_sub(idle).as_secs_f64() * 1e6 / requests as f64,
+                switches: switches.saturating_sub(idle_switches) as f64 / requests as f64,
             };
             println!(
-                "{:<34} {:>10.0} {:>8} {:>9.3} {:>9.3} {:>9} {:>10}",
+                "{:<34} {:>10.0} {:>8} {:>9.3} {:>9.3} {:>9} {:>10} {:>9}",
                 format!("{scheme} direct, {concurrency} client(s)"),
                 f(&run.direct, "rps"),
                 "1.00x",
                 f(&run.direct, "p50_ms"),
                 f(&run.direct, "p99_ms"),
                 "",
+                "",
                 ""
             );
             println!(
-                "{:<34} {:>10.0} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>10.0}",
+                "{:<34} {:>10.0} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>10.0} {:>9.1}",
                 format!("{scheme} through harness, {concurrency}"),
                 f(&run.through, "rps"),
                 format!("{:.2}x", run.ratio()),
@@ -257,6 +288,7 @@ fn main() {
                 f(&run.through, "p99_ms"),
                 run.added_p50_ms(),
                 run.cpu_us,
+                run.switches,
             );
             runs.insert((scheme, concurrency), run);
         }
@@ -308,7 +340,7 @@ fn main() {
     let addr = tls_peer.addr().to_string();
     let args = ["sse", url.as_str(), addr.as_str(), rounds.as_str()];
     let direct = bench.direct(&args);
-    let (through, _) = bench.enclosed(&args);
+    let (through, _, _) = bench.enclosed(&args);
     println!(
         "time to first SSE byte (p50): direct {:.3} ms, harness {:.3} ms, added {:.3} ms ({:.2}x)",
         f(&direct, "ttfb_p50_ms"),
@@ -323,7 +355,7 @@ fn main() {
         .to_string();
     let args = ["events", url.as_str(), addr.as_str(), rounds.as_str()];
     let direct = bench.direct(&args);
-    let (through, _) = bench.enclosed(&args);
+    let (through, _, _) = bench.enclosed(&args);
     let release = f(&through, "latency_p50_ms") - f(&direct, "latency_p50_ms");
     println!(
         "SSE events {} ms apart (p50): sent → received direct {:.3} ms, harness {:.3} ms; spacing direct {:.3} ms, harness {:.3} ms (p99 {:.3})",

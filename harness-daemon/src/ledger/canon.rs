@@ -314,8 +314,8 @@ impl<'a> Canonical<'a> {
                         if hex[0] != b'0' || hex[1] != b'0' || !lower(hex[2]) || !lower(hex[3]) {
                             return None;
                         }
-                        let code = u8::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16)
-                            .ok()?;
+                        let code =
+                            u8::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()?;
                         if code >= 0x20 || matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
                             return None;
                         }
@@ -374,7 +374,9 @@ impl<'a> Canonical<'a> {
 /// The text of a member name read by [`Canonical::string`] (escapes undone).
 fn key_text(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     if !raw.contains(&b'\\') {
-        return std::str::from_utf8(raw).ok().map(std::borrow::Cow::Borrowed);
+        return std::str::from_utf8(raw)
+            .ok()
+            .map(std::borrow::Cow::Borrowed);
     }
     let mut quoted = Vec::with_capacity(raw.len() + 2);
     quoted.push(b'"');

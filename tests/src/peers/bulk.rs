@@ -112,22 +112,6 @@ pub(crate) fn upload(ctx: &Ctx) -> Plan {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stream_is_position_independent() {
-        let whole = pseudo_random_bytes(0, 100);
-        assert_eq!(pseudo_random_bytes(13, 50), whole[13..63].to_vec());
-        let joined: Vec<u8> = chunks(CHUNK * 2 + 5).flat_map(|b| b.to_vec()).collect();
-        assert_eq!(joined, pseudo_random_bytes(0, (CHUNK * 2 + 5) as usize));
-        assert_eq!(parse_size("100M"), Some(100 << 20));
-        assert_eq!(parse_size("12"), Some(12));
-        assert_eq!(parse_size("x"), None);
-    }
-}
-
 /// `GET /stamped/{n}`: n SSE events `data: {"sent_ns":T}`, the peer's event delay apart, T the
 /// wall-clock nanoseconds at which the event was handed to the connection.
 pub(crate) fn stamped(ctx: &Ctx) -> Plan {
@@ -151,4 +135,20 @@ pub(crate) fn stamped(ctx: &Ctx) -> Plan {
         iter: Box::new(events),
     };
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_is_position_independent() {
+        let whole = pseudo_random_bytes(0, 100);
+        assert_eq!(pseudo_random_bytes(13, 50), whole[13..63].to_vec());
+        let joined: Vec<u8> = chunks(CHUNK * 2 + 5).flat_map(|b| b.to_vec()).collect();
+        assert_eq!(joined, pseudo_random_bytes(0, (CHUNK * 2 + 5) as usize));
+        assert_eq!(parse_size("100M"), Some(100 << 20));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("x"), None);
+    }
 }
