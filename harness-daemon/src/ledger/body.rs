@@ -95,11 +95,16 @@ impl Body {
 
     /// Checks that an inline body's bytes have the recorded length and SHA-256.
     pub fn check_inline(&self) -> Result<(), String> {
-        let Some(bytes) = self.inline_bytes() else {
-            return match self {
-                Body::Blob { .. } => Ok(()),
-                _ => Err("body: base64 does not decode".into()),
-            };
+        // Text is checked where it lies; only base64 is decoded into a copy.
+        let bytes: std::borrow::Cow<'_, [u8]> = match self {
+            Body::Utf8 { text, .. } => text.as_bytes().into(),
+            Body::Base64 { data, .. } => {
+                match base64::engine::general_purpose::STANDARD.decode(data) {
+                    Ok(bytes) => bytes.into(),
+                    Err(_) => return Err("body: base64 does not decode".into()),
+                }
+            }
+            Body::Blob { .. } => return Ok(()),
         };
         if bytes.len() as u64 != self.len() {
             return Err(format!(
@@ -108,7 +113,9 @@ impl Body {
                 self.len()
             ));
         }
-        if hex::encode(Sha256::digest(&bytes)) != self.sha256() {
+        // Compared as digests: no hex string made per body.
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        if super::canon::decode_hash(self.sha256()) != Some(digest) {
             return Err("body: sha256 does not match its bytes".into());
         }
         Ok(())

@@ -148,40 +148,60 @@ pub struct Line {
     pub entry: Entry,
 }
 
+/// The envelope of a line as read by [`parse_line`]: its five members, each checked there.
+/// Every other member is skipped without being built (the entry is read on its own).
+#[derive(serde::Deserialize)]
+struct Envelope {
+    v: Option<Value>,
+    seq: Option<Value>,
+    session: Option<Value>,
+    ts: Option<Value>,
+    prev: Option<Value>,
+}
+
 /// Parses and checks one line (without its newline): JSON, canonical form, envelope, entry.
+/// Canonical bytes are checked as they are (no value is built for that); the envelope and the
+/// entry are then each read straight from the bytes into their types.
 pub fn parse_line(bytes: &[u8]) -> Result<Line, String> {
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
-    if !is_canonical(bytes) {
-        return Err("not in canonical form (RFC 8785)".into());
+    if std::str::from_utf8(bytes).is_err() || !is_canonical(bytes) {
+        // Which of the two: only a line that fails is parsed a second time.
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Err(e) => format!("not valid JSON ({e})"),
+                Ok(_) => "not in canonical form (RFC 8785)".into(),
+            },
+        );
     }
-    let Value::Object(mut map) = value else {
+    if bytes.first() != Some(&b'{') {
         return Err("not a JSON object".into());
-    };
-    let mut take = |k: &str| map.remove(k).ok_or_else(|| format!("no `{k}` field"));
-    let v = take("v")?;
+    }
+    let envelope: Envelope =
+        serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
+    let take = |k: &str, v: Option<Value>| v.ok_or_else(|| format!("no `{k}` field"));
+    let v = take("v", envelope.v)?;
     if v.as_u64() != Some(FORMAT_VERSION) {
         return Err(format!("unsupported format version {v}"));
     }
-    let seq = take("seq")?
+    let seq = take("seq", envelope.seq)?
         .as_u64()
         .filter(|s| *s <= MAX_SAFE_INTEGER)
         .ok_or("`seq` is not a non-negative integer")?;
-    let Value::String(session) = take("session")? else {
+    let Value::String(session) = take("session", envelope.session)? else {
         return Err("`session` is not a string".into());
     };
-    let Value::String(ts) = take("ts")? else {
+    let Value::String(ts) = take("ts", envelope.ts)? else {
         return Err("`ts` is not a string".into());
     };
     if !ts_well_formed(&ts) {
         return Err(format!("`ts` {ts:?} is not YYYY-MM-DDTHH:MM:SS.ffffffZ"));
     }
-    let Value::String(prev_hex) = take("prev")? else {
+    let Value::String(prev_hex) = take("prev", envelope.prev)? else {
         return Err("`prev` is not a string".into());
     };
     let prev = decode_hash(&prev_hex).ok_or("`prev` is not 64 lower-case hex digits")?;
-    let entry: Entry =
-        serde_json::from_value(Value::Object(map)).map_err(|e| format!("bad entry: {e}"))?;
+    // The envelope's members are not the entry's (no entry kind may use their names), so the
+    // entry's types skip them.
+    let entry: Entry = serde_json::from_slice(bytes).map_err(|e| format!("bad entry: {e}"))?;
     Ok(Line {
         hash: sha256(bytes),
         seq,
@@ -485,11 +505,19 @@ fn jcs_str(s: &str, out: &mut Vec<u8>) {
 
 /// Decodes 64 lower-case hex digits.
 pub fn decode_hash(s: &str) -> Option<Hash> {
-    if s.len() != 64 || s.bytes().any(|c| c.is_ascii_uppercase()) {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None, // upper case too: the form is lower-case only
+    };
+    let b = s.as_bytes();
+    if b.len() != 64 {
         return None;
     }
     let mut h = [0u8; 32];
-    hex::decode_to_slice(s, &mut h).ok()?;
+    for (i, out) in h.iter_mut().enumerate() {
+        *out = digit(b[2 * i])? << 4 | digit(b[2 * i + 1])?;
+    }
     Some(h)
 }
 

@@ -575,7 +575,8 @@ fn verify_session(
             );
         }
         if let What::Annotation { of_seq, of_hash } = &c.what {
-            let ok = *of_seq < seq && at(*of_seq).is_some_and(|t| hex::encode(t.hash) == *of_hash);
+            let ok = *of_seq < seq
+                && at(*of_seq).is_some_and(|t| super::canon::decode_hash(of_hash) == Some(t.hash));
             if !ok {
                 found.add(
                     Some(seq),
