@@ -1,7 +1,7 @@
 //! The canonical form of a recorded entry (RFC 8785 JCS), entry hashes, the chain's genesis,
 //! timestamps, and parsing one line back into a checked record. SPEC.md §3–§5.
 use super::entry::Entry;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use ulid::Ulid;
 
@@ -74,9 +74,22 @@ pub enum CanonError {
     Json(#[from] serde_json::Error),
 }
 
-/// Serializes a caller's entry into the object the writer completes with the envelope, and
-/// checks that it can be written canonically. Runs on the caller's task, off the writer thread.
-pub fn entry_object(entry: &Entry) -> Result<Map<String, Value>, CanonError> {
+/// An entry in canonical form but for its envelope: each member's `"name":value` bytes, in
+/// canonical order. Made by [`prepare`] on the caller's task, so that the writer thread, which
+/// every entry of a session passes through one at a time, only merges the envelope in
+/// ([`seal`]) and hashes.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The members' `"name":value`, concatenated in canonical order.
+    bytes: Vec<u8>,
+    /// Each member's name and where its bytes end in `bytes`.
+    members: Vec<(String, usize)>,
+}
+
+/// Serializes a caller's entry into canonical member bytes the writer completes with the
+/// envelope, checking that it can be written canonically. Runs on the caller's task, off the
+/// writer thread.
+pub fn prepare(entry: &Entry) -> Result<Prepared, CanonError> {
     let Value::Object(map) = serde_json::to_value(entry)? else {
         return Err(CanonError::NotObject);
     };
@@ -88,7 +101,20 @@ pub fn entry_object(entry: &Entry) -> Result<Map<String, Value>, CanonError> {
     for v in map.values() {
         check_numbers(v)?;
     }
-    Ok(map)
+    let mut pairs: Vec<(&String, &Value)> = map.iter().collect();
+    if !pairs.iter().all(|(k, _)| k.is_ascii()) {
+        // UTF-16 code unit order; for ASCII names it equals byte order (the map's).
+        pairs.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+    }
+    let mut bytes = Vec::with_capacity(512);
+    let mut members = Vec::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        jcs_str(name, &mut bytes);
+        bytes.push(b':');
+        jcs(value, &mut bytes)?;
+        members.push((name.clone(), bytes.len()));
+    }
+    Ok(Prepared { bytes, members })
 }
 
 fn check_numbers(v: &Value) -> Result<(), CanonError> {
@@ -113,22 +139,51 @@ fn check_numbers(v: &Value) -> Result<(), CanonError> {
     }
 }
 
-/// Adds the envelope to `object` and returns its canonical bytes (no trailing newline).
-pub fn seal(
-    mut object: Map<String, Value>,
-    session: &Ulid,
-    seq: u64,
-    ts: &str,
-    prev: &Hash,
-) -> Result<Vec<u8>, CanonError> {
-    object.insert("v".into(), Value::from(FORMAT_VERSION));
-    object.insert("session".into(), Value::from(session.to_string()));
-    object.insert("seq".into(), Value::from(seq));
-    object.insert("ts".into(), Value::from(ts));
-    object.insert("prev".into(), Value::from(hex::encode(prev)));
-    let mut out = Vec::with_capacity(512);
-    jcs(&Value::Object(object), &mut out)?;
-    Ok(out)
+/// Merges the envelope into a prepared entry and returns its canonical bytes (no trailing
+/// newline): the envelope's members take their places among the entry's in canonical order.
+pub fn seal(entry: &Prepared, session: &Ulid, seq: u64, ts: &str, prev: &Hash) -> Vec<u8> {
+    let mut envelope: [(&str, Vec<u8>); 5] = [
+        ("prev", Vec::with_capacity(80)),
+        ("seq", Vec::with_capacity(24)),
+        ("session", Vec::with_capacity(40)),
+        ("ts", Vec::with_capacity(40)),
+        ("v", Vec::with_capacity(8)),
+    ];
+    jcs_str(&hex::encode(prev), &mut envelope[0].1);
+    let _ = std::io::Write::write_fmt(&mut envelope[1].1, format_args!("{seq}"));
+    jcs_str(&session.to_string(), &mut envelope[2].1);
+    jcs_str(ts, &mut envelope[3].1);
+    let _ = std::io::Write::write_fmt(&mut envelope[4].1, format_args!("{FORMAT_VERSION}"));
+    let mut out = Vec::with_capacity(entry.bytes.len() + 200);
+    out.push(b'{');
+    let mut first = true;
+    let mut separate = |out: &mut Vec<u8>| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+    };
+    let mut start = 0;
+    let mut env = envelope.iter().peekable();
+    for (name, end) in &entry.members {
+        while let Some((env_name, value)) = env.next_if(|(n, _)| utf16_less(n, name)) {
+            separate(&mut out);
+            jcs_str(env_name, &mut out);
+            out.push(b':');
+            out.extend_from_slice(value);
+        }
+        separate(&mut out);
+        out.extend_from_slice(&entry.bytes[start..*end]);
+        start = *end;
+    }
+    for (env_name, value) in env {
+        separate(&mut out);
+        jcs_str(env_name, &mut out);
+        out.push(b':');
+        out.extend_from_slice(value);
+    }
+    out.push(b'}');
+    out
 }
 
 /// One line of a session file, parsed and checked on its own (not yet against its neighbours).
@@ -447,19 +502,28 @@ pub fn jcs(v: &Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
             out.push(b']');
         }
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            if !keys.iter().all(|k| k.is_ascii()) {
-                // UTF-16 code unit order; for ASCII names it equals byte order (the map's).
-                keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-            }
             out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
+            if m.keys().all(|k| k.is_ascii()) {
+                // ASCII names: the map's byte order is UTF-16 order.
+                for (i, (k, v)) in m.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    jcs_str(k, out);
+                    out.push(b':');
+                    jcs(v, out)?;
                 }
-                jcs_str(k, out);
-                out.push(b':');
-                jcs(&m[k], out)?;
+            } else {
+                let mut pairs: Vec<(&String, &Value)> = m.iter().collect();
+                pairs.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+                for (i, (k, v)) in pairs.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    jcs_str(k, out);
+                    out.push(b':');
+                    jcs(v, out)?;
+                }
             }
             out.push(b'}');
         }
@@ -471,6 +535,13 @@ fn jcs_str(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();
+    let plain = |b: &u8| *b >= 0x20 && *b != b'"' && *b != b'\\';
+    if bytes.iter().all(plain) {
+        // Most strings: nothing to escape.
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc: &[u8] = match b {
@@ -641,6 +712,51 @@ mod tests {
     }
 
     #[test]
+    fn sealing_a_prepared_entry_equals_serializing_it_whole() {
+        let request = Entry::HttpRequest(super::super::HttpRequest {
+            conn: 3,
+            exchange: 1,
+            version: "HTTP/1.1".into(),
+            method: "POST".into(),
+            scheme: "https".into(),
+            authority: Some("api.example.test".into()),
+            target: "/v1/orders?x=\"1\"".into(),
+            uri_scheme: None,
+            headers: Vec::new(),
+        });
+        let annotation = Entry::Annotation(super::super::Annotation {
+            of_seq: 2,
+            of_hash: "ab".repeat(32),
+            by: "semantics/http".into(),
+            topic: "http".into(),
+            data: serde_json::json!({"é": 1, "z": [1, "\u{1}"], "\u{1f600}": {"b": 2, "a": 1}}),
+        });
+        let session = Ulid::from_string("01HZY3K5W8V6XQ2N4M7P9R0T1S").unwrap();
+        for entry in [request, annotation] {
+            let Value::Object(mut whole) = serde_json::to_value(&entry).unwrap() else {
+                panic!("not an object");
+            };
+            whole.insert("v".into(), Value::from(FORMAT_VERSION));
+            whole.insert("session".into(), Value::from(session.to_string()));
+            whole.insert("seq".into(), Value::from(7u64));
+            whole.insert("ts".into(), Value::from("2026-12-03T12:00:00.000000Z"));
+            whole.insert("prev".into(), Value::from(hex::encode([9u8; 32])));
+            let expected = serde_jcs::to_vec(&Value::Object(whole)).unwrap();
+            let sealed = seal(
+                &prepare(&entry).unwrap(),
+                &session,
+                7,
+                "2026-12-03T12:00:00.000000Z",
+                &[9u8; 32],
+            );
+            assert_eq!(
+                String::from_utf8(sealed).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+    }
+
+    #[test]
     fn big_numbers_refused() {
         let e = Entry::ConnClose(super::super::ConnClose {
             conn: u64::MAX,
@@ -651,6 +767,6 @@ mod tests {
             client_tls_end: None,
             upstream_tls_end: None,
         });
-        assert!(matches!(entry_object(&e), Err(CanonError::Number(_))));
+        assert!(matches!(prepare(&e), Err(CanonError::Number(_))));
     }
 }

@@ -571,7 +571,7 @@ pub fn canonical_entry(
     ts: &str,
     prev: &Hash,
 ) -> Result<Vec<u8>, CanonError> {
-    canon::seal(canon::entry_object(entry)?, session, seq, ts, prev)
+    Ok(canon::seal(&canon::prepare(entry)?, session, seq, ts, prev))
 }
 
 /// `hmac-sha256:<hex>` of `secret` under `key` (SPEC.md §7).

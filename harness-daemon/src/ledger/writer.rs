@@ -7,7 +7,6 @@ use super::canon::{self, Hash};
 use super::merkle::{leaf_hash, Frontier};
 use super::note::{origin, Checkpoint};
 use super::{fsync_dir, Entry, Ledger, LedgerError, SessionClose};
-use serde_json::{Map, Value};
 use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::AsRawFd as _;
@@ -92,7 +91,7 @@ impl Resume {
 /// Entries that must land in one batch, in order: either all of them are durable or none is
 /// reported so.
 struct Submit {
-    objects: Vec<Map<String, Value>>,
+    objects: Vec<canon::Prepared>,
     close: bool,
     /// Nobody waits on it to release bytes: it may wait for company (see [`LAZY_WAIT`]).
     lazy: bool,
@@ -267,7 +266,7 @@ impl SessionWriter {
         }
         let objects = entries
             .iter()
-            .map(canon::entry_object)
+            .map(canon::prepare)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| LedgerError::Entry {
                 path: self.shared.path.clone(),
@@ -416,32 +415,17 @@ impl Thread {
                 }));
                 continue;
             }
-            // Seal the submission's entries on a copy of the chain state: one that cannot be
-            // sealed whole is refused whole, and the chain goes on as if it had not come.
+            // Seal the submission's entries on a copy of the chain state (prepared entries
+            // always seal: whatever could refuse an entry refused it in `prepare`).
             let mut st = (self.st.next_seq, self.st.prev, self.st.last_ts.clone());
             let mut sealed = Vec::with_capacity(m.objects.len());
-            let mut refused = None;
-            for object in m.objects {
+            for object in &m.objects {
                 let seq = st.0;
                 let ts = self.next_ts(&st.2);
-                match canon::seal(object, &self.id, seq, &ts, &st.1) {
-                    Ok(bytes) => {
-                        let hash = canon::sha256(&bytes);
-                        st = (seq + 1, hash, ts);
-                        sealed.push((bytes, Durable { seq, hash }));
-                    }
-                    Err(source) => {
-                        refused = Some(source);
-                        break;
-                    }
-                }
-            }
-            if let Some(source) = refused {
-                let _ = m.done.send(Err(LedgerError::Entry {
-                    path: self.path.clone(),
-                    source,
-                }));
-                continue;
+                let bytes = canon::seal(object, &self.id, seq, &ts, &st.1);
+                let hash = canon::sha256(&bytes);
+                st = (seq + 1, hash, ts);
+                sealed.push((bytes, Durable { seq, hash }));
             }
             (self.st.next_seq, self.st.prev, self.st.last_ts) = st;
             let mut durable = Vec::with_capacity(sealed.len());
@@ -531,7 +515,9 @@ impl Thread {
             }
         }
         if let Some((done, durable)) = close_waiter {
-            *lock(&self.end) = Some(End::Closed);
+            // A session closed because its disk filled up has already been marked failed (its
+            // callers are told why): that stands.
+            lock(&self.end).get_or_insert(End::Closed);
             self.release();
             let _ = done.send(Ok(durable));
         }
@@ -555,8 +541,11 @@ impl Thread {
         let close = Entry::SessionClose(SessionClose::because(format!(
             "the ledger's disk is full: {why}"
         )));
+        // Callers that come while the close is being written are told why too: never that the
+        // session is merely closed.
+        *lock(&self.end) = Some(End::Failed(reason.clone()));
         let (done, mut result) = oneshot::channel();
-        let closed = match canon::entry_object(&close) {
+        let closed = match canon::prepare(&close) {
             Ok(object) => {
                 let mut batch = vec![Submit {
                     objects: vec![object],
