@@ -13,7 +13,7 @@ pub const INLINE_MAX: usize = 64 * 1024;
 
 /// The exact bytes of a body (or chunk), as the ledger records them.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(tag = "encoding", rename_all = "snake_case")]
+#[serde(tag = "encoding", rename_all = "snake_case", try_from = "BodyMembers")]
 pub enum Body {
     /// The bytes are valid UTF-8 and are `text`.
     Utf8 {
@@ -40,6 +40,43 @@ pub enum Body {
         /// SHA-256 (hex) of the bytes, which is also the blob's file name.
         sha256: String,
     },
+}
+
+/// A body's members as written, read flat and then told apart by `encoding`: serde reads an
+/// internally tagged enum by first buffering all its members, which `verify` paid on every
+/// body. The member a variant does not have is ignored, as serde's derived reading ignores it.
+#[derive(Deserialize)]
+struct BodyMembers {
+    encoding: String,
+    len: u64,
+    sha256: String,
+    text: Option<String>,
+    data: Option<String>,
+}
+
+impl TryFrom<BodyMembers> for Body {
+    type Error = String;
+
+    fn try_from(m: BodyMembers) -> Result<Body, String> {
+        let (len, sha256) = (m.len, m.sha256);
+        let missing = |name: &str| format!("missing field `{name}`");
+        match m.encoding.as_str() {
+            "utf8" => Ok(Body::Utf8 {
+                text: m.text.ok_or_else(|| missing("text"))?,
+                len,
+                sha256,
+            }),
+            "base64" => Ok(Body::Base64 {
+                data: m.data.ok_or_else(|| missing("data"))?,
+                len,
+                sha256,
+            }),
+            "blob" => Ok(Body::Blob { len, sha256 }),
+            other => Err(format!(
+                "unknown variant `{other}`, expected one of `utf8`, `base64`, `blob`"
+            )),
+        }
+    }
 }
 
 impl Body {
@@ -230,5 +267,31 @@ mod tests {
         assert!(matches!(b, Body::Base64 { ref data, len: 2, .. } if data == "/wA="));
         assert_eq!(b.inline_bytes().unwrap(), vec![0xff, 0x00]);
         b.check_inline().unwrap();
+    }
+
+    #[test]
+    fn each_encoding_reads_back_and_a_missing_member_is_named() {
+        let blob = Body::Blob {
+            len: 9,
+            sha256: "ab".repeat(32),
+        };
+        for b in [Body::from_bytes(b"hi"), Body::from_bytes(&[0xff]), blob] {
+            let json = serde_json::to_string(&b).unwrap();
+            assert_eq!(serde_json::from_str::<Body>(&json).unwrap(), b, "{json}");
+        }
+        let err = |json: &str| serde_json::from_str::<Body>(json).unwrap_err().to_string();
+        let sha = "ab".repeat(32);
+        assert!(err(&format!(
+            r#"{{"encoding":"utf8","len":1,"sha256":"{sha}"}}"#
+        ))
+        .contains("missing field `text`"));
+        assert!(err(&format!(
+            r#"{{"data":"AA==","encoding":"base64","sha256":"{sha}"}}"#
+        ))
+        .contains("missing field `len`"));
+        assert!(err(&format!(
+            r#"{{"encoding":"gzip","len":1,"sha256":"{sha}"}}"#
+        ))
+        .contains("unknown variant `gzip`"));
     }
 }

@@ -203,22 +203,12 @@ pub struct Line {
     pub entry: Entry,
 }
 
-/// The envelope of a line as read by [`parse_line`]: its five members, each checked there.
-/// Every other member is skipped without being built (the entry is read on its own).
-#[derive(serde::Deserialize)]
-struct Envelope {
-    v: Option<Value>,
-    seq: Option<Value>,
-    session: Option<Value>,
-    ts: Option<Value>,
-    prev: Option<Value>,
-}
-
 /// Parses and checks one line (without its newline): JSON, canonical form, envelope, entry.
-/// Canonical bytes are checked as they are (no value is built for that); the envelope and the
-/// entry are then each read straight from the bytes into their types.
+/// The line is read once to check its canonical form, which also finds its top-level members;
+/// the envelope is read from those, and the entry once more, straight into its kind's type.
 pub fn parse_line(bytes: &[u8]) -> Result<Line, String> {
-    if std::str::from_utf8(bytes).is_err() || !is_canonical(bytes) {
+    // The canonical check also checks every string's UTF-8, and so the whole line's.
+    let Some(members) = canonical_members(bytes) else {
         // Which of the two: only a line that fails is parsed a second time.
         return Err(
             match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
@@ -226,64 +216,166 @@ pub fn parse_line(bytes: &[u8]) -> Result<Line, String> {
                 Ok(_) => "not in canonical form (RFC 8785)".into(),
             },
         );
-    }
+    };
     if bytes.first() != Some(&b'{') {
         return Err("not a JSON object".into());
     }
-    let envelope: Envelope =
-        serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
-    let take = |k: &str, v: Option<Value>| v.ok_or_else(|| format!("no `{k}` field"));
-    let v = take("v", envelope.v)?;
-    if v.as_u64() != Some(FORMAT_VERSION) {
-        return Err(format!("unsupported format version {v}"));
+    // Canonical names are unique and escaped one way only, so a name is found by its bytes.
+    let member = |name: &str| {
+        members
+            .iter()
+            .find(|(n, _)| *n == name.as_bytes())
+            .map(|(_, value)| *value)
+    };
+    let take = |name: &str| member(name).ok_or_else(|| format!("no `{name}` field"));
+    let v = take("v")?;
+    if v != FORMAT_VERSION.to_string().as_bytes() {
+        return Err(format!(
+            "unsupported format version {}",
+            String::from_utf8_lossy(v)
+        ));
     }
-    let seq = take("seq", envelope.seq)?
-        .as_u64()
+    let seq = std::str::from_utf8(take("seq")?)
+        .ok()
+        .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok())
         .filter(|s| *s <= MAX_SAFE_INTEGER)
         .ok_or("`seq` is not a non-negative integer")?;
-    let Value::String(session) = take("session", envelope.session)? else {
-        return Err("`session` is not a string".into());
-    };
-    let Value::String(ts) = take("ts", envelope.ts)? else {
-        return Err("`ts` is not a string".into());
-    };
+    let session = json_string(take("session")?).ok_or("`session` is not a string")?;
+    let ts = json_string(take("ts")?).ok_or("`ts` is not a string")?;
     if !ts_well_formed(&ts) {
         return Err(format!("`ts` {ts:?} is not YYYY-MM-DDTHH:MM:SS.ffffffZ"));
     }
-    let Value::String(prev_hex) = take("prev", envelope.prev)? else {
-        return Err("`prev` is not a string".into());
-    };
-    let prev = decode_hash(&prev_hex).ok_or("`prev` is not 64 lower-case hex digits")?;
-    // The envelope's members are not the entry's (no entry kind may use their names), so the
-    // entry's types skip them.
-    let entry: Entry = serde_json::from_slice(bytes).map_err(|e| format!("bad entry: {e}"))?;
+    let prev = json_string(take("prev")?).ok_or("`prev` is not a string")?;
+    let prev = decode_hash(&prev).ok_or("`prev` is not 64 lower-case hex digits")?;
+    // The entry is read from its own members straight into its kind's type; the envelope's
+    // are not the entry's (no entry kind may use their names). A kind the fast way does not
+    // know is read the general way, which names what is wrong with it.
+    let entry = member("kind")
+        .and_then(json_string)
+        .and_then(|kind| Entry::read_kind(&kind, EntryMembers::of(&members)))
+        .unwrap_or_else(|| serde_json::from_slice::<Entry>(bytes))
+        .map_err(|e| format!("bad entry: {e}"))?;
     Ok(Line {
         hash: sha256(bytes),
         seq,
-        session,
-        ts,
+        session: session.into_owned(),
+        ts: ts.into_owned(),
         prev,
         entry,
     })
 }
 
+/// The members of a line that are the entry's own (all but the envelope's and `kind`), offered
+/// to serde as one map whose values are each read from their own bytes: the envelope is not
+/// parsed again, and neither is the line as a whole.
+struct EntryMembers<'a> {
+    members: std::slice::Iter<'a, Member<'a>>,
+    value: &'a [u8],
+}
+
+impl<'a> EntryMembers<'a> {
+    fn of(members: &'a [Member<'a>]) -> EntryMembers<'a> {
+        EntryMembers {
+            members: members.iter(),
+            value: b"",
+        }
+    }
+}
+
+/// The members of a line that are not its entry's.
+const NOT_THE_ENTRY: [&[u8]; 6] = [b"kind", b"prev", b"seq", b"session", b"ts", b"v"];
+
+impl<'de> serde::Deserializer<'de> for EntryMembers<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> serde_json::Result<V::Value> {
+        visitor.visit_map(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
+}
+
+impl<'de> serde::de::MapAccess<'de> for EntryMembers<'de> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> serde_json::Result<Option<K::Value>> {
+        use serde::de::{value::StrDeserializer, Error as _, IntoDeserializer as _};
+        for (name, value) in self.members.by_ref() {
+            if NOT_THE_ENTRY.contains(name) {
+                continue;
+            }
+            self.value = value;
+            let name = key_text(name).ok_or_else(|| serde_json::Error::custom("bad name"))?;
+            let name: StrDeserializer<'_, serde_json::Error> = name.as_ref().into_deserializer();
+            return seed.deserialize(name).map(Some);
+        }
+        Ok(None)
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> serde_json::Result<V::Value> {
+        let mut value = serde_json::Deserializer::from_slice(self.value);
+        let read = seed.deserialize(&mut value)?;
+        value.end()?;
+        Ok(read)
+    }
+}
+
+/// The text of a JSON string value, as written in a canonical line; None for another value.
+fn json_string(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.contains(&b'\\') {
+        serde_json::from_slice::<String>(raw)
+            .ok()
+            .map(std::borrow::Cow::Owned)
+    } else {
+        std::str::from_utf8(inner)
+            .ok()
+            .map(std::borrow::Cow::Borrowed)
+    }
+}
+
+/// A member of a line's top-level object as [`canonical_members`] found it: its name's and
+/// its value's bytes, as written.
+type Member<'a> = (&'a [u8], &'a [u8]);
+
 /// Whether `bytes` (valid JSON) are exactly what [`jcs`] writes for the value they hold: no
 /// whitespace, object members in strictly increasing UTF-16 order of their names, strings
 /// escaped as RFC 8785 escapes them, numbers as it formats them. Reads the bytes once without
 /// building the value, which is what makes `verify` fast; it agrees with re-serializing and
-/// comparing (a test holds the two equal).
-pub fn is_canonical(bytes: &[u8]) -> bool {
-    let mut c = Canonical { b: bytes, i: 0 };
-    c.value(0) && c.i == bytes.len()
+/// comparing (a test holds the two equal). For canonical bytes, returns the top-level object's
+/// members in order (none for another value), which `verify` reads the envelope from.
+fn canonical_members(bytes: &[u8]) -> Option<Vec<Member<'_>>> {
+    let mut c = Canonical {
+        b: bytes,
+        i: 0,
+        top: Vec::with_capacity(16),
+    };
+    (c.value(0) && c.i == bytes.len()).then_some(c.top)
 }
 
-/// Deepest nesting [`is_canonical`] follows (serde_json refuses deeper input anyway).
+/// Deepest nesting [`canonical_members`] follows (serde_json refuses deeper input anyway).
 const MAX_DEPTH: usize = 128;
 
 /// A cursor over bytes that are checked to be canonical as they are read.
 struct Canonical<'a> {
     b: &'a [u8],
     i: usize,
+    /// The top-level object's members, when the value is one.
+    top: Vec<Member<'a>>,
 }
 
 impl<'a> Canonical<'a> {
@@ -341,10 +433,10 @@ impl<'a> Canonical<'a> {
         }
         let mut last: Option<std::borrow::Cow<'a, str>> = None;
         loop {
-            let Some(key) = self.string() else {
+            let Some(name) = self.string() else {
                 return false;
             };
-            let Some(key) = key_text(key) else {
+            let Some(key) = key_text(name) else {
                 return false;
             };
             if let Some(last) = &last {
@@ -353,8 +445,15 @@ impl<'a> Canonical<'a> {
                 }
             }
             last = Some(key);
-            if !self.eat(b":") || !self.value(depth + 1) {
+            if !self.eat(b":") {
                 return false;
+            }
+            let start = self.i;
+            if !self.value(depth + 1) {
+                return false;
+            }
+            if depth == 0 {
+                self.top.push((name, &self.b[start..self.i]));
             }
             if self.eat(b"}") {
                 return true;
@@ -374,32 +473,39 @@ impl<'a> Canonical<'a> {
         let start = self.i + 1;
         let mut i = start;
         loop {
-            match *b.get(i)? {
-                b'"' => {
-                    self.i = i + 1;
-                    return Some(&b[start..i]);
-                }
-                b'\\' => match *b.get(i + 1)? {
-                    b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
-                    // Only a control character without a short escape is written `\u00xx`
-                    // (lower-case hex).
-                    b'u' => {
-                        let hex = b.get(i + 2..i + 6)?;
-                        let lower = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
-                        if hex[0] != b'0' || hex[1] != b'0' || !lower(hex[2]) || !lower(hex[3]) {
-                            return None;
-                        }
-                        let code =
-                            u8::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()?;
-                        if code >= 0x20 || matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
-                            return None;
-                        }
-                        i += 6;
+            // Runs of plain bytes are skipped at once: the next quote or backslash is found by
+            // memchr, and the run is checked for control characters and UTF-8 in one pass.
+            let run = memchr::memchr2(b'"', b'\\', &b[i..])?;
+            let plain = &b[i..i + run];
+            let (control, high) = plain.iter().fold((false, false), |(c, h), &x| {
+                (c | (x < 0x20), h | (x >= 0x80))
+            });
+            // A multi-byte sequence holds no quote or backslash, so a run is whole UTF-8.
+            if control || (high && std::str::from_utf8(plain).is_err()) {
+                return None;
+            }
+            i += run;
+            if b[i] == b'"' {
+                self.i = i + 1;
+                return Some(&b[start..i]);
+            }
+            match *b.get(i + 1)? {
+                b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                // Only a control character without a short escape is written `\u00xx`
+                // (lower-case hex).
+                b'u' => {
+                    let hex = b.get(i + 2..i + 6)?;
+                    let lower = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+                    if hex[0] != b'0' || hex[1] != b'0' || !lower(hex[2]) || !lower(hex[3]) {
+                        return None;
                     }
-                    _ => return None,
-                },
-                0..=0x1f => return None,
-                _ => i += 1,
+                    let code = u8::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()?;
+                    if code >= 0x20 || matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                        return None;
+                    }
+                    i += 6;
+                }
+                _ => return None,
             }
         }
     }
@@ -576,21 +682,35 @@ fn jcs_str(s: &str, out: &mut Vec<u8>) {
 
 /// Decodes 64 lower-case hex digits.
 pub fn decode_hash(s: &str) -> Option<Hash> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None, // upper case too: the form is lower-case only
-    };
     let b = s.as_bytes();
     if b.len() != 64 {
         return None;
     }
     let mut h = [0u8; 32];
-    for (i, out) in h.iter_mut().enumerate() {
-        *out = digit(b[2 * i])? << 4 | digit(b[2 * i + 1])?;
+    let mut bad = 0u8;
+    for (out, pair) in h.iter_mut().zip(b.chunks_exact(2)) {
+        let (hi, lo) = (HEX_DIGIT[pair[0] as usize], HEX_DIGIT[pair[1] as usize]);
+        bad |= hi | lo;
+        *out = hi << 4 | lo;
     }
-    Some(h)
+    (bad & 0xf0 == 0).then_some(h)
 }
+
+/// Each byte's value as a lower-case hex digit, 0xff for any other byte (upper case too: the
+/// form is lower-case only).
+const HEX_DIGIT: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = match c as u8 {
+            d @ b'0'..=b'9' => d - b'0',
+            d @ b'a'..=b'f' => d - b'a' + 10,
+            _ => 0xff,
+        };
+        c += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {
@@ -624,7 +744,7 @@ mod tests {
         }
     }
 
-    /// What `is_canonical` must agree with: re-serializing and comparing.
+    /// What `canonical_members` must agree with: re-serializing and comparing.
     fn canonical_by_roundtrip(bytes: &[u8]) -> bool {
         let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
             return false;
@@ -676,7 +796,7 @@ mod tests {
         ];
         for t in texts {
             assert_eq!(
-                is_canonical(t.as_bytes()),
+                canonical_members(t.as_bytes()).is_some(),
                 canonical_by_roundtrip(t.as_bytes()),
                 "{t}"
             );
@@ -699,7 +819,7 @@ mod tests {
                     if serde_json::from_slice::<Value>(&t).is_ok() {
                         edits += 1;
                         assert_eq!(
-                            is_canonical(&t),
+                            canonical_members(&t).is_some(),
                             canonical_by_roundtrip(&t),
                             "{}",
                             String::from_utf8_lossy(&t)
@@ -753,6 +873,94 @@ mod tests {
                 String::from_utf8(sealed).unwrap(),
                 String::from_utf8(expected).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn a_line_is_read_into_its_kind_as_serde_reads_it() {
+        use super::super::{Body, HttpBody, ProcessExit, StreamChunk};
+        let body = |b: &[u8]| HttpBody {
+            conn: 1,
+            exchange: 2,
+            body: Body::from_bytes(b),
+            trailers: Vec::new(),
+        };
+        let entries = [
+            Entry::HttpRequestBody(body(b"{\"q\":1}")),
+            Entry::HttpResponseBody(body(&[0, 159, 146, 150])),
+            Entry::StreamChunk(StreamChunk {
+                conn: 1,
+                exchange: 2,
+                direction: super::super::Direction::Down,
+                index: 3,
+                body: Body::from_bytes(b"data: x\n\n"),
+                fin: true,
+                trailers: Vec::new(),
+            }),
+            Entry::ProcessExit(ProcessExit {
+                pid: 7,
+                code: Some(1),
+                signal: None,
+                core_dumped: false,
+                at: "2026-12-03T12:00:00.000000Z".into(),
+            }),
+            Entry::SessionClose(super::super::SessionClose::because("done")),
+        ];
+        let session = Ulid::from_string("01HZY3K5W8V6XQ2N4M7P9R0T1S").unwrap();
+        for entry in entries {
+            let line = seal(
+                &prepare(&entry).unwrap(),
+                &session,
+                1,
+                "2026-12-03T12:00:00.000000Z",
+                &[1; 32],
+            );
+            let text = std::str::from_utf8(&line).unwrap();
+            // The kind's name is serde's, and the fast way reads what serde's general way reads.
+            let kind = serde_json::from_str::<Value>(text).unwrap()["kind"].clone();
+            assert_eq!(kind, entry.kind());
+            let fast =
+                Entry::read_kind(entry.kind(), &mut serde_json::Deserializer::from_str(text))
+                    .unwrap()
+                    .unwrap();
+            assert_eq!(fast, serde_json::from_str::<Entry>(text).unwrap());
+            assert_eq!(parse_line(&line).unwrap().entry, entry);
+        }
+        // A kind nobody knows, or none: the general way says what is wrong.
+        let mut line = seal(
+            &prepare(&Entry::SessionClose(super::super::SessionClose::because(
+                "x",
+            )))
+            .unwrap(),
+            &session,
+            1,
+            "2026-12-03T12:00:00.000000Z",
+            &[1; 32],
+        );
+        let at = line
+            .windows(15)
+            .position(|w| w == b"\"session_close\"")
+            .unwrap();
+        line.splice(at..at + 15, b"\"session_clone\"".iter().copied());
+        let err = parse_line(&line).unwrap_err();
+        assert!(
+            err.starts_with("bad entry: unknown variant `session_clone`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_hash_is_64_lower_case_hex_digits() {
+        let h: Hash = std::array::from_fn(|i| (i * 37) as u8);
+        assert_eq!(decode_hash(&hex::encode(h)), Some(h));
+        assert_eq!(decode_hash(&hex::encode_upper(h)), None);
+        assert_eq!(decode_hash(&hex::encode(&h[..31])), None);
+        for bad in ['g', 'G', ' ', '/', ':', '`', '\u{e9}'] {
+            let mut s = hex::encode(h);
+            s.replace_range(10..11, &bad.to_string());
+            if s.len() == 64 {
+                assert_eq!(decode_hash(&s), None, "{s}");
+            }
         }
     }
 

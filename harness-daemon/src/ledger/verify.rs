@@ -220,6 +220,8 @@ pub fn verify_path(path: &Path, opts: &VerifyOptions) -> Result<Report, LedgerEr
 /// What the verifier keeps of one line.
 struct Checked {
     hash: Hash,
+    /// The entry's Merkle leaf hash, made here on all cores rather than in the fold.
+    leaf: Hash,
     seq: u64,
     session_ok: bool,
     ts: [u8; 27],
@@ -268,6 +270,7 @@ fn check_line(line: &[u8], session: &str) -> Parsed {
     };
     Parsed::Ok(Checked {
         hash: l.hash,
+        leaf: leaf_hash(&l.hash),
         seq: l.seq,
         session_ok: l.session == session,
         ts,
@@ -278,24 +281,126 @@ fn check_line(line: &[u8], session: &str) -> Parsed {
     })
 }
 
-/// Parses `lines` on all cores.
-fn check_lines(lines: &[&[u8]], session: &str) -> Vec<Parsed> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    if threads == 1 || lines.len() < 1024 {
-        return lines.iter().map(|l| check_line(l, session)).collect();
-    }
-    let per = lines.len().div_ceil(threads);
+/// A piece of a session file for a worker: whole lines, `range` of `chunk`.
+struct Job {
+    index: u64,
+    chunk: std::sync::Arc<Vec<u8>>,
+    range: std::ops::Range<usize>,
+}
+
+/// What a worker made of a [`Job`]: each line parsed, or the panic that stopped it.
+type Done = (u64, std::thread::Result<Vec<Parsed>>);
+
+/// Reads a session file and parses its lines on all cores while the next part is read, handing
+/// each line's result to `fold` in file order. Returns whether the final line is torn (ends
+/// without a newline; it is not parsed).
+fn parse_file(
+    file: &Path,
+    session: &str,
+    mut fold: impl FnMut(Parsed),
+) -> Result<bool, LedgerError> {
+    let mut f = std::fs::File::open(file).map_err(|e| LedgerError::io(file, e))?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let (jobs, job_rx) = std::sync::mpsc::channel::<Job>();
+    let job_rx = std::sync::Mutex::new(job_rx);
+    let (done_tx, done) = std::sync::mpsc::channel::<Done>();
     std::thread::scope(|s| {
-        let handles: Vec<_> = lines
-            .chunks(per)
-            .map(|chunk| s.spawn(move || chunk.iter().map(|l| check_line(l, session)).collect()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| -> Vec<Parsed> {
-                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-            })
-            .collect()
+        // Owned here, so that however this returns, the workers see the end of their jobs.
+        let jobs = jobs;
+        for _ in 0..workers {
+            let (job_rx, done_tx) = (&job_rx, done_tx.clone());
+            s.spawn(move || loop {
+                // The lock is held only to take a job; a poisoned one still hands them out.
+                let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok(job) = job else { break };
+                let lines = &job.chunk[job.range];
+                let parsed = std::panic::catch_unwind(|| {
+                    let mut start = 0;
+                    memchr::memchr_iter(b'\n', lines)
+                        .chain([lines.len()])
+                        .map(|end| {
+                            let line = &lines[start..end];
+                            start = end + 1;
+                            check_line(line, session)
+                        })
+                        .collect()
+                });
+                if done_tx.send((job.index, parsed)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        // Results come back in any order; they are folded in the order of the file.
+        let mut waiting: BTreeMap<u64, Vec<Parsed>> = BTreeMap::new();
+        let (mut sent, mut folded) = (0u64, 0u64);
+        let mut take = |block: bool, folded: &mut u64| {
+            let got = if block {
+                done.recv().ok()
+            } else {
+                done.try_recv().ok()
+            };
+            let Some((index, parsed)) = got else {
+                return false;
+            };
+            waiting.insert(
+                index,
+                parsed.unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            );
+            while let Some(parsed) = waiting.remove(folded) {
+                *folded += 1;
+                parsed.into_iter().for_each(&mut fold);
+            }
+            true
+        };
+        let mut carry: Vec<u8> = Vec::new();
+        let torn = loop {
+            let mut chunk = Vec::with_capacity(carry.len() + CHUNK_BYTES);
+            chunk.append(&mut carry);
+            let have = chunk.len();
+            (&mut f)
+                .take(CHUNK_BYTES as u64)
+                .read_to_end(&mut chunk)
+                .map_err(|e| LedgerError::io(file, e))?;
+            let eof = chunk.len() < have + CHUNK_BYTES;
+            let Some(cut) = memchr::memrchr(b'\n', &chunk) else {
+                if eof {
+                    break !chunk.is_empty();
+                }
+                carry = chunk; // A line longer than a chunk: read on.
+                continue;
+            };
+            carry = chunk[cut + 1..].to_vec();
+            chunk.truncate(cut);
+            // Pieces of about BATCH_BYTES, each ending at a line's end.
+            let chunk = std::sync::Arc::new(chunk);
+            let mut start = 0;
+            while start <= chunk.len() {
+                let mut end = (start + BATCH_BYTES).min(chunk.len());
+                if end < chunk.len() {
+                    end = memchr::memchr(b'\n', &chunk[end..]).map_or(chunk.len(), |n| end + n);
+                }
+                let job = Job {
+                    index: sent,
+                    chunk: chunk.clone(),
+                    range: start..end,
+                };
+                sent += 1;
+                if jobs.send(job).is_err() {
+                    break;
+                }
+                start = end + 1;
+                // Bounded read-ahead: what is held for lines not yet folded in.
+                while sent - folded > IN_FLIGHT as u64 && take(true, &mut folded) {}
+                take(false, &mut folded);
+            }
+            if eof {
+                break !carry.is_empty();
+            }
+        };
+        drop(jobs);
+        while folded < sent && take(true, &mut folded) {}
+        Ok(torn)
     })
 }
 
@@ -340,8 +445,10 @@ impl BlobCache {
 
 /// Bytes read at a time.
 const CHUNK_BYTES: usize = 16 << 20;
-/// Lines parsed (in parallel) at a time: bounds what is held for lines not yet folded in.
-const BATCH_LINES: usize = 1 << 16;
+/// Bytes of whole lines a worker parses at a time.
+const BATCH_BYTES: usize = 1 << 20;
+/// Pieces read ahead of the fold: bounds what is held for lines not yet folded in.
+const IN_FLIGHT: usize = 32;
 
 /// The problems of one session as they are found: into the report, remembering the smallest
 /// seq named (to tell whether a checkpoint mismatch is explained by a problem below it).
@@ -407,77 +514,29 @@ fn verify_session(
     //    An invalid line is reported at once, at the seq after the last valid entry before
     //    it, and not kept: time and memory stay linear in the file, bounded by its valid
     //    entries.
-    let mut f = std::fs::File::open(file).map_err(|e| LedgerError::io(file, e))?;
     let mut recs: Vec<Checked> = Vec::new();
     let mut lines_read = 0u64;
     let mut bad_lines = 0u64;
     let mut bad_seqs = std::collections::HashSet::new();
     let mut next_seq = 0u64;
-    let mut torn = false;
-    let mut carry: Vec<u8> = Vec::new();
-    loop {
-        let mut chunk = std::mem::take(&mut carry);
-        let have = chunk.len();
-        chunk.resize(have + CHUNK_BYTES, 0);
-        let mut n = 0;
-        while have + n < chunk.len() {
-            match f.read(&mut chunk[have + n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(LedgerError::io(file, e)),
+    let torn = parse_file(file, &session, |parsed| {
+        lines_read += 1;
+        match parsed {
+            Parsed::Ok(c) => {
+                next_seq = c.seq.saturating_add(1);
+                recs.push(c);
+            }
+            Parsed::Bad(reason) => {
+                bad_lines += 1;
+                bad_seqs.insert(next_seq);
+                found.add(
+                    Some(next_seq),
+                    ProblemKind::Edited,
+                    format!("line {lines_read}: not a valid entry: {reason}"),
+                );
             }
         }
-        chunk.truncate(have + n);
-        let eof = have + n < have + CHUNK_BYTES;
-        let cut = match chunk.iter().rposition(|b| *b == b'\n') {
-            Some(p) => p + 1,
-            None if !eof => {
-                carry = chunk; // A line longer than a chunk: read on.
-                continue;
-            }
-            None => 0,
-        };
-        if cut < chunk.len() {
-            if eof {
-                torn = true;
-            } else {
-                carry = chunk[cut..].to_vec();
-            }
-        }
-        let mut rest = &chunk[..cut];
-        while !rest.is_empty() {
-            let mut lines: Vec<&[u8]> = Vec::new();
-            while lines.len() < BATCH_LINES {
-                let Some(n) = rest.iter().position(|b| *b == b'\n') else {
-                    break;
-                };
-                lines.push(&rest[..n]);
-                rest = &rest[n + 1..];
-            }
-            for p in check_lines(&lines, &session) {
-                lines_read += 1;
-                match p {
-                    Parsed::Ok(c) => {
-                        next_seq = c.seq.saturating_add(1);
-                        recs.push(c);
-                    }
-                    Parsed::Bad(reason) => {
-                        bad_lines += 1;
-                        bad_seqs.insert(next_seq);
-                        found.add(
-                            Some(next_seq),
-                            ProblemKind::Edited,
-                            format!("line {lines_read}: not a valid entry: {reason}"),
-                        );
-                    }
-                }
-            }
-        }
-        if eof {
-            break;
-        }
-    }
+    })?;
 
     // 2. A torn final line, and entries of another session.
     if torn {
@@ -689,7 +748,7 @@ fn verify_session(
         }
         while frontier.size() < cp.size {
             match leaves.next() {
-                Some(c) => frontier.push(leaf_hash(&c.hash)),
+                Some(c) => frontier.push(c.leaf),
                 None => break,
             }
         }
