@@ -316,6 +316,11 @@ impl<'de> serde::de::MapAccess<'de> for EntryMembers<'de> {
                 continue;
             }
             self.value = value;
+            if plain_name(name) {
+                // A field name is matched by its bytes: no text is made of it.
+                let name = serde::de::value::BytesDeserializer::<serde_json::Error>::new(name);
+                return seed.deserialize(name).map(Some);
+            }
             let name = key_text(name).ok_or_else(|| serde_json::Error::custom("bad name"))?;
             let name: StrDeserializer<'_, serde_json::Error> = name.as_ref().into_deserializer();
             return seed.deserialize(name).map(Some);
@@ -431,20 +436,19 @@ impl<'a> Canonical<'a> {
         if self.eat(b"}") {
             return true;
         }
-        let mut last: Option<std::borrow::Cow<'a, str>> = None;
+        let mut last: Option<&'a [u8]> = None;
         loop {
             let Some(name) = self.string() else {
                 return false;
             };
-            let Some(key) = key_text(name) else {
-                return false;
-            };
-            if let Some(last) = &last {
-                if !utf16_less(last, &key) {
+            if let Some(last) = last {
+                if !name_less(last, name) {
                     return false; // out of order, or a duplicate
                 }
+            } else if !plain_name(name) && key_text(name).is_none() {
+                return false;
             }
-            last = Some(key);
+            last = Some(name);
             if !self.eat(b":") {
                 return false;
             }
@@ -566,6 +570,23 @@ fn key_text(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     serde_json::from_slice::<String>(&quoted)
         .ok()
         .map(std::borrow::Cow::Owned)
+}
+
+/// Whether a member name as written is its own text: ASCII, nothing escaped.
+fn plain_name(raw: &[u8]) -> bool {
+    raw.iter().all(|b| *b < 0x80 && *b != b'\\')
+}
+
+/// Whether member name `a` comes before `b` (both as written, checked strings), in UTF-16
+/// code-unit order: byte order for the plain names nearly every line has.
+fn name_less(a: &[u8], b: &[u8]) -> bool {
+    if plain_name(a) && plain_name(b) {
+        return a < b;
+    }
+    match (key_text(a), key_text(b)) {
+        (Some(a), Some(b)) => utf16_less(&a, &b),
+        _ => false,
+    }
 }
 
 /// `a < b` in UTF-16 code-unit order (RFC 8785 §3.2.3); byte order when both are ASCII.

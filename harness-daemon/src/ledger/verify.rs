@@ -577,160 +577,123 @@ fn verify_session(
         })
     };
     let count = slots.len() as u64;
-    // 4. The chain, timestamps and structure, in seq order.
-    let gen = id.map(|i| genesis(&i));
-    let last = slots.iter().rposition(Option::is_some).map(|l| l as u64);
-    let at = |seq: u64| slots.get(seq as usize).copied().flatten();
-    for (seq, c) in slots
-        .iter()
-        .enumerate()
-        .filter_map(|(s, c)| c.map(|c| (s as u64, c)))
-    {
-        if seq == 0 {
-            if gen.is_some_and(|g| g != c.prev) {
-                found.add(
-                    Some(0),
-                    ProblemKind::Edited,
-                    "prev is not the session's genesis hash".into(),
-                );
-            }
-            if !matches!(c.what, What::Open) {
-                found.add(
-                    Some(0),
-                    ProblemKind::Edited,
-                    "first entry is not session_open".into(),
-                );
-            }
-        } else {
-            if let Some(p) = at(seq - 1) {
-                if p.hash != c.prev {
+    let contiguous = slots.iter().take_while(|s| s.is_some()).count() as u64;
+    std::thread::scope(|s| {
+        let read_checkpoints = s.spawn(|| {
+            let opened = open_checkpoints(&dir.join("checkpoints").join(&session), id, key);
+            let mut sizes: Vec<u64> = opened
+                .iter()
+                .filter_map(|(_, _, cp)| cp.as_ref().ok().map(|cp| cp.size))
+                .filter(|size| *size <= contiguous)
+                .collect();
+            sizes.sort_unstable();
+            (
+                opened,
+                merkle_roots(slots.iter().flatten().map(|c| &c.leaf), &sizes),
+            )
+        });
+        // 4. The chain, timestamps and structure, in seq order.
+        let gen = id.map(|i| genesis(&i));
+        let last = slots.iter().rposition(Option::is_some).map(|l| l as u64);
+        let at = |seq: u64| slots.get(seq as usize).copied().flatten();
+        for (seq, c) in slots
+            .iter()
+            .enumerate()
+            .filter_map(|(s, c)| c.map(|c| (s as u64, c)))
+        {
+            if seq == 0 {
+                if gen.is_some_and(|g| g != c.prev) {
                     found.add(
-                        Some(seq - 1),
+                        Some(0),
                         ProblemKind::Edited,
-                        format!("entry hash does not match the prev of seq {seq}"),
+                        "prev is not the session's genesis hash".into(),
                     );
                 }
-                if c.ts < p.ts {
+                if !matches!(c.what, What::Open) {
+                    found.add(
+                        Some(0),
+                        ProblemKind::Edited,
+                        "first entry is not session_open".into(),
+                    );
+                }
+            } else {
+                if let Some(p) = at(seq - 1) {
+                    if p.hash != c.prev {
+                        found.add(
+                            Some(seq - 1),
+                            ProblemKind::Edited,
+                            format!("entry hash does not match the prev of seq {seq}"),
+                        );
+                    }
+                    if c.ts < p.ts {
+                        found.add(
+                            Some(seq),
+                            ProblemKind::Reordered,
+                            format!("timestamp is earlier than seq {}'s", seq - 1),
+                        );
+                    }
+                }
+                if matches!(c.what, What::Open) {
                     found.add(
                         Some(seq),
-                        ProblemKind::Reordered,
-                        format!("timestamp is earlier than seq {}'s", seq - 1),
+                        ProblemKind::Inserted,
+                        "session_open after seq 0".into(),
                     );
                 }
             }
-            if matches!(c.what, What::Open) {
+            if matches!(c.what, What::Close) && Some(seq) != last {
                 found.add(
-                    Some(seq),
+                    Some(seq + 1),
                     ProblemKind::Inserted,
-                    "session_open after seq 0".into(),
+                    "entries follow session_close".into(),
                 );
             }
-        }
-        if matches!(c.what, What::Close) && Some(seq) != last {
-            found.add(
-                Some(seq + 1),
-                ProblemKind::Inserted,
-                "entries follow session_close".into(),
-            );
-        }
-        if let What::Annotation { of_seq, of_hash } = &c.what {
-            let ok = *of_seq < seq
-                && at(*of_seq).is_some_and(|t| super::canon::decode_hash(of_hash) == Some(t.hash));
-            if !ok {
-                found.add(
-                    Some(seq),
-                    ProblemKind::Edited,
-                    format!("annotation refers to seq {of_seq}, whose hash is not {of_hash}"),
-                );
-            }
-        }
-        if let Some(e) = &c.body_error {
-            found.add(Some(seq), ProblemKind::Edited, e.clone());
-        }
-        for (sha, len) in &c.blobs {
-            match blobs.check(dir, sha) {
-                Ok(n) if n == *len => {}
-                Ok(n) => found.add(
-                    Some(seq),
-                    ProblemKind::BlobAltered,
-                    format!("blob {sha} has {n} bytes, entry says {len}"),
-                ),
-                Err((kind, reason)) => found.add(Some(seq), kind, reason),
-            }
-        }
-    }
-    let closed = last
-        .and_then(at)
-        .is_some_and(|c| matches!(c.what, What::Close));
-
-    // 5. Checkpoints.
-    let mut cps: Vec<Checkpoint> = Vec::new();
-    let cp_dir = dir.join("checkpoints").join(&session);
-    let mut names: Vec<PathBuf> = match std::fs::read_dir(&cp_dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "note"))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    names.sort();
-    for path in &names {
-        let named: Option<u64> = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse().ok());
-        let seq = named.map(|n| n.saturating_sub(1));
-        let Some(key) = key else {
-            found.add_at(
-                path,
-                seq,
-                ProblemKind::BadSignature,
-                format!("cannot check: no public key ({VERIFIER_KEY} missing; pass --key)"),
-            );
-            continue;
-        };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => {
-                found.add_at(
-                    path,
-                    seq,
-                    ProblemKind::BadSignature,
-                    format!("unreadable: {e}"),
-                );
-                continue;
-            }
-        };
-        match Checkpoint::open(&text, key) {
-            Ok(cp) => {
-                if id.is_some_and(|i| cp.origin != origin(&i)) {
-                    found.add_at(
-                        path,
-                        seq,
-                        ProblemKind::CheckpointMismatch,
-                        format!("checkpoint is for {}, not this session", cp.origin),
+            if let What::Annotation { of_seq, of_hash } = &c.what {
+                let ok = *of_seq < seq
+                    && at(*of_seq)
+                        .is_some_and(|t| super::canon::decode_hash(of_hash) == Some(t.hash));
+                if !ok {
+                    found.add(
+                        Some(seq),
+                        ProblemKind::Edited,
+                        format!("annotation refers to seq {of_seq}, whose hash is not {of_hash}"),
                     );
-                } else if named != Some(cp.size) {
-                    found.add_at(
-                        path,
-                        seq,
-                        ProblemKind::CheckpointMismatch,
-                        format!("file name does not match its size {}", cp.size),
-                    );
-                } else {
-                    cps.push(cp);
                 }
             }
-            Err(reason) => found.add_at(path, seq, ProblemKind::BadSignature, reason),
+            if let Some(e) = &c.body_error {
+                found.add(Some(seq), ProblemKind::Edited, e.clone());
+            }
+            for (sha, len) in &c.blobs {
+                match blobs.check(dir, sha) {
+                    Ok(n) if n == *len => {}
+                    Ok(n) => found.add(
+                        Some(seq),
+                        ProblemKind::BlobAltered,
+                        format!("blob {sha} has {n} bytes, entry says {len}"),
+                    ),
+                    Err((kind, reason)) => found.add(Some(seq), kind, reason),
+                }
+            }
         }
-    }
-    cps.sort_by_key(|c| c.size);
-    let contiguous = slots.iter().take_while(|s| s.is_some()).count() as u64;
-    let mut frontier = Frontier::new();
-    let mut leaves = slots.iter().flatten();
-    let mut last_ok = 0u64;
-    if let Some(cp) = cps.last().filter(|cp| cp.size > count) {
-        found.add(
+        let closed = last
+            .and_then(at)
+            .is_some_and(|c| matches!(c.what, What::Close));
+
+        // 5. Checkpoints (opened, and the roots they are compared with made, on another core).
+        let (opened, roots) = read_checkpoints
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let mut cps: Vec<Checkpoint> = Vec::new();
+        for (path, seq, opened) in opened {
+            match opened {
+                Ok(cp) => cps.push(cp),
+                Err((kind, reason)) => found.add_at(&path, seq, kind, reason),
+            }
+        }
+        cps.sort_by_key(|c| c.size);
+        let mut last_ok = 0u64;
+        if let Some(cp) = cps.last().filter(|cp| cp.size > count) {
+            found.add(
             Some(count),
             ProblemKind::TruncatedTail,
             format!(
@@ -741,20 +704,14 @@ fn verify_session(
                 cp.size - 1
             ),
         );
-    }
-    for cp in &cps {
-        if cp.size > contiguous {
-            break; // Gaps below it are reported already.
         }
-        while frontier.size() < cp.size {
-            match leaves.next() {
-                Some(c) => frontier.push(c.leaf),
-                None => break,
+        for cp in &cps {
+            if cp.size > contiguous {
+                break; // Gaps below it are reported already.
             }
-        }
-        if frontier.root() != cp.root {
-            if !found.any_below(cp.size) {
-                found.add(
+            if roots.get(&cp.size) != Some(&cp.root) {
+                if !found.any_below(cp.size) {
+                    found.add(
                     Some(last_ok),
                     ProblemKind::CheckpointMismatch,
                     match cp.size.checked_sub(1) {
@@ -765,28 +722,112 @@ fn verify_session(
                         None => "the signed checkpoint of size 0 does not hold the empty tree's root (not a checkpoint of this history)".to_owned(),
                     },
                 );
+                }
+                break;
             }
-            break;
+            last_ok = cp.size;
         }
-        last_ok = cp.size;
-    }
-    let best = cps.last();
-    if closed && key.is_some() && best.map(|c| c.size) != Some(count) {
-        found.add(
+        let best = cps.last();
+        if closed && key.is_some() && best.map(|c| c.size) != Some(count) {
+            found.add(
             Some(best.map_or(0, |c| c.size)),
             ProblemKind::CheckpointMissing,
             format!(
                 "session is closed but no valid checkpoint covers all {count} entries (the final checkpoint was removed?)"
             ),
         );
-    }
-    Ok(SessionReport {
-        file: file.to_owned(),
-        entries: lines_read,
-        closed,
-        checkpoint: best.map(|c| c.size),
-        checkpoint_root: best.map(|c| base64::engine::general_purpose::STANDARD.encode(c.root)),
+        }
+        Ok(SessionReport {
+            file: file.to_owned(),
+            entries: lines_read,
+            closed,
+            checkpoint: best.map(|c| c.size),
+            checkpoint_root: best.map(|c| base64::engine::general_purpose::STANDARD.encode(c.root)),
+        })
     })
+}
+
+/// A checkpoint file as [`open_checkpoints`] found it: its path, the seq its name points at,
+/// and the checkpoint, or the problem with it.
+type Opened = (
+    PathBuf,
+    Option<u64>,
+    Result<Checkpoint, (ProblemKind, String)>,
+);
+
+/// Opens each of a session's checkpoint files (in name order) and checks its signature, its
+/// origin and its name against its size.
+fn open_checkpoints(cp_dir: &Path, id: Option<Ulid>, key: Option<&NoteVerifier>) -> Vec<Opened> {
+    let mut names: Vec<PathBuf> = match std::fs::read_dir(cp_dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "note"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+        .into_iter()
+        .map(|path| {
+            let named: Option<u64> = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse().ok());
+            let seq = named.map(|n| n.saturating_sub(1));
+            let opened = open_checkpoint(&path, named, id, key);
+            (path, seq, opened)
+        })
+        .collect()
+}
+
+fn open_checkpoint(
+    path: &Path,
+    named: Option<u64>,
+    id: Option<Ulid>,
+    key: Option<&NoteVerifier>,
+) -> Result<Checkpoint, (ProblemKind, String)> {
+    let Some(key) = key else {
+        return Err((
+            ProblemKind::BadSignature,
+            format!("cannot check: no public key ({VERIFIER_KEY} missing; pass --key)"),
+        ));
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| (ProblemKind::BadSignature, format!("unreadable: {e}")))?;
+    let cp = Checkpoint::open(&text, key).map_err(|reason| (ProblemKind::BadSignature, reason))?;
+    if id.is_some_and(|i| cp.origin != origin(&i)) {
+        Err((
+            ProblemKind::CheckpointMismatch,
+            format!("checkpoint is for {}, not this session", cp.origin),
+        ))
+    } else if named != Some(cp.size) {
+        Err((
+            ProblemKind::CheckpointMismatch,
+            format!("file name does not match its size {}", cp.size),
+        ))
+    } else {
+        Ok(cp)
+    }
+}
+
+/// The Merkle tree root of the first `size` leaves, for each of `sizes` (ascending) that
+/// `leaves` reaches.
+fn merkle_roots<'a>(
+    mut leaves: impl Iterator<Item = &'a Hash>,
+    sizes: &[u64],
+) -> HashMap<u64, Hash> {
+    let mut frontier = Frontier::new();
+    let mut roots = HashMap::with_capacity(sizes.len());
+    for &size in sizes {
+        while frontier.size() < size {
+            match leaves.next() {
+                Some(leaf) => frontier.push(*leaf),
+                None => return roots,
+            }
+        }
+        roots.insert(size, frontier.root());
+    }
+    roots
 }
 
 /// Places entries by seq when the file is not simply in order: reports gaps (deleted),
