@@ -367,7 +367,7 @@ fn canonical_members(bytes: &[u8]) -> Option<Vec<Member<'_>>> {
     let mut c = Canonical {
         b: bytes,
         i: 0,
-        top: Vec::with_capacity(16),
+        top: Vec::new(),
     };
     (c.value(0) && c.i == bytes.len()).then_some(c.top)
 }
@@ -457,6 +457,8 @@ impl<'a> Canonical<'a> {
                 return false;
             }
             if depth == 0 {
+                // Allocated at the first member only: a line that is no object costs nothing.
+                self.top.reserve(16);
                 self.top.push((name, &self.b[start..self.i]));
             }
             if self.eat(b"}") {

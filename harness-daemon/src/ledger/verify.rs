@@ -315,15 +315,14 @@ fn parse_file(
                 let Ok(job) = job else { break };
                 let lines = &job.chunk[job.range];
                 let parsed = std::panic::catch_unwind(|| {
+                    let mut parsed =
+                        Vec::with_capacity(memchr::memchr_iter(b'\n', lines).count() + 1);
                     let mut start = 0;
-                    memchr::memchr_iter(b'\n', lines)
-                        .chain([lines.len()])
-                        .map(|end| {
-                            let line = &lines[start..end];
-                            start = end + 1;
-                            check_line(line, session)
-                        })
-                        .collect()
+                    for end in memchr::memchr_iter(b'\n', lines).chain([lines.len()]) {
+                        parsed.push(check_line(&lines[start..end], session));
+                        start = end + 1;
+                    }
+                    parsed
                 });
                 if done_tx.send((job.index, parsed)).is_err() {
                     break;
@@ -446,9 +445,10 @@ impl BlobCache {
 /// Bytes read at a time.
 const CHUNK_BYTES: usize = 16 << 20;
 /// Bytes of whole lines a worker parses at a time.
-const BATCH_BYTES: usize = 1 << 20;
-/// Pieces read ahead of the fold: bounds what is held for lines not yet folded in.
-const IN_FLIGHT: usize = 32;
+const BATCH_BYTES: usize = 256 << 10;
+/// Pieces read ahead of the fold: bounds what is held for lines not yet folded in (a piece of
+/// short garbage lines makes some 3 MB of results).
+const IN_FLIGHT: usize = 8;
 
 /// The problems of one session as they are found: into the report, remembering the smallest
 /// seq named (to tell whether a checkpoint mismatch is explained by a problem below it).
@@ -461,14 +461,24 @@ struct Found<'a> {
 impl Found<'_> {
     /// A problem with the session file.
     fn add(&mut self, seq: Option<u64>, kind: ProblemKind, reason: String) {
+        self.add_with(seq, kind, || reason);
+    }
+
+    /// Like [`Found::add`], the reason made only if the problem is kept (a file of garbage has
+    /// a problem on every line, and only the first few are kept).
+    fn add_with(&mut self, seq: Option<u64>, kind: ProblemKind, reason: impl FnOnce() -> String) {
         if let Some(s) = seq {
             self.first_seq = Some(self.first_seq.map_or(s, |f| f.min(s)));
+        }
+        if self.report.problems.len() >= KEPT_PROBLEMS {
+            self.report.omitted += 1;
+            return;
         }
         self.report.push(Problem {
             file: self.file.to_owned(),
             seq,
             kind,
-            reason,
+            reason: reason(),
         });
     }
 
@@ -529,11 +539,9 @@ fn verify_session(
             Parsed::Bad(reason) => {
                 bad_lines += 1;
                 bad_seqs.insert(next_seq);
-                found.add(
-                    Some(next_seq),
-                    ProblemKind::Edited,
-                    format!("line {lines_read}: not a valid entry: {reason}"),
-                );
+                found.add_with(Some(next_seq), ProblemKind::Edited, || {
+                    format!("line {lines_read}: not a valid entry: {reason}")
+                });
             }
         }
     })?;
