@@ -142,18 +142,31 @@ fn check_numbers(v: &Value) -> Result<(), CanonError> {
 /// Merges the envelope into a prepared entry and returns its canonical bytes (no trailing
 /// newline): the envelope's members take their places among the entry's in canonical order.
 pub fn seal(entry: &Prepared, session: &Ulid, seq: u64, ts: &str, prev: &Hash) -> Vec<u8> {
-    let mut envelope: [(&str, Vec<u8>); 5] = [
-        ("prev", Vec::with_capacity(80)),
-        ("seq", Vec::with_capacity(24)),
-        ("session", Vec::with_capacity(40)),
-        ("ts", Vec::with_capacity(40)),
-        ("v", Vec::with_capacity(8)),
-    ];
-    jcs_str(&hex::encode(prev), &mut envelope[0].1);
-    let _ = std::io::Write::write_fmt(&mut envelope[1].1, format_args!("{seq}"));
-    jcs_str(&session.to_string(), &mut envelope[2].1);
-    jcs_str(ts, &mut envelope[3].1);
-    let _ = std::io::Write::write_fmt(&mut envelope[4].1, format_args!("{FORMAT_VERSION}"));
+    // In canonical order; each written straight into the line (on the writer thread, which
+    // every entry of the session passes through, nothing is allocated for them).
+    const ENVELOPE: [&str; 5] = ["prev", "seq", "session", "ts", "v"];
+    let envelope_member = |name: &str, out: &mut Vec<u8>| {
+        jcs_str(name, out);
+        out.push(b':');
+        match name {
+            "prev" => {
+                let mut hex = [0u8; 64];
+                // 32 bytes always fit 64 hex digits.
+                let _ = hex::encode_to_slice(prev, &mut hex);
+                out.push(b'"');
+                out.extend_from_slice(&hex);
+                out.push(b'"');
+            }
+            "seq" => {
+                let _ = std::io::Write::write_fmt(out, format_args!("{seq}"));
+            }
+            "session" => jcs_str(session.array_to_str(&mut [0; ulid::ULID_LEN]), out),
+            "ts" => jcs_str(ts, out),
+            _ => {
+                let _ = std::io::Write::write_fmt(out, format_args!("{FORMAT_VERSION}"));
+            }
+        }
+    };
     let mut out = Vec::with_capacity(entry.bytes.len() + 200);
     out.push(b'{');
     let mut first = true;
@@ -164,23 +177,19 @@ pub fn seal(entry: &Prepared, session: &Ulid, seq: u64, ts: &str, prev: &Hash) -
         first = false;
     };
     let mut start = 0;
-    let mut env = envelope.iter().peekable();
+    let mut env = ENVELOPE.iter().peekable();
     for (name, end) in &entry.members {
-        while let Some((env_name, value)) = env.next_if(|(n, _)| utf16_less(n, name)) {
+        while let Some(env_name) = env.next_if(|n| utf16_less(n, name)) {
             separate(&mut out);
-            jcs_str(env_name, &mut out);
-            out.push(b':');
-            out.extend_from_slice(value);
+            envelope_member(env_name, &mut out);
         }
         separate(&mut out);
         out.extend_from_slice(&entry.bytes[start..*end]);
         start = *end;
     }
-    for (env_name, value) in env {
+    for env_name in env {
         separate(&mut out);
-        jcs_str(env_name, &mut out);
-        out.push(b':');
-        out.extend_from_slice(value);
+        envelope_member(env_name, &mut out);
     }
     out.push(b'}');
     out
