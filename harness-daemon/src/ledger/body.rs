@@ -44,14 +44,15 @@ pub enum Body {
 
 /// A body's members as written, read flat and then told apart by `encoding`: serde reads an
 /// internally tagged enum by first buffering all its members, which `verify` paid on every
-/// body. The member a variant does not have is ignored, as serde's derived reading ignores it.
+/// body. A member the variant does not have is ignored whatever it holds, as serde's derived
+/// reading of the variant ignores it.
 #[derive(Deserialize)]
 struct BodyMembers {
     encoding: String,
     len: u64,
     sha256: String,
-    text: Option<String>,
-    data: Option<String>,
+    text: Option<serde_json::Value>,
+    data: Option<serde_json::Value>,
 }
 
 impl TryFrom<BodyMembers> for Body {
@@ -59,15 +60,21 @@ impl TryFrom<BodyMembers> for Body {
 
     fn try_from(m: BodyMembers) -> Result<Body, String> {
         let (len, sha256) = (m.len, m.sha256);
-        let missing = |name: &str| format!("missing field `{name}`");
+        let string = |name: &str, value: Option<serde_json::Value>| match value {
+            Some(serde_json::Value::String(s)) => Ok(s),
+            Some(other) => Err(format!(
+                "`{name}`: invalid type: {other}, expected a string"
+            )),
+            None => Err(format!("missing field `{name}`")),
+        };
         match m.encoding.as_str() {
             "utf8" => Ok(Body::Utf8 {
-                text: m.text.ok_or_else(|| missing("text"))?,
+                text: string("text", m.text)?,
                 len,
                 sha256,
             }),
             "base64" => Ok(Body::Base64 {
-                data: m.data.ok_or_else(|| missing("data"))?,
+                data: string("data", m.data)?,
                 len,
                 sha256,
             }),
@@ -293,5 +300,20 @@ mod tests {
             r#"{{"encoding":"gzip","len":1,"sha256":"{sha}"}}"#
         ))
         .contains("unknown variant `gzip`"));
+        let utf8_number = format!(r#"{{"encoding":"utf8","len":1,"sha256":"{sha}","text":1}}"#);
+        assert!(err(&utf8_number).contains("expected a string"));
+        // What a variant does not have is ignored, whatever it holds (as before bodies were
+        // read flat).
+        let blob = format!(r#"{{"data":5,"encoding":"blob","len":1,"sha256":"{sha}","text":[0]}}"#);
+        assert!(matches!(
+            serde_json::from_str::<Body>(&blob).unwrap(),
+            Body::Blob { len: 1, .. }
+        ));
+        let utf8 =
+            format!(r#"{{"data":{{}},"encoding":"utf8","len":1,"sha256":"{sha}","text":"x"}}"#);
+        assert!(matches!(
+            serde_json::from_str::<Body>(&utf8).unwrap(),
+            Body::Utf8 { .. }
+        ));
     }
 }
