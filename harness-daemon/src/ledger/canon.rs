@@ -101,14 +101,9 @@ pub fn prepare(entry: &Entry) -> Result<Prepared, CanonError> {
     for v in map.values() {
         check_numbers(v)?;
     }
-    let mut pairs: Vec<(&String, &Value)> = map.iter().collect();
-    if !pairs.iter().all(|(k, _)| k.is_ascii()) {
-        // UTF-16 code unit order; for ASCII names it equals byte order (the map's).
-        pairs.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-    }
     let mut bytes = Vec::with_capacity(512);
-    let mut members = Vec::with_capacity(pairs.len());
-    for (name, value) in pairs {
+    let mut members = Vec::with_capacity(map.len());
+    for (name, value) in utf16_ordered(&map) {
         jcs_str(name, &mut bytes);
         bytes.push(b':');
         jcs(value, &mut bytes)?;
@@ -238,18 +233,13 @@ pub fn parse_line(bytes: &[u8]) -> Result<Line, String> {
     };
     let take = |name: &str| member(name).ok_or_else(|| format!("no `{name}` field"));
     let v = take("v")?;
-    if v != FORMAT_VERSION.to_string().as_bytes() {
+    if safe_uint(v) != Some(FORMAT_VERSION) {
         return Err(format!(
             "unsupported format version {}",
             String::from_utf8_lossy(v)
         ));
     }
-    let seq = std::str::from_utf8(take("seq")?)
-        .ok()
-        .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|s| s.parse::<u64>().ok())
-        .filter(|s| *s <= MAX_SAFE_INTEGER)
-        .ok_or("`seq` is not a non-negative integer")?;
+    let seq = safe_uint(take("seq")?).ok_or("`seq` is not a non-negative integer")?;
     let session = json_string(take("session")?).ok_or("`session` is not a string")?;
     let ts = json_string(take("ts")?).ok_or("`ts` is not a string")?;
     if !ts_well_formed(&ts) {
@@ -350,16 +340,20 @@ impl<'de> serde::de::MapAccess<'de> for EntryMembers<'de> {
 
 /// The text of a JSON string value, as written in a canonical line; None for another value.
 fn json_string(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
-    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    if inner.contains(&b'\\') {
-        serde_json::from_slice::<String>(raw)
-            .ok()
-            .map(std::borrow::Cow::Owned)
-    } else {
-        std::str::from_utf8(inner)
-            .ok()
-            .map(std::borrow::Cow::Borrowed)
+    key_text(raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?)
+}
+
+/// A canonical JSON number that is a non-negative safe integer (digits only: canonical form
+/// has no leading zeros, fraction or exponent on an integer), as written in a line.
+fn safe_uint(raw: &[u8]) -> Option<u64> {
+    if raw.is_empty() || !raw.iter().all(u8::is_ascii_digit) {
+        return None;
     }
+    std::str::from_utf8(raw)
+        .ok()?
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n <= MAX_SAFE_INTEGER)
 }
 
 /// A member of a line's top-level object as [`canonical_members`] found it: its name's and
@@ -567,7 +561,7 @@ impl<'a> Canonical<'a> {
     }
 }
 
-/// The text of a member name read by [`Canonical::string`] (escapes undone).
+/// The text of a string read by [`Canonical::string`] (its raw contents, escapes undone).
 fn key_text(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     if !raw.contains(&b'\\') {
         return std::str::from_utf8(raw)
@@ -609,6 +603,16 @@ fn utf16_less(a: &str, b: &str) -> bool {
     }
 }
 
+/// An object's members in UTF-16 code-unit order of their names (RFC 8785 §3.2.3).
+fn utf16_ordered(m: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut pairs: Vec<(&String, &Value)> = m.iter().collect();
+    if !m.keys().all(|k| k.is_ascii()) {
+        // For ASCII names UTF-16 order is byte order, the map's own.
+        pairs.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+    }
+    pairs
+}
+
 /// Appends the RFC 8785 serialization of `v` to `out`. Byte-for-byte the same as
 /// `serde_jcs::to_vec(v)` (a test holds them equal), but several times faster, which matters to
 /// the writer and the verifier. Numbers other than safe integers are formatted by
@@ -641,26 +645,22 @@ pub fn jcs(v: &Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         }
         Value::Object(m) => {
             out.push(b'{');
+            let member = |i: usize, (k, v): (&String, &Value), out: &mut Vec<u8>| {
+                if i > 0 {
+                    out.push(b',');
+                }
+                jcs_str(k, out);
+                out.push(b':');
+                jcs(v, out)
+            };
             if m.keys().all(|k| k.is_ascii()) {
-                // ASCII names: the map's byte order is UTF-16 order.
-                for (i, (k, v)) in m.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    jcs_str(k, out);
-                    out.push(b':');
-                    jcs(v, out)?;
+                // ASCII names: the map's byte order is UTF-16 order, and nothing is sorted.
+                for (i, pair) in m.iter().enumerate() {
+                    member(i, pair, out)?;
                 }
             } else {
-                let mut pairs: Vec<(&String, &Value)> = m.iter().collect();
-                pairs.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-                for (i, (k, v)) in pairs.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    jcs_str(k, out);
-                    out.push(b':');
-                    jcs(v, out)?;
+                for (i, pair) in utf16_ordered(m).into_iter().enumerate() {
+                    member(i, pair, out)?;
                 }
             }
             out.push(b'}');

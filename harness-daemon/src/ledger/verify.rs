@@ -586,7 +586,9 @@ fn verify_session(
     };
     let count = slots.len() as u64;
     let contiguous = slots.iter().take_while(|s| s.is_some()).count() as u64;
-    std::thread::scope(|s| {
+    // 4. The chain, timestamps and structure, in seq order, while the checkpoint files are
+    //    opened and the roots they are compared with made on another core.
+    let ((opened, roots), closed) = std::thread::scope(|s| {
         let read_checkpoints = s.spawn(|| {
             let opened = open_checkpoints(&dir.join("checkpoints").join(&session), id, key);
             let mut sizes: Vec<u64> = opened
@@ -600,159 +602,170 @@ fn verify_session(
                 merkle_roots(slots.iter().flatten().map(|c| &c.leaf), &sizes),
             )
         });
-        // 4. The chain, timestamps and structure, in seq order.
-        let gen = id.map(|i| genesis(&i));
-        let last = slots.iter().rposition(Option::is_some).map(|l| l as u64);
-        let at = |seq: u64| slots.get(seq as usize).copied().flatten();
-        for (seq, c) in slots
-            .iter()
-            .enumerate()
-            .filter_map(|(s, c)| c.map(|c| (s as u64, c)))
-        {
-            if seq == 0 {
-                if gen.is_some_and(|g| g != c.prev) {
-                    found.add(
-                        Some(0),
-                        ProblemKind::Edited,
-                        "prev is not the session's genesis hash".into(),
-                    );
-                }
-                if !matches!(c.what, What::Open) {
-                    found.add(
-                        Some(0),
-                        ProblemKind::Edited,
-                        "first entry is not session_open".into(),
-                    );
-                }
-            } else {
-                if let Some(p) = at(seq - 1) {
-                    if p.hash != c.prev {
-                        found.add(
-                            Some(seq - 1),
-                            ProblemKind::Edited,
-                            format!("entry hash does not match the prev of seq {seq}"),
-                        );
-                    }
-                    if c.ts < p.ts {
-                        found.add(
-                            Some(seq),
-                            ProblemKind::Reordered,
-                            format!("timestamp is earlier than seq {}'s", seq - 1),
-                        );
-                    }
-                }
-                if matches!(c.what, What::Open) {
-                    found.add(
-                        Some(seq),
-                        ProblemKind::Inserted,
-                        "session_open after seq 0".into(),
-                    );
-                }
-            }
-            if matches!(c.what, What::Close) && Some(seq) != last {
-                found.add(
-                    Some(seq + 1),
-                    ProblemKind::Inserted,
-                    "entries follow session_close".into(),
-                );
-            }
-            if let What::Annotation { of_seq, of_hash } = &c.what {
-                let ok = *of_seq < seq
-                    && at(*of_seq)
-                        .is_some_and(|t| super::canon::decode_hash(of_hash) == Some(t.hash));
-                if !ok {
-                    found.add(
-                        Some(seq),
-                        ProblemKind::Edited,
-                        format!("annotation refers to seq {of_seq}, whose hash is not {of_hash}"),
-                    );
-                }
-            }
-            if let Some(e) = &c.body_error {
-                found.add(Some(seq), ProblemKind::Edited, e.clone());
-            }
-            for (sha, len) in &c.blobs {
-                match blobs.check(dir, sha) {
-                    Ok(n) if n == *len => {}
-                    Ok(n) => found.add(
-                        Some(seq),
-                        ProblemKind::BlobAltered,
-                        format!("blob {sha} has {n} bytes, entry says {len}"),
-                    ),
-                    Err((kind, reason)) => found.add(Some(seq), kind, reason),
-                }
-            }
-        }
-        let closed = last
-            .and_then(at)
-            .is_some_and(|c| matches!(c.what, What::Close));
-
-        // 5. Checkpoints (opened, and the roots they are compared with made, on another core).
-        let (opened, roots) = read_checkpoints
+        let closed = check_chain(&slots, id, dir, blobs, &mut found);
+        let read = read_checkpoints
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        let mut cps: Vec<Checkpoint> = Vec::new();
-        for (path, seq, opened) in opened {
-            match opened {
-                Ok(cp) => cps.push(cp),
-                Err((kind, reason)) => found.add_at(&path, seq, kind, reason),
+        (read, closed)
+    });
+
+    // 5. Checkpoints.
+    let mut cps: Vec<Checkpoint> = Vec::new();
+    for (path, seq, opened) in opened {
+        match opened {
+            Ok(cp) => cps.push(cp),
+            Err((kind, reason)) => found.add_at(&path, seq, kind, reason),
+        }
+    }
+    cps.sort_by_key(|c| c.size);
+    let mut last_ok = 0u64;
+    if let Some(cp) = cps.last().filter(|cp| cp.size > count) {
+        found.add(
+        Some(count),
+        ProblemKind::TruncatedTail,
+        format!(
+            "a signed checkpoint covers {} entries but the file ends at seq {}; seq {}..{} were cut off",
+            cp.size,
+            count as i64 - 1,
+            count,
+            cp.size - 1
+        ),
+    );
+    }
+    for cp in &cps {
+        if cp.size > contiguous {
+            break; // Gaps below it are reported already.
+        }
+        if roots.get(&cp.size) != Some(&cp.root) {
+            if !found.any_below(cp.size) {
+                found.add(
+                Some(last_ok),
+                ProblemKind::CheckpointMismatch,
+                match cp.size.checked_sub(1) {
+                    Some(last) => format!(
+                        "entries seq {last_ok}..{last} do not match the signed checkpoint of size {} (history rewritten)",
+                        cp.size
+                    ),
+                    None => "the signed checkpoint of size 0 does not hold the empty tree's root (not a checkpoint of this history)".to_owned(),
+                },
+            );
             }
+            break;
         }
-        cps.sort_by_key(|c| c.size);
-        let mut last_ok = 0u64;
-        if let Some(cp) = cps.last().filter(|cp| cp.size > count) {
-            found.add(
-            Some(count),
-            ProblemKind::TruncatedTail,
-            format!(
-                "a signed checkpoint covers {} entries but the file ends at seq {}; seq {}..{} were cut off",
-                cp.size,
-                count as i64 - 1,
-                count,
-                cp.size - 1
-            ),
-        );
-        }
-        for cp in &cps {
-            if cp.size > contiguous {
-                break; // Gaps below it are reported already.
-            }
-            if roots.get(&cp.size) != Some(&cp.root) {
-                if !found.any_below(cp.size) {
-                    found.add(
-                    Some(last_ok),
-                    ProblemKind::CheckpointMismatch,
-                    match cp.size.checked_sub(1) {
-                        Some(last) => format!(
-                            "entries seq {last_ok}..{last} do not match the signed checkpoint of size {} (history rewritten)",
-                            cp.size
-                        ),
-                        None => "the signed checkpoint of size 0 does not hold the empty tree's root (not a checkpoint of this history)".to_owned(),
-                    },
-                );
-                }
-                break;
-            }
-            last_ok = cp.size;
-        }
-        let best = cps.last();
-        if closed && key.is_some() && best.map(|c| c.size) != Some(count) {
-            found.add(
-            Some(best.map_or(0, |c| c.size)),
-            ProblemKind::CheckpointMissing,
-            format!(
-                "session is closed but no valid checkpoint covers all {count} entries (the final checkpoint was removed?)"
-            ),
-        );
-        }
-        Ok(SessionReport {
-            file: file.to_owned(),
-            entries: lines_read,
-            closed,
-            checkpoint: best.map(|c| c.size),
-            checkpoint_root: best.map(|c| base64::engine::general_purpose::STANDARD.encode(c.root)),
-        })
+        last_ok = cp.size;
+    }
+    let best = cps.last();
+    if closed && key.is_some() && best.map(|c| c.size) != Some(count) {
+        found.add(
+        Some(best.map_or(0, |c| c.size)),
+        ProblemKind::CheckpointMissing,
+        format!(
+            "session is closed but no valid checkpoint covers all {count} entries (the final checkpoint was removed?)"
+        ),
+    );
+    }
+    Ok(SessionReport {
+        file: file.to_owned(),
+        entries: lines_read,
+        closed,
+        checkpoint: best.map(|c| c.size),
+        checkpoint_root: best.map(|c| base64::engine::general_purpose::STANDARD.encode(c.root)),
     })
+}
+
+/// Step 4 of [`verify_session`]: the chain, timestamps and structure of the entries placed by
+/// seq, their bodies and blobs. Returns whether the session is closed (its last entry is
+/// `session_close`).
+fn check_chain(
+    slots: &[Option<&Checked>],
+    id: Option<Ulid>,
+    dir: &Path,
+    blobs: &mut BlobCache,
+    found: &mut Found<'_>,
+) -> bool {
+    let gen = id.map(|i| genesis(&i));
+    let last = slots.iter().rposition(Option::is_some).map(|l| l as u64);
+    let at = |seq: u64| slots.get(seq as usize).copied().flatten();
+    for (seq, c) in slots
+        .iter()
+        .enumerate()
+        .filter_map(|(s, c)| c.map(|c| (s as u64, c)))
+    {
+        if seq == 0 {
+            if gen.is_some_and(|g| g != c.prev) {
+                found.add(
+                    Some(0),
+                    ProblemKind::Edited,
+                    "prev is not the session's genesis hash".into(),
+                );
+            }
+            if !matches!(c.what, What::Open) {
+                found.add(
+                    Some(0),
+                    ProblemKind::Edited,
+                    "first entry is not session_open".into(),
+                );
+            }
+        } else {
+            if let Some(p) = at(seq - 1) {
+                if p.hash != c.prev {
+                    found.add(
+                        Some(seq - 1),
+                        ProblemKind::Edited,
+                        format!("entry hash does not match the prev of seq {seq}"),
+                    );
+                }
+                if c.ts < p.ts {
+                    found.add(
+                        Some(seq),
+                        ProblemKind::Reordered,
+                        format!("timestamp is earlier than seq {}'s", seq - 1),
+                    );
+                }
+            }
+            if matches!(c.what, What::Open) {
+                found.add(
+                    Some(seq),
+                    ProblemKind::Inserted,
+                    "session_open after seq 0".into(),
+                );
+            }
+        }
+        if matches!(c.what, What::Close) && Some(seq) != last {
+            found.add(
+                Some(seq + 1),
+                ProblemKind::Inserted,
+                "entries follow session_close".into(),
+            );
+        }
+        if let What::Annotation { of_seq, of_hash } = &c.what {
+            let ok = *of_seq < seq
+                && at(*of_seq).is_some_and(|t| super::canon::decode_hash(of_hash) == Some(t.hash));
+            if !ok {
+                found.add(
+                    Some(seq),
+                    ProblemKind::Edited,
+                    format!("annotation refers to seq {of_seq}, whose hash is not {of_hash}"),
+                );
+            }
+        }
+        if let Some(e) = &c.body_error {
+            found.add(Some(seq), ProblemKind::Edited, e.clone());
+        }
+        for (sha, len) in &c.blobs {
+            match blobs.check(dir, sha) {
+                Ok(n) if n == *len => {}
+                Ok(n) => found.add(
+                    Some(seq),
+                    ProblemKind::BlobAltered,
+                    format!("blob {sha} has {n} bytes, entry says {len}"),
+                ),
+                Err((kind, reason)) => found.add(Some(seq), kind, reason),
+            }
+        }
+    }
+    last.and_then(at)
+        .is_some_and(|c| matches!(c.what, What::Close))
 }
 
 /// A checkpoint file as [`open_checkpoints`] found it: its path, the seq its name points at,
