@@ -909,6 +909,52 @@ mod tests {
     }
 
     #[test]
+    fn the_envelope_is_read_from_the_top_level_only_and_as_written_canonically() {
+        let session = Ulid::from_string("01HZY3K5W8V6XQ2N4M7P9R0T1S").unwrap();
+        let line = seal(
+            &prepare(&Entry::SessionClose(super::super::SessionClose::because(
+                "x",
+            )))
+            .unwrap(),
+            &session,
+            3,
+            "2026-12-03T12:00:00.000000Z",
+            &[1; 32],
+        );
+        let text = String::from_utf8(line).unwrap();
+        assert_eq!(parse_line(text.as_bytes()).unwrap().seq, 3);
+        // An attacker who moves `seq` into a nested object (canonically) has no `seq`.
+        let Value::Object(mut top) = serde_json::from_str::<Value>(&text).unwrap() else {
+            panic!("not an object");
+        };
+        let seq = top.remove("seq").unwrap();
+        top.insert("error".into(), serde_json::json!({ "seq": seq }));
+        let mut moved = Vec::new();
+        jcs(&Value::Object(top), &mut moved).unwrap();
+        assert_eq!(parse_line(&moved).unwrap_err(), "no `seq` field");
+        // A name spelled with an escape is not canonical, so it names nothing.
+        let escaped = text.replace("\"seq\":", "\"s\\u0065q\":");
+        assert_ne!(escaped, text);
+        assert_eq!(
+            parse_line(escaped.as_bytes()).unwrap_err(),
+            "not in canonical form (RFC 8785)"
+        );
+        // seq and v as canonical numbers only.
+        for (from, to) in [("\"seq\":3", "\"seq\":3.5"), ("\"seq\":3", "\"seq\":-3")] {
+            let bad = text.replace(from, to);
+            assert_eq!(
+                parse_line(bad.as_bytes()).unwrap_err(),
+                "`seq` is not a non-negative integer"
+            );
+        }
+        let bad = text.replace("\"v\":1", "\"v\":2");
+        assert_eq!(
+            parse_line(bad.as_bytes()).unwrap_err(),
+            "unsupported format version 2"
+        );
+    }
+
+    #[test]
     fn a_line_is_read_into_its_kind_as_serde_reads_it() {
         use super::super::{Body, HttpBody, ProcessExit, StreamChunk};
         let body = |b: &[u8]| HttpBody {
