@@ -588,19 +588,21 @@ impl Engine {
         }
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        if let Some((bundle, _)) = &self.inner.trust {
+            // Made for this engine alone, which is ending (its stop is cancelled for every
+            // clone): removed here, not only by whoever holds the last clone, which may be a
+            // task a moment from its end (the lifecycle test saw the file outlive its engine
+            // about once in six runs). An enclosure still using it holds it by its bind mount.
+            if let Err(e) = std::fs::remove_file(bundle.path()) {
+                warn!("removing the trust bundle {}: {e}", bundle.path().display());
+            }
+        }
         let inner = match Arc::try_unwrap(self.inner) {
             Ok(inner) => inner,
             Err(_) => return Ok(()), // a clone is still alive; it owns the teardown
         };
         inner.hook.uninstall();
         inner.enclosure.remove()?;
-        if let Some((bundle, _)) = &inner.trust {
-            // Made for this engine alone; an enclosure still using it holds it by its bind
-            // mount, not by this name.
-            if let Err(e) = std::fs::remove_file(bundle.path()) {
-                warn!("removing the trust bundle {}: {e}", bundle.path().display());
-            }
-        }
         Ok(())
     }
 
